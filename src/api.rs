@@ -1,0 +1,520 @@
+//! The HTTP API v1: routes, JSON in and out, and the one place where every error becomes
+//! a status code and a stable error code ([`Failure::describe`]; the README's error
+//! table is that match). Request values are parsed into `types` here, at the edge; the
+//! service below never sees HTTP.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use hyper::body::Incoming;
+use hyper::header::{ALLOW, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
+use hyper::{Method, Request, Response, StatusCode};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::otp::{OtpError, OtpService, SendOtp, VerifyOtp};
+use crate::sender::SendError;
+use crate::twilio::TwilioError;
+use crate::types::{InvalidInput, OtpCode, PhoneNumber, Purpose, UserId};
+
+/// Who is on the other end of the socket (SO_PEERCRED), for the request log.
+#[derive(Debug, Clone, Copy)]
+pub struct Peer {
+    pub uid: u32,
+    pub gid: u32,
+    pub pid: Option<i32>,
+}
+
+pub struct Api {
+    service: OtpService,
+    max_body_bytes: usize,
+    body_timeout: Duration,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Route {
+    SendOtp,
+    VerifyOtp,
+    TestTwilio,
+    Status,
+    Health,
+}
+
+impl Route {
+    /// Paths match the backend's existing API; the trailing slash is optional.
+    fn find(path: &str) -> Option<(Route, &'static str)> {
+        let path = path.strip_suffix('/').unwrap_or(path);
+        Some(match path {
+            "/api/v1/messaging/send-otp" => (Route::SendOtp, "POST"),
+            "/api/v1/messaging/verify-otp" => (Route::VerifyOtp, "POST"),
+            "/api/v1/messaging/test-twilio" => (Route::TestTwilio, "GET"),
+            "/api/v1/messaging/status" => (Route::Status, "GET"),
+            "/healthz" => (Route::Health, "GET"),
+            _ => return None,
+        })
+    }
+}
+
+/// Everything that can go wrong with a request, from the socket to Twilio.
+#[derive(Debug)]
+enum Failure {
+    NotFound,
+    MethodNotAllowed(Method),
+    BodyTooLarge(usize),
+    BodyTimeout,
+    BodyUnreadable,
+    InvalidJson(serde_json::Error),
+    InvalidRequest(serde_json::Error),
+    Input(InvalidInput),
+    Otp(OtpError),
+}
+
+impl From<InvalidInput> for Failure {
+    fn from(e: InvalidInput) -> Self {
+        Failure::Input(e)
+    }
+}
+
+impl From<OtpError> for Failure {
+    fn from(e: OtpError) -> Self {
+        Failure::Otp(e)
+    }
+}
+
+/// An error answer: status, stable code, sentence, details, and extra JSON fields.
+struct Described {
+    status: StatusCode,
+    code: &'static str,
+    error: String,
+    details: Option<String>,
+    extra: Value,
+    retry_after: Option<Duration>,
+}
+
+impl Described {
+    fn new(status: StatusCode, code: &'static str, error: impl Into<String>) -> Self {
+        Described {
+            status,
+            code,
+            error: error.into(),
+            details: None,
+            extra: json!({}),
+            retry_after: None,
+        }
+    }
+
+    fn details(mut self, details: impl Into<String>) -> Self {
+        self.details = Some(details.into());
+        self
+    }
+
+    fn extra(mut self, extra: Value) -> Self {
+        self.extra = extra;
+        self
+    }
+
+    fn retry_after(mut self, wait: Duration) -> Self {
+        self.retry_after = Some(wait);
+        self
+    }
+}
+
+impl Failure {
+    /// The one match from errors to HTTP answers.
+    fn describe(&self) -> Described {
+        use StatusCode as S;
+        let not_verified = |code, error: &str, details: &str| {
+            Described::new(S::BAD_REQUEST, code, error)
+                .details(details)
+                .extra(json!({"verified": false}))
+        };
+        match self {
+            Failure::NotFound => Described::new(S::NOT_FOUND, "not_found", "No such endpoint"),
+            Failure::MethodNotAllowed(m) => Described::new(
+                S::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "Method not allowed",
+            )
+            .details(format!("{m} is not allowed here")),
+            Failure::BodyTooLarge(max) => Described::new(
+                S::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                "Request body too large",
+            )
+            .details(format!("the limit is {max} bytes")),
+            Failure::BodyTimeout => Described::new(
+                S::REQUEST_TIMEOUT,
+                "request_timeout",
+                "Request body not received in time",
+            ),
+            Failure::BodyUnreadable => Described::new(
+                S::BAD_REQUEST,
+                "invalid_request",
+                "Request body could not be read",
+            ),
+            Failure::InvalidJson(e) => Described::new(
+                S::BAD_REQUEST,
+                "invalid_json",
+                "Request body is not valid JSON",
+            )
+            .details(e.to_string()),
+            Failure::InvalidRequest(e) => Described::new(
+                S::BAD_REQUEST,
+                "invalid_request",
+                "Request body has missing or mistyped fields",
+            )
+            .details(e.to_string()),
+            Failure::Input(e) => {
+                let (code, details) = match e {
+                    InvalidInput::PhoneNumber(why) => ("invalid_phone_number", why.to_string()),
+                    InvalidInput::Purpose(allowed) => (
+                        "invalid_purpose",
+                        format!("purpose must be one of: {allowed}"),
+                    ),
+                    InvalidInput::UserId(why) => ("invalid_user_id", why.to_string()),
+                    InvalidInput::OtpCode(why) => ("invalid_otp_code", why.to_string()),
+                };
+                Described::new(S::BAD_REQUEST, code, e.to_string()).details(details)
+            }
+            Failure::Otp(e) => match e {
+                OtpError::WrongCode { attempts_remaining } => {
+                    let details = match attempts_remaining {
+                        0 => "no attempts remain; request a new code".to_owned(),
+                        1 => "1 attempt remaining".to_owned(),
+                        n => format!("{n} attempts remaining"),
+                    };
+                    not_verified("invalid_otp", "Invalid OTP code", &details)
+                        .extra(json!({"verified": false, "attempts_remaining": attempts_remaining}))
+                }
+                OtpError::Expired => {
+                    not_verified("otp_expired", "OTP code has expired", "request a new code")
+                }
+                OtpError::AlreadyUsed => not_verified(
+                    "otp_already_used",
+                    "OTP code has already been used",
+                    "request a new code",
+                ),
+                OtpError::NoCode => not_verified(
+                    "otp_not_found",
+                    "No OTP code to verify",
+                    "no code was sent for this phone number and purpose",
+                ),
+                OtpError::AttemptsExhausted { retry_after } => Described::new(
+                    S::TOO_MANY_REQUESTS,
+                    "too_many_attempts",
+                    "Too many wrong attempts for this code",
+                )
+                .details("request a new code")
+                .extra(json!({"verified": false}))
+                .retry_after(*retry_after),
+                OtpError::RateLimited(limited) => {
+                    let seconds = retry_seconds(limited.retry_after);
+                    Described::new(S::TOO_MANY_REQUESTS, "rate_limited", "Too many requests")
+                        .details(format!(
+                            "{} limit reached; retry in {seconds} s",
+                            limited.limit
+                        ))
+                        .extra(json!({"limit": limited.limit.as_str()}))
+                        .retry_after(limited.retry_after)
+                }
+                OtpError::NoTestNumber => Described::new(
+                    S::SERVICE_UNAVAILABLE,
+                    "test_phone_not_configured",
+                    "No test phone number is configured",
+                )
+                .details("set twilio.test_phone_number or TEST_PHONE_NUMBER"),
+                OtpError::Send(SendError::NotConfigured) => Described::new(
+                    S::SERVICE_UNAVAILABLE,
+                    "provider_not_configured",
+                    "SMS provider is not configured",
+                )
+                .details("set the Twilio credentials, or run with --dev for a local outbox"),
+                OtpError::Send(SendError::Twilio(TwilioError::Rejected {
+                    status,
+                    code,
+                    message,
+                    more_info,
+                })) => {
+                    let details = match code {
+                        Some(code) => format!("Twilio error {code}: {message}"),
+                        None => format!("Twilio answered HTTP {status}: {message}"),
+                    };
+                    Described::new(
+                        S::BAD_GATEWAY,
+                        "twilio_rejected",
+                        "Twilio rejected the message",
+                    )
+                    .details(details)
+                    .extra(json!({"twilio_code": code, "twilio_more_info": more_info}))
+                }
+                OtpError::Send(SendError::Twilio(
+                    e @ (TwilioError::Unavailable(_) | TwilioError::Client(_)),
+                )) => Described::new(
+                    S::SERVICE_UNAVAILABLE,
+                    "twilio_unavailable",
+                    "Twilio is unreachable",
+                )
+                .details(e.to_string()),
+                OtpError::Send(e @ SendError::Outbox { .. }) => Described::new(
+                    S::SERVICE_UNAVAILABLE,
+                    "outbox_unavailable",
+                    "The development outbox cannot be written",
+                )
+                .details(e.to_string()),
+                OtpError::Store(_) => Described::new(
+                    S::SERVICE_UNAVAILABLE,
+                    "store_unavailable",
+                    "The OTP store is unavailable",
+                )
+                .details("see the daemon's log"),
+            },
+        }
+    }
+
+    fn into_response(self) -> Response<Full<Bytes>> {
+        let d = self.describe();
+        if let Failure::Otp(OtpError::Store(e)) = &self {
+            // Logged here, once: the caller only learns that the store is unavailable.
+            log::error!("store: {e}");
+        }
+        let mut body = json!({"error": d.error, "code": d.code});
+        if let Some(details) = d.details {
+            body["details"] = Value::String(details);
+        }
+        if let (Value::Object(body), Value::Object(extra)) = (&mut body, d.extra) {
+            body.extend(extra);
+        }
+        let mut response = json_response(d.status, &body);
+        if let Some(wait) = d.retry_after {
+            response
+                .headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from(retry_seconds(wait)));
+        }
+        response
+    }
+}
+
+/// Whole seconds, rounded up and never 0: "retry now" would invite a busy loop.
+fn retry_seconds(wait: Duration) -> u64 {
+    wait.as_secs() + u64::from(wait.subsec_nanos() > 0).max(u64::from(wait.is_zero()))
+}
+
+fn json_response(status: StatusCode, body: &Value) -> Response<Full<Bytes>> {
+    let bytes = serde_json::to_vec(body).unwrap_or_default();
+    let mut response = Response::new(Full::new(Bytes::from(bytes)));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+// ---- Request bodies, as callers send them ----
+
+/// Django user ids are integers; accept `42` as well as `"42"`.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum UserIdField {
+    Text(String),
+    Number(i64),
+}
+
+impl UserIdField {
+    fn parse(field: Option<UserIdField>) -> Result<Option<UserId>, InvalidInput> {
+        match field {
+            None => Ok(None),
+            Some(UserIdField::Text(s)) => UserId::parse(&s).map(Some),
+            Some(UserIdField::Number(n)) => UserId::parse(&n.to_string()).map(Some),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct SendOtpBody {
+    phone_number: String,
+    purpose: String,
+    #[serde(default)]
+    user_id: Option<UserIdField>,
+}
+
+#[derive(Deserialize)]
+struct VerifyOtpBody {
+    phone_number: String,
+    otp_code: String,
+    purpose: String,
+    #[serde(default)]
+    user_id: Option<UserIdField>,
+}
+
+impl Api {
+    pub fn new(service: OtpService, max_body_bytes: usize, body_timeout: Duration) -> Self {
+        Api {
+            service,
+            max_body_bytes,
+            body_timeout,
+        }
+    }
+
+    pub fn service(&self) -> &OtpService {
+        &self.service
+    }
+
+    /// hyper's service function: never fails, every problem is a JSON answer.
+    pub async fn handle(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        peer: Peer,
+    ) -> Result<Response<Full<Bytes>>, Infallible> {
+        let started = Instant::now();
+        let method = req.method().clone();
+        let path = req.uri().path().to_owned();
+        let response = match Route::find(&path) {
+            None => Failure::NotFound.into_response(),
+            Some((_, allowed)) if method.as_str() != allowed => {
+                let mut response = Failure::MethodNotAllowed(method.clone()).into_response();
+                response
+                    .headers_mut()
+                    .insert(ALLOW, HeaderValue::from_static(allowed));
+                response
+            }
+            Some((route, _)) => match self.route(route, req).await {
+                Ok(response) => response,
+                Err(failure) => failure.into_response(),
+            },
+        };
+        log::debug!(
+            "{method} {path} -> {} in {:?} (uid {} gid {} pid {:?})",
+            response.status().as_u16(),
+            started.elapsed(),
+            peer.uid,
+            peer.gid,
+            peer.pid
+        );
+        Ok(response)
+    }
+
+    async fn route(
+        &self,
+        route: Route,
+        req: Request<Incoming>,
+    ) -> Result<Response<Full<Bytes>>, Failure> {
+        // The real clock is read here, once per request; everything below takes `now`.
+        let now = SystemTime::now();
+        let service = &self.service;
+        match route {
+            Route::SendOtp => {
+                let body: SendOtpBody = self.json_body(req).await?;
+                let request = SendOtp {
+                    phone: PhoneNumber::parse(&body.phone_number)?,
+                    purpose: Purpose::parse(&body.purpose, service.purposes())?,
+                    user_id: UserIdField::parse(body.user_id)?,
+                };
+                let issued = service.send_otp(request, now).await?;
+                Ok(json_response(
+                    StatusCode::OK,
+                    &json!({
+                        "message": "OTP sent successfully",
+                        "otp_id": issued.otp_id,
+                        "expires_at": rfc3339(issued.expires_at),
+                    }),
+                ))
+            }
+            Route::VerifyOtp => {
+                let body: VerifyOtpBody = self.json_body(req).await?;
+                let request = VerifyOtp {
+                    phone: PhoneNumber::parse(&body.phone_number)?,
+                    code: OtpCode::parse(&body.otp_code)?,
+                    purpose: Purpose::parse(&body.purpose, service.purposes())?,
+                    user_id: UserIdField::parse(body.user_id)?,
+                };
+                let otp_id = service.verify_otp(request, now).await?;
+                Ok(json_response(
+                    StatusCode::OK,
+                    &json!({"message": "OTP verified successfully", "verified": true, "otp_id": otp_id}),
+                ))
+            }
+            Route::TestTwilio => {
+                let sid = service.send_test_message(now).await?;
+                Ok(json_response(
+                    StatusCode::OK,
+                    &json!({"message": format!("Test message sent successfully with SID: {sid}")}),
+                ))
+            }
+            Route::Status => {
+                let s = service.status();
+                Ok(json_response(
+                    StatusCode::OK,
+                    &json!({
+                        "enabled": s.provider.is_some(),
+                        "provider": s.provider,
+                        "dev_mode": s.dev_mode,
+                        "test_phone_configured": s.test_phone_configured,
+                        "purposes": s.purposes,
+                        "otp_length": s.otp_length,
+                        "otp_ttl_seconds": s.otp_ttl.as_secs(),
+                        "limiter_keys": s.limiter_keys,
+                        "version": env!("CARGO_PKG_VERSION"),
+                    }),
+                ))
+            }
+            Route::Health => {
+                service
+                    .store()
+                    .ping()
+                    .await
+                    .map_err(|e| Failure::Otp(e.into()))?;
+                Ok(json_response(StatusCode::OK, &json!({"status": "ok"})))
+            }
+        }
+    }
+
+    /// Reads a size-capped body within the request timeout and parses it as JSON.
+    async fn json_body<T: serde::de::DeserializeOwned>(
+        &self,
+        req: Request<Incoming>,
+    ) -> Result<T, Failure> {
+        let declared = req
+            .headers()
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > self.max_body_bytes as u64) {
+            return Err(Failure::BodyTooLarge(self.max_body_bytes));
+        }
+        let body = Limited::new(req.into_body(), self.max_body_bytes);
+        let collected = tokio::time::timeout(self.body_timeout, body.collect())
+            .await
+            .map_err(|_| Failure::BodyTimeout)?;
+        let bytes = match collected {
+            Ok(collected) => collected.to_bytes(),
+            Err(e) if e.is::<LengthLimitError>() => {
+                return Err(Failure::BodyTooLarge(self.max_body_bytes));
+            }
+            Err(_) => return Err(Failure::BodyUnreadable),
+        };
+        serde_json::from_slice(&bytes).map_err(|e| match e.classify() {
+            serde_json::error::Category::Data => Failure::InvalidRequest(e),
+            _ => Failure::InvalidJson(e),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_rounds_up_and_is_never_zero() {
+        assert_eq!(retry_seconds(Duration::ZERO), 1);
+        assert_eq!(retry_seconds(Duration::from_millis(200)), 1);
+        assert_eq!(retry_seconds(Duration::from_secs(2)), 2);
+        assert_eq!(retry_seconds(Duration::from_millis(2001)), 3);
+    }
+}

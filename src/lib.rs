@@ -1,0 +1,141 @@
+//! otpd: SMS one-time passwords for a web backend, as a local daemon.
+//!
+//! A request in one sentence: [`server`] accepts a connection on the Unix socket and
+//! reads the caller's credentials → [`api`] parses the JSON into [`types`] → [`otp`]
+//! (the service) asks the [`limiter`], writes through the [`store`] and sends through
+//! the [`sender`] ([`twilio`] or the development outbox) → its `Result` returns to
+//! [`api`], which alone picks the HTTP status and error code.
+//!
+//! ```text
+//! caller ──HTTP/1.1 JSON over Unix socket──▶ server ─▶ api
+//!                                                      │
+//!                                                      ▼
+//!                                                     otp
+//!                                          ╱           │          ╲
+//!                                   limiter          store          sender ─▶ twilio
+//!                                  (governor)       (SQLite)      (or dev outbox)
+//! ```
+//!
+//! [`config`] is parsed and validated once, before any of this starts; [`signals`]
+//! turns SIGTERM/SIGINT/SIGHUP into intents; [`logging`] picks journald or stderr.
+//! Nothing in store, limiter, sender or twilio imports api or otp.
+
+pub mod api;
+pub mod config;
+pub mod limiter;
+pub mod logging;
+pub mod otp;
+pub mod sender;
+pub mod server;
+pub mod signals;
+pub mod store;
+pub mod twilio;
+pub mod types;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use thiserror::Error;
+use tokio::net::UnixListener;
+
+use crate::api::Api;
+use crate::config::{Config, ProviderConfig};
+use crate::otp::{KeyError, OtpService};
+use crate::sender::{SendError, Sender};
+use crate::store::{Store, StoreError};
+
+/// Why the daemon could not start.
+#[derive(Debug, Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    #[error(transparent)]
+    Sender(#[from] SendError),
+}
+
+/// How often limiter keys that have fully refilled are forgotten.
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
+
+/// Runs the daemon on `listener` until `shutdown` resolves, then drains and closes.
+/// The listener and the shutdown future are parameters so that main (signals, systemd)
+/// and tests drive the same code.
+pub async fn run(
+    config: &Config,
+    listener: &UnixListener,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), StartError> {
+    let path = config.store.path.clone();
+    let store = tokio::task::spawn_blocking(move || Store::open(&path))
+        .await
+        .map_err(|_| StoreError::Closed)??;
+    let sender = Sender::new(&config.provider)?;
+    let service = OtpService::new(config, store, sender)?;
+    announce(config);
+    let api = Arc::new(Api::new(
+        service,
+        config.server.max_body_bytes,
+        config.server.request_timeout,
+    ));
+
+    let pruner = {
+        let api = api.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(PRUNE_EVERY);
+            loop {
+                every.tick().await;
+                api.service().limiter().prune();
+            }
+        })
+    };
+
+    notify(sd_notify::NotifyState::Ready);
+    log::info!("listening on {}", config.server.socket_path.display());
+    let options = server::ServeOptions {
+        max_connections: config.server.max_connections,
+        header_timeout: config.server.request_timeout,
+        drain_timeout: config.server.shutdown_timeout,
+    };
+    let shutdown = async {
+        shutdown.await;
+        notify(sd_notify::NotifyState::Stopping);
+    };
+    server::serve(listener, api.clone(), options, shutdown).await;
+
+    pruner.abort();
+    let api_for_close = api.clone();
+    let _ = tokio::task::spawn_blocking(move || api_for_close.service().store().close()).await;
+    log::info!("stopped");
+    Ok(())
+}
+
+/// Says loudly, once, when messages will not reach a real phone.
+fn announce(config: &Config) {
+    match &config.provider {
+        ProviderConfig::Twilio(t) => log::info!("sending through Twilio at {}", t.api_base),
+        ProviderConfig::DevOutbox(path) => log::warn!(
+            "DEVELOPMENT MODE: nothing is delivered; messages are written to {}",
+            path.display()
+        ),
+        ProviderConfig::None => log::warn!(
+            "no Twilio credentials configured: send-otp answers 503 provider_not_configured"
+        ),
+    }
+    for t in &config.otp.test_numbers {
+        log::warn!(
+            "test number {}{} gets a fixed code and no SMS until {}",
+            t.pattern,
+            if t.is_prefix { "*" } else { "" },
+            humantime::format_rfc3339_seconds(t.until)
+        );
+    }
+}
+
+/// Tells systemd our state; a no-op when not started by systemd (no NOTIFY_SOCKET).
+fn notify(state: sd_notify::NotifyState<'_>) {
+    if let Err(e) = sd_notify::notify(false, &[state]) {
+        log::warn!("sd_notify failed: {e}");
+    }
+}

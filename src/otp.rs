@@ -1,0 +1,420 @@
+//! The OTP service: the only part that knows the others. It generates codes with a
+//! CSPRNG, keeps only their HMAC, asks the limiter, writes through the store, sends
+//! through the sender, and verifies with a counted attempt, a constant-time compare and
+//! a conditional consume. It takes `now` as a parameter and knows nothing of HTTP.
+
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use hmac::{Hmac, Mac};
+use rand::Rng;
+use sha2::Sha256;
+use thiserror::Error;
+
+use crate::config::{Config, KeySource, OtpConfig};
+use crate::limiter::{Limiter, RateLimited};
+use crate::sender::{SendError, Sender};
+use crate::store::{Attempt, Delivery, NewCode, Store, StoreError};
+use crate::twilio::TwilioError;
+use crate::types::{OtpCode, PhoneNumber, Purpose, UserId};
+
+#[derive(Debug, Error)]
+pub enum OtpError {
+    #[error(transparent)]
+    RateLimited(#[from] RateLimited),
+    #[error(transparent)]
+    Send(#[from] SendError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("wrong code")]
+    WrongCode { attempts_remaining: u32 },
+    #[error("code expired")]
+    Expired,
+    #[error("code already used")]
+    AlreadyUsed,
+    #[error("no code to verify")]
+    NoCode,
+    #[error("no attempts left")]
+    AttemptsExhausted { retry_after: Duration },
+    #[error("no test phone number is configured")]
+    NoTestNumber,
+}
+
+#[derive(Debug, Error)]
+pub enum KeyError {
+    #[error("cannot use the HMAC key file {path}: {source}")]
+    Io {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the HMAC key must be at least 32 bytes (64 hex digits)")]
+    TooShort,
+}
+
+pub struct SendOtp {
+    pub phone: PhoneNumber,
+    pub purpose: Purpose,
+    pub user_id: Option<UserId>,
+}
+
+pub struct VerifyOtp {
+    pub phone: PhoneNumber,
+    pub code: OtpCode,
+    pub purpose: Purpose,
+    pub user_id: Option<UserId>,
+}
+
+pub struct Issued {
+    pub otp_id: i64,
+    pub expires_at: SystemTime,
+}
+
+/// What `/status/` reports; shaped into JSON by the api.
+pub struct Status {
+    pub provider: Option<&'static str>,
+    pub dev_mode: bool,
+    pub test_phone_configured: bool,
+    pub purposes: Vec<String>,
+    pub otp_length: usize,
+    pub otp_ttl: Duration,
+    pub limiter_keys: usize,
+}
+
+pub struct OtpService {
+    otp: OtpConfig,
+    test_phone: Option<PhoneNumber>,
+    key: Vec<u8>,
+    store: Store,
+    limiter: Limiter,
+    sender: Sender,
+}
+
+const TEST_MESSAGE: &str = "Test message from otpd: your Twilio settings work.";
+
+impl OtpService {
+    pub fn new(config: &Config, store: Store, sender: Sender) -> Result<Self, KeyError> {
+        Ok(OtpService {
+            otp: config.otp.clone(),
+            test_phone: config.test_phone_number.clone(),
+            key: load_key(&config.otp.hmac_key)?,
+            limiter: Limiter::new(&config.limits),
+            store,
+            sender,
+        })
+    }
+
+    pub fn purposes(&self) -> &[String] {
+        &self.otp.purposes
+    }
+
+    pub fn limiter(&self) -> &Limiter {
+        &self.limiter
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// HMAC-SHA256 over the code and what it is bound to, so a hash copied to another
+    /// row (or a stolen database) is worth nothing without the key.
+    fn mac(&self, phone: &str, purpose: &str, code: &str) -> Hmac<Sha256> {
+        let mut mac = Hmac::<Sha256>::new_from_slice(&self.key)
+            .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
+        for part in [phone, purpose, code] {
+            mac.update(part.as_bytes());
+            mac.update(&[0]);
+        }
+        mac
+    }
+
+    pub async fn send_otp(&self, req: SendOtp, now: SystemTime) -> Result<Issued, OtpError> {
+        let test = self
+            .otp
+            .test_numbers
+            .iter()
+            .find(|t| t.matches(&req.phone, now));
+        if test.is_none() && self.sender.provider().is_none() {
+            return Err(SendError::NotConfigured.into());
+        }
+        self.limiter
+            .check_send(req.phone.as_str(), req.user_id.as_ref().map(UserId::as_str))?;
+
+        let code = match test {
+            Some(test) => test.code.clone(),
+            None => generate_code(self.otp.length),
+        };
+        let expires_at = now + self.otp.ttl;
+        let code_hash = self
+            .mac(req.phone.as_str(), req.purpose.as_str(), &code)
+            .finalize()
+            .into_bytes()
+            .to_vec();
+        let otp_id = self
+            .store
+            .insert_code(NewCode {
+                phone: req.phone.as_str().to_owned(),
+                purpose: req.purpose.as_str().to_owned(),
+                user_id: req.user_id.as_ref().map(|u| u.as_str().to_owned()),
+                code_hash,
+                max_attempts: self.otp.max_attempts,
+                test_number: test.is_some(),
+                created_at: now,
+                expires_at,
+            })
+            .await?;
+        let to = req.phone.as_str().to_owned();
+        let masked = req.phone.masked();
+        let purpose = req.purpose.as_str();
+
+        if test.is_some() {
+            self.store
+                .record_delivery(otp_id, to, Delivery::Skipped, now)
+                .await?;
+            log::info!("otp {otp_id} for {masked} ({purpose}): test number, no SMS sent");
+            return Ok(Issued { otp_id, expires_at });
+        }
+
+        let minutes = self.otp.ttl.as_secs().div_ceil(60);
+        let body = self.otp.template.render(&code, minutes, purpose);
+        let provider = self.sender.provider().unwrap_or("none");
+        match self.sender.send(&req.phone, &body).await {
+            Ok(sent) => {
+                log::info!(
+                    "otp {otp_id} for {masked} ({purpose}) sent via {provider}, sid {}",
+                    sent.sid
+                );
+                let delivery = Delivery::Sent {
+                    provider,
+                    sid: sent.sid,
+                    status: sent.status,
+                };
+                self.store
+                    .record_delivery(otp_id, to, delivery, now)
+                    .await?;
+                Ok(Issued { otp_id, expires_at })
+            }
+            Err(error) => {
+                log::warn!("otp {otp_id} for {masked} ({purpose}) not sent: {error}");
+                let error_code = match &error {
+                    SendError::Twilio(TwilioError::Rejected { code, .. }) => *code,
+                    _ => None,
+                };
+                let delivery = Delivery::Failed {
+                    provider,
+                    error_code,
+                    error_message: error.to_string(),
+                };
+                // Marked failed: this code can never verify, whatever happens next.
+                self.store
+                    .record_delivery(otp_id, to, delivery, now)
+                    .await?;
+                Err(error.into())
+            }
+        }
+    }
+
+    pub async fn verify_otp(&self, req: VerifyOtp, now: SystemTime) -> Result<i64, OtpError> {
+        self.limiter.check_verify(req.phone.as_str())?;
+        let attempt = self
+            .store
+            .count_attempt(
+                req.phone.as_str().to_owned(),
+                req.purpose.as_str().to_owned(),
+                now,
+            )
+            .await?;
+        let (id, code_hash, bound_user, attempts, max_attempts) = match attempt {
+            Attempt::Counted {
+                id,
+                code_hash,
+                user_id,
+                attempts,
+                max_attempts,
+            } => (id, code_hash, user_id, attempts, max_attempts),
+            Attempt::NoCode => return Err(OtpError::NoCode),
+            Attempt::Used { .. } => return Err(OtpError::AlreadyUsed),
+            Attempt::Expired { .. } => return Err(OtpError::Expired),
+            Attempt::Exhausted { expires_at, .. } => {
+                return Err(OtpError::AttemptsExhausted {
+                    retry_after: expires_at.duration_since(now).unwrap_or_default(),
+                });
+            }
+        };
+        // verify_slice compares in constant time.
+        let code_matches = self
+            .mac(req.phone.as_str(), req.purpose.as_str(), req.code.as_str())
+            .verify_slice(&code_hash)
+            .is_ok();
+        // A code sent for a user verifies only for that user; one sent without a user
+        // (sign-up, before the account exists) verifies for any caller.
+        let user_matches = match (&bound_user, &req.user_id) {
+            (Some(bound), Some(given)) => bound == given.as_str(),
+            (Some(_), None) => false,
+            (None, _) => true,
+        };
+        let masked = req.phone.masked();
+        if code_matches && user_matches {
+            if self.store.consume(id, now).await? {
+                log::info!("otp {id} for {masked} ({}) verified", req.purpose.as_str());
+                return Ok(id);
+            }
+            return Err(OtpError::AlreadyUsed);
+        }
+        let attempts_remaining = max_attempts.saturating_sub(attempts);
+        self.store
+            .record_failed_attempt(id, attempts_remaining, now)
+            .await?;
+        log::info!(
+            "otp {id} for {masked} ({}): wrong code, {attempts_remaining} attempts remaining",
+            req.purpose.as_str()
+        );
+        Err(OtpError::WrongCode { attempts_remaining })
+    }
+
+    /// Sends the fixed test message to the configured test number; returns its SID.
+    pub async fn send_test_message(&self, now: SystemTime) -> Result<String, OtpError> {
+        let to = self.test_phone.as_ref().ok_or(OtpError::NoTestNumber)?;
+        let provider = self.sender.provider().ok_or(SendError::NotConfigured)?;
+        self.limiter.check_global()?;
+        let result = self.sender.send(to, TEST_MESSAGE).await;
+        let delivery = match &result {
+            Ok(sent) => Delivery::Sent {
+                provider,
+                sid: sent.sid.clone(),
+                status: sent.status.clone(),
+            },
+            Err(error) => Delivery::Failed {
+                provider,
+                error_code: match error {
+                    SendError::Twilio(TwilioError::Rejected { code, .. }) => *code,
+                    _ => None,
+                },
+                error_message: error.to_string(),
+            },
+        };
+        self.store
+            .record_message(to.as_str().to_owned(), delivery, now)
+            .await?;
+        match result {
+            Ok(sent) => {
+                log::info!(
+                    "test message sent to {} via {provider}, sid {}",
+                    to.masked(),
+                    sent.sid
+                );
+                Ok(sent.sid)
+            }
+            Err(error) => {
+                log::warn!("test message to {} not sent: {error}", to.masked());
+                Err(error.into())
+            }
+        }
+    }
+
+    pub fn status(&self) -> Status {
+        Status {
+            provider: self.sender.provider(),
+            dev_mode: matches!(self.sender, Sender::DevOutbox(_)),
+            test_phone_configured: self.test_phone.is_some(),
+            purposes: self.otp.purposes.clone(),
+            otp_length: self.otp.length,
+            otp_ttl: self.otp.ttl,
+            limiter_keys: self.limiter.key_count(),
+        }
+    }
+}
+
+/// Each digit drawn uniformly from the thread-local CSPRNG (ChaCha, seeded by the OS).
+fn generate_code(length: usize) -> String {
+    let mut rng = rand::rng();
+    (0..length)
+        .map(|_| char::from(b'0' + rng.random_range(0..10u8)))
+        .collect()
+}
+
+/// Reads the HMAC key, creating a random one (0600) on first start.
+fn load_key(source: &KeySource) -> Result<Vec<u8>, KeyError> {
+    let bytes = match source {
+        KeySource::Credential(bytes) => bytes.clone(),
+        KeySource::File(path) => read_or_create_key(path)?,
+    };
+    let text = String::from_utf8_lossy(&bytes);
+    let key = match hex::decode(text.trim()) {
+        Ok(decoded) => decoded,
+        Err(_) => bytes,
+    };
+    if key.len() < 32 {
+        return Err(KeyError::TooShort);
+    }
+    Ok(key)
+}
+
+fn read_or_create_key(path: &Path) -> Result<Vec<u8>, KeyError> {
+    let io = |source| KeyError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    match std::fs::read(path) {
+        Ok(bytes) => {
+            let mode = std::fs::metadata(path).map_err(io)?.permissions().mode();
+            if mode & 0o077 != 0 {
+                log::warn!(
+                    "HMAC key file {} is readable by others (mode {:o}); chmod 600 it",
+                    path.display(),
+                    mode & 0o777
+                );
+            }
+            Ok(bytes)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let key: [u8; 32] = rand::random();
+            let text = format!("{}\n", hex::encode(key));
+            // create_new: two daemons racing cannot overwrite each other's key.
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(path)
+                .map_err(io)?;
+            file.write_all(text.as_bytes()).map_err(io)?;
+            file.sync_all().map_err(io)?;
+            log::info!("created a new HMAC key in {}", path.display());
+            Ok(text.into_bytes())
+        }
+        Err(e) => Err(io(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_have_the_configured_length_and_vary() {
+        let codes: Vec<String> = (0..50).map(|_| generate_code(6)).collect();
+        assert!(
+            codes
+                .iter()
+                .all(|c| c.len() == 6 && c.bytes().all(|b| b.is_ascii_digit()))
+        );
+        let distinct: std::collections::HashSet<_> = codes.iter().collect();
+        assert!(distinct.len() > 40, "{distinct:?}");
+    }
+
+    #[test]
+    fn a_missing_key_file_is_created_private_and_then_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hmac.key");
+        let first = load_key(&KeySource::File(path.clone())).unwrap();
+        assert_eq!(first.len(), 32);
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert_eq!(load_key(&KeySource::File(path)).unwrap(), first);
+        assert!(matches!(
+            load_key(&KeySource::Credential(b"short".to_vec())),
+            Err(KeyError::TooShort)
+        ));
+    }
+}

@@ -1,0 +1,161 @@
+//! The Unix socket: binding it safely (stale-socket probe, then bind, then chmod), the
+//! accept loop with a connection cap, peer credentials, hyper's HTTP/1.1 connections,
+//! and the graceful drain at shutdown. Knows the api's entry point and nothing below.
+
+use std::future::Future;
+use std::io::ErrorKind;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use thiserror::Error;
+use tokio::net::UnixListener;
+use tokio::sync::Semaphore;
+
+use crate::api::{Api, Peer};
+
+#[derive(Debug, Error)]
+pub enum ServerError {
+    #[error("another otpd is already listening on {0}")]
+    InUse(PathBuf),
+    #[error("{0} exists and is not a socket; refusing to replace it")]
+    NotASocket(PathBuf),
+    #[error("cannot bind {path}: {source}")]
+    Bind {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// A listening socket that otpd created; the file is removed when this is dropped.
+pub struct BoundSocket {
+    pub listener: UnixListener,
+    path: PathBuf,
+}
+
+impl Drop for BoundSocket {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::remove_file(&self.path) {
+            if e.kind() != ErrorKind::NotFound {
+                log::warn!("cannot remove {}: {e}", self.path.display());
+            }
+        }
+    }
+}
+
+/// Binds `path` with `mode`. A socket file left by a crashed run (nobody answers it) is
+/// replaced; a live one, or a file that is not a socket, is refused.
+pub fn bind(path: &Path, mode: u32) -> Result<BoundSocket, ServerError> {
+    let bind_error = |source| ServerError::Bind {
+        path: path.to_owned(),
+        source,
+    };
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if !meta.file_type().is_socket() => {
+            return Err(ServerError::NotASocket(path.to_owned()));
+        }
+        Ok(_) => match std::os::unix::net::UnixStream::connect(path) {
+            Ok(_) => return Err(ServerError::InUse(path.to_owned())),
+            Err(e) if e.kind() == ErrorKind::ConnectionRefused => {
+                log::info!("removing stale socket {}", path.display());
+                std::fs::remove_file(path).map_err(bind_error)?;
+            }
+            Err(e) => return Err(bind_error(e)),
+        },
+        Err(e) if e.kind() == ErrorKind::NotFound => {}
+        Err(e) => return Err(bind_error(e)),
+    }
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(bind_error)?;
+    }
+    let listener = UnixListener::bind(path).map_err(bind_error)?;
+    let bound = BoundSocket {
+        listener,
+        path: path.to_owned(),
+    };
+    // Between bind and chmod the socket has the umask's mode; with any usual umask
+    // (022, or systemd's UMask=) no other user can connect in that window.
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(bind_error)?;
+    Ok(bound)
+}
+
+/// Connection-level limits of the accept loop.
+#[derive(Debug, Clone, Copy)]
+pub struct ServeOptions {
+    pub max_connections: usize,
+    pub header_timeout: Duration,
+    pub drain_timeout: Duration,
+}
+
+/// Serves until `shutdown` resolves, then stops accepting and lets in-flight requests
+/// finish for at most `drain_timeout`.
+pub async fn serve(
+    listener: &UnixListener,
+    api: Arc<Api>,
+    options: ServeOptions,
+    shutdown: impl Future<Output = ()>,
+) {
+    let graceful = GracefulShutdown::new();
+    let slots = Arc::new(Semaphore::new(options.max_connections));
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(options.header_timeout);
+    tokio::pin!(shutdown);
+
+    loop {
+        // Waiting for a free slot before accepting leaves excess callers in the
+        // kernel's backlog instead of holding open sockets we cannot serve.
+        let slot = tokio::select! {
+            slot = slots.clone().acquire_owned() => slot,
+            () = &mut shutdown => break,
+        };
+        let Ok(slot) = slot else { break };
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    log::warn!("accept failed: {e}");
+                    // EMFILE and friends: back off instead of spinning.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let peer = match stream.peer_cred() {
+            Ok(cred) => Peer {
+                uid: cred.uid(),
+                gid: cred.gid(),
+                pid: cred.pid(),
+            },
+            Err(e) => {
+                log::warn!("cannot read peer credentials, dropping connection: {e}");
+                continue;
+            }
+        };
+        let api = api.clone();
+        let service = service_fn(move |req| api.clone().handle(req, peer));
+        let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                log::debug!("connection from pid {:?}: {e}", peer.pid);
+            }
+            drop(slot);
+        });
+    }
+
+    log::info!(
+        "shutting down: draining {} open connections",
+        graceful.count()
+    );
+    tokio::select! {
+        () = graceful.shutdown() => log::info!("all connections closed"),
+        () = tokio::time::sleep(options.drain_timeout) => {
+            log::warn!("drain timeout of {:?} reached; closing remaining connections", options.drain_timeout);
+        }
+    }
+}

@@ -1,0 +1,531 @@
+//! The SQLite store: schema and migrations, every SQL statement, and the threads they
+//! run on. It offers the narrow operations the OTP service needs ("insert code",
+//! "count attempt and fetch", "consume", "record delivery") so that a PostgreSQL store
+//! could offer the same ones later. It knows nothing of HTTP, HMAC or Twilio.
+//!
+//! Threads: SQLite has one writer, so every write goes to one dedicated writer thread
+//! through a channel (measured ~3x the throughput of one `spawn_blocking` write per
+//! request, with no busy waits); reads use an r2d2 pool through `spawn_blocking`.
+//! Either way, no SQLite call ever runs on an async executor thread.
+
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, mpsc};
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use r2d2_sqlite::SqliteConnectionManager;
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use rusqlite_migration::{M, Migrations};
+use thiserror::Error;
+use tokio::sync::oneshot;
+
+#[derive(Debug, Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("database pool error: {0}")]
+    Pool(#[from] r2d2::Error),
+    #[error("database migration failed: {0}")]
+    Migration(#[from] rusqlite_migration::Error),
+    #[error("cannot open database {path}: {source}")]
+    Open {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the store is shut down")]
+    Closed,
+}
+
+/// Versioned schema; append only. `user_version` records how far a file has come.
+const MIGRATIONS: &[M<'static>] = &[M::up(
+    "CREATE TABLE otps (
+        id            INTEGER PRIMARY KEY,
+        phone         TEXT    NOT NULL,
+        purpose       TEXT    NOT NULL,
+        user_id       TEXT,
+        code_hash     BLOB    NOT NULL,
+        state         TEXT    NOT NULL CHECK (state IN
+                      ('pending', 'sent', 'failed', 'verified', 'superseded', 'expired')),
+        attempts      INTEGER NOT NULL DEFAULT 0,
+        max_attempts  INTEGER NOT NULL,
+        test_number   INTEGER NOT NULL DEFAULT 0,
+        created_at    INTEGER NOT NULL,
+        expires_at    INTEGER NOT NULL,
+        verified_at   INTEGER
+    );
+    CREATE INDEX otps_by_phone_purpose ON otps (phone, purpose, id);
+
+    CREATE TABLE messages (
+        id            INTEGER PRIMARY KEY,
+        otp_id        INTEGER REFERENCES otps (id),
+        created_at    INTEGER NOT NULL,
+        to_number     TEXT    NOT NULL,
+        provider      TEXT    NOT NULL,
+        sid           TEXT,
+        status        TEXT    NOT NULL,
+        error_code    INTEGER,
+        error_message TEXT
+    );
+    CREATE INDEX messages_by_otp ON messages (otp_id);
+
+    -- Never holds a code, a hash of one, or a secret.
+    CREATE TABLE audit (
+        id            INTEGER PRIMARY KEY,
+        at            INTEGER NOT NULL,
+        otp_id        INTEGER,
+        event         TEXT    NOT NULL,
+        phone         TEXT,
+        purpose       TEXT,
+        user_id       TEXT,
+        detail        TEXT
+    );
+    CREATE INDEX audit_by_otp ON audit (otp_id);",
+)];
+
+/// WAL lets readers run beside the writer; NORMAL syncs at checkpoints, so a crash of
+/// the process loses nothing and a power loss can lose only the last commits.
+const PRAGMAS: &str = "PRAGMA journal_mode = WAL;
+    PRAGMA synchronous = NORMAL;
+    PRAGMA foreign_keys = ON;
+    PRAGMA busy_timeout = 5000;";
+
+type Job = Box<dyn FnOnce(&mut Connection) + Send>;
+
+enum Command {
+    Run(Job),
+    Stop,
+}
+
+pub struct Store {
+    writer: mpsc::Sender<Command>,
+    writer_thread: Mutex<Option<JoinHandle<()>>>,
+    readers: r2d2::Pool<SqliteConnectionManager>,
+}
+
+/// A code to insert; `code_hash` is already keyed, the store never sees a code.
+pub struct NewCode {
+    pub phone: String,
+    pub purpose: String,
+    pub user_id: Option<String>,
+    pub code_hash: Vec<u8>,
+    pub max_attempts: u32,
+    pub test_number: bool,
+    pub created_at: SystemTime,
+    pub expires_at: SystemTime,
+}
+
+/// How a message left (or did not leave) otpd.
+pub enum Delivery {
+    Sent {
+        provider: &'static str,
+        sid: String,
+        status: String,
+    },
+    Failed {
+        provider: &'static str,
+        error_code: Option<i64>,
+        error_message: String,
+    },
+    /// A configured test number: no message, the code is usable at once.
+    Skipped,
+}
+
+/// What "count attempt and fetch" found for (phone, purpose).
+#[derive(Debug)]
+pub enum Attempt {
+    /// The attempt was counted; compare the code against `code_hash`.
+    Counted {
+        id: i64,
+        code_hash: Vec<u8>,
+        user_id: Option<String>,
+        attempts: u32,
+        max_attempts: u32,
+    },
+    /// No code was ever sent for this phone and purpose (or its SMS failed).
+    NoCode,
+    Used {
+        id: i64,
+    },
+    Expired {
+        id: i64,
+    },
+    /// Every attempt is spent; the code is dead until it expires or is superseded.
+    Exhausted {
+        id: i64,
+        expires_at: SystemTime,
+    },
+}
+
+fn millis(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+fn from_millis(ms: i64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0))
+}
+
+fn audit(
+    tx: &rusqlite::Transaction<'_>,
+    at: SystemTime,
+    otp_id: i64,
+    event: &str,
+    detail: Option<&str>,
+) -> rusqlite::Result<()> {
+    // Copies the code's context so the trail reads on its own after retention.
+    tx.prepare_cached(
+        "INSERT INTO audit (at, otp_id, event, phone, purpose, user_id, detail)
+         SELECT ?1, id, ?3, phone, purpose, user_id, ?4 FROM otps WHERE id = ?2",
+    )?
+    .execute(params![millis(at), otp_id, event, detail])?;
+    Ok(())
+}
+
+impl Store {
+    /// Opens (creating if needed) the database, migrates it, and starts the writer.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| StoreError::Open {
+                path: path.to_owned(),
+                source,
+            })?;
+        }
+        // Phone numbers live here: create the file private (SQLite gives its -wal and
+        // -shm files the same mode).
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+        {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(source) => {
+                return Err(StoreError::Open {
+                    path: path.to_owned(),
+                    source,
+                });
+            }
+        }
+        let mut conn = Connection::open(path)?;
+        conn.execute_batch(PRAGMAS)?;
+        Migrations::from_slice(MIGRATIONS).to_latest(&mut conn)?;
+
+        let manager = SqliteConnectionManager::file(path)
+            .with_init(|c| c.execute_batch("PRAGMA busy_timeout = 5000; PRAGMA query_only = ON;"));
+        let readers = r2d2::Pool::builder()
+            .max_size(4)
+            .min_idle(Some(1))
+            .build(manager)?;
+
+        let (writer, jobs) = mpsc::channel::<Command>();
+        let thread = std::thread::Builder::new()
+            .name("otpd-store-writer".into())
+            .spawn(move || {
+                while let Ok(Command::Run(job)) = jobs.recv() {
+                    job(&mut conn);
+                }
+                // Fold the WAL back so the file on disk is complete on its own.
+                if let Err(e) =
+                    conn.execute_batch("PRAGMA optimize; PRAGMA wal_checkpoint(TRUNCATE);")
+                {
+                    log::warn!("closing the store: {e}");
+                }
+            })
+            .map_err(|source| StoreError::Open {
+                path: path.to_owned(),
+                source,
+            })?;
+        Ok(Store {
+            writer,
+            writer_thread: Mutex::new(Some(thread)),
+            readers,
+        })
+    }
+
+    /// Stops the writer after the jobs already queued, checkpoints and closes the file.
+    pub fn close(&self) {
+        let _ = self.writer.send(Command::Stop);
+        // std Mutex: held only to take the handle, never across an await.
+        let handle = self.writer_thread.lock().ok().and_then(|mut h| h.take());
+        if let Some(handle) = handle {
+            let _ = handle.join();
+        }
+    }
+
+    /// Runs `f` in one IMMEDIATE transaction on the writer thread: it takes the write
+    /// lock up front, so a read-then-write can never fail halfway with SQLITE_BUSY.
+    async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&rusqlite::Transaction<'_>) -> Result<T, rusqlite::Error> + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        let job: Job = Box::new(move |conn: &mut Connection| {
+            let result = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .and_then(|tx| {
+                    let value = f(&tx)?;
+                    tx.commit()?;
+                    Ok(value)
+                });
+            let _ = reply.send(result.map_err(StoreError::from));
+        });
+        self.writer
+            .send(Command::Run(job))
+            .map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, rusqlite::Error> + Send + 'static,
+    {
+        let pool = self.readers.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = pool.get()?;
+            Ok(f(&conn)?)
+        })
+        .await
+        .map_err(|_| StoreError::Closed)?
+    }
+
+    /// The store answers: used by `/healthz`.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.read(|c| c.query_row("SELECT count(*) FROM otps WHERE 0", [], |_| Ok(())))
+            .await
+    }
+
+    /// Supersedes any live code for (phone, purpose) and inserts the new one as pending.
+    pub async fn insert_code(&self, code: NewCode) -> Result<i64, StoreError> {
+        self.write(move |tx| {
+            let superseded: Vec<i64> = tx
+                .prepare_cached(
+                    "UPDATE otps SET state = 'superseded'
+                     WHERE phone = ?1 AND purpose = ?2 AND state IN ('pending', 'sent')
+                     RETURNING id",
+                )?
+                .query_map(params![code.phone, code.purpose], |r| r.get(0))?
+                .collect::<Result<_, _>>()?;
+            for old in superseded {
+                audit(tx, code.created_at, old, "superseded", None)?;
+            }
+            tx.prepare_cached(
+                "INSERT INTO otps (phone, purpose, user_id, code_hash, state, max_attempts,
+                                   test_number, created_at, expires_at)
+                 VALUES (?1, ?2, ?3, ?4, 'pending', ?5, ?6, ?7, ?8)",
+            )?
+            .execute(params![
+                code.phone,
+                code.purpose,
+                code.user_id,
+                code.code_hash,
+                code.max_attempts,
+                code.test_number,
+                millis(code.created_at),
+                millis(code.expires_at),
+            ])?;
+            let id = tx.last_insert_rowid();
+            audit(tx, code.created_at, id, "generated", None)?;
+            Ok(id)
+        })
+        .await
+    }
+
+    /// Records how the code's message went. Only a sent (or test-number) code can ever
+    /// be verified; a failed one is marked failed for good.
+    pub async fn record_delivery(
+        &self,
+        otp_id: i64,
+        to: String,
+        delivery: Delivery,
+        now: SystemTime,
+    ) -> Result<(), StoreError> {
+        self.write(move |tx| {
+            let (state, event, detail) = match &delivery {
+                Delivery::Sent { sid, .. } => ("sent", "sent", Some(sid.clone())),
+                Delivery::Skipped => ("sent", "sent", Some("test number: no SMS".to_owned())),
+                Delivery::Failed {
+                    error_code,
+                    error_message,
+                    ..
+                } => (
+                    "failed",
+                    "send_failed",
+                    Some(match error_code {
+                        Some(code) => format!("{code}: {error_message}"),
+                        None => error_message.clone(),
+                    }),
+                ),
+            };
+            // A concurrent re-send may have superseded this code meanwhile; keep that.
+            tx.prepare_cached("UPDATE otps SET state = ?2 WHERE id = ?1 AND state = 'pending'")?
+                .execute(params![otp_id, state])?;
+            Self::insert_message(tx, Some(otp_id), &to, &delivery, now)?;
+            audit(tx, now, otp_id, event, detail.as_deref())
+        })
+        .await
+    }
+
+    /// Records a message that belongs to no code (the test-twilio endpoint).
+    pub async fn record_message(
+        &self,
+        to: String,
+        delivery: Delivery,
+        now: SystemTime,
+    ) -> Result<(), StoreError> {
+        self.write(move |tx| Self::insert_message(tx, None, &to, &delivery, now))
+            .await
+    }
+
+    fn insert_message(
+        tx: &rusqlite::Transaction<'_>,
+        otp_id: Option<i64>,
+        to: &str,
+        delivery: &Delivery,
+        now: SystemTime,
+    ) -> rusqlite::Result<()> {
+        let (provider, sid, status, code, message) = match delivery {
+            Delivery::Sent {
+                provider,
+                sid,
+                status,
+            } => (*provider, Some(sid.as_str()), status.as_str(), None, None),
+            Delivery::Failed {
+                provider,
+                error_code,
+                error_message,
+            } => (
+                *provider,
+                None,
+                "failed",
+                *error_code,
+                Some(error_message.as_str()),
+            ),
+            Delivery::Skipped => return Ok(()),
+        };
+        tx.prepare_cached(
+            "INSERT INTO messages (otp_id, created_at, to_number, provider, sid, status,
+                                   error_code, error_message)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        )?
+        .execute(params![
+            otp_id,
+            millis(now),
+            to,
+            provider,
+            sid,
+            status,
+            code,
+            message
+        ])?;
+        Ok(())
+    }
+
+    /// Finds the latest code for (phone, purpose) and, if it can still be verified,
+    /// counts this attempt against it before anyone compares anything: parallel
+    /// guesses are serialized here and can never exceed the cap.
+    pub async fn count_attempt(
+        &self,
+        phone: String,
+        purpose: String,
+        now: SystemTime,
+    ) -> Result<Attempt, StoreError> {
+        self.write(move |tx| {
+            let latest = tx
+                .prepare_cached(
+                    "SELECT id, state, code_hash, user_id, attempts, max_attempts, expires_at
+                     FROM otps WHERE phone = ?1 AND purpose = ?2 ORDER BY id DESC LIMIT 1",
+                )?
+                .query_row(params![phone, purpose], |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, Vec<u8>>(2)?,
+                        r.get::<_, Option<String>>(3)?,
+                        r.get::<_, u32>(4)?,
+                        r.get::<_, u32>(5)?,
+                        r.get::<_, i64>(6)?,
+                    ))
+                })
+                .optional()?;
+            let Some((id, state, code_hash, user_id, attempts, max_attempts, expires_at)) = latest
+            else {
+                return Ok(Attempt::NoCode);
+            };
+            match state.as_str() {
+                "verified" => return Ok(Attempt::Used { id }),
+                "expired" => return Ok(Attempt::Expired { id }),
+                "sent" => {}
+                _ => return Ok(Attempt::NoCode),
+            }
+            if expires_at <= millis(now) {
+                tx.prepare_cached("UPDATE otps SET state = 'expired' WHERE id = ?1")?
+                    .execute([id])?;
+                audit(tx, now, id, "expired", None)?;
+                return Ok(Attempt::Expired { id });
+            }
+            if attempts >= max_attempts {
+                return Ok(Attempt::Exhausted {
+                    id,
+                    expires_at: from_millis(expires_at),
+                });
+            }
+            tx.prepare_cached("UPDATE otps SET attempts = attempts + 1 WHERE id = ?1")?
+                .execute([id])?;
+            Ok(Attempt::Counted {
+                id,
+                code_hash,
+                user_id,
+                attempts: attempts + 1,
+                max_attempts,
+            })
+        })
+        .await
+    }
+
+    /// Marks a matching code used with one conditional update; `false` means another
+    /// request consumed it first (or it just expired), so it must not verify twice.
+    pub async fn consume(&self, id: i64, now: SystemTime) -> Result<bool, StoreError> {
+        self.write(move |tx| {
+            let changed = tx
+                .prepare_cached(
+                    "UPDATE otps SET state = 'verified', verified_at = ?2
+                     WHERE id = ?1 AND state = 'sent' AND expires_at > ?2",
+                )?
+                .execute(params![id, millis(now)])?;
+            if changed == 1 {
+                audit(tx, now, id, "verified", None)?;
+            }
+            Ok(changed == 1)
+        })
+        .await
+    }
+
+    /// Audits a wrong guess (the attempt itself was counted by `count_attempt`).
+    pub async fn record_failed_attempt(
+        &self,
+        id: i64,
+        attempts_remaining: u32,
+        now: SystemTime,
+    ) -> Result<(), StoreError> {
+        self.write(move |tx| {
+            let detail = format!("{attempts_remaining} attempts remaining");
+            audit(tx, now, id, "failed_attempt", Some(&detail))
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrations_are_valid() {
+        Migrations::from_slice(MIGRATIONS).validate().unwrap();
+    }
+}

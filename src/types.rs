@@ -1,0 +1,229 @@
+//! Validated values built once at the API edge: phone numbers in E.164, purposes from
+//! the configured allow-list, user ids and OTP codes. The service below takes these
+//! types and never re-validates; nothing here knows about HTTP or SQL.
+
+use std::fmt;
+
+use thiserror::Error;
+
+/// Why a caller's value was refused; `api` maps each variant to a stable error code.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum InvalidInput {
+    #[error("Invalid phone number")]
+    PhoneNumber(&'static str),
+    #[error("Invalid purpose")]
+    Purpose(String),
+    #[error("Invalid user_id")]
+    UserId(&'static str),
+    #[error("Invalid OTP code")]
+    OtpCode(&'static str),
+}
+
+/// A phone number that a real numbering-plan library accepted, held in E.164 form.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PhoneNumber(String);
+
+impl PhoneNumber {
+    /// Longest input worth handing to the parser; E.164 itself is at most 16 characters.
+    const MAX_INPUT: usize = 32;
+
+    /// Parses an international number ("+34 600 11 12 22", "+1 (415) 555-0100").
+    pub fn parse(input: &str) -> Result<Self, InvalidInput> {
+        let input = input.trim();
+        if input.is_empty() {
+            return Err(InvalidInput::PhoneNumber("phone_number is empty"));
+        }
+        if input.len() > Self::MAX_INPUT {
+            return Err(InvalidInput::PhoneNumber("phone_number is too long"));
+        }
+        // The parser also accepts vanity letters ("1-800-FLOWERS") and extensions; a
+        // verification code must go to exactly the digits the user typed.
+        if !input
+            .chars()
+            .all(|c| c.is_ascii_digit() || matches!(c, '+' | ' ' | '-' | '(' | ')' | '.'))
+        {
+            return Err(InvalidInput::PhoneNumber(
+                "phone_number may hold only digits, spaces, dashes, dots, brackets and a leading +",
+            ));
+        }
+        if !input.starts_with('+') {
+            return Err(InvalidInput::PhoneNumber(
+                "phone_number must be in international format, starting with + and the country code",
+            ));
+        }
+        let parsed = phonenumber::parse(None, input)
+            .map_err(|_| InvalidInput::PhoneNumber("phone_number is not a phone number"))?;
+        if parsed.extension().is_some() || !parsed.is_valid() {
+            return Err(InvalidInput::PhoneNumber(
+                "phone_number is not a valid number for its country",
+            ));
+        }
+        let e164 = parsed.format().mode(phonenumber::Mode::E164).to_string();
+        Ok(PhoneNumber(e164))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The form every log line uses: country prefix and last three digits only.
+    pub fn masked(&self) -> MaskedPhone<'_> {
+        MaskedPhone(&self.0)
+    }
+}
+
+impl fmt::Display for PhoneNumber {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// `+34*****222`: enough to tell numbers apart in a log, never enough to dial.
+pub struct MaskedPhone<'a>(&'a str);
+
+impl fmt::Display for MaskedPhone<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = self.0;
+        // E.164 is ASCII, so byte slicing is safe; short inputs are fully masked.
+        if s.len() < 10 || !s.is_ascii() {
+            return f.write_str("+*****");
+        }
+        write!(f, "{}*****{}", &s[..3], &s[s.len() - 3..])
+    }
+}
+
+/// A purpose from the configured allow-list ("registration", "login", ...).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Purpose(String);
+
+impl Purpose {
+    pub fn parse(input: &str, allowed: &[String]) -> Result<Self, InvalidInput> {
+        if allowed.iter().any(|p| p == input) {
+            Ok(Purpose(input.to_owned()))
+        } else {
+            Err(InvalidInput::Purpose(allowed.join(", ")))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// The backend's id for its already-authenticated user, kept opaque.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct UserId(String);
+
+impl UserId {
+    const MAX_LEN: usize = 128;
+
+    pub fn parse(input: &str) -> Result<Self, InvalidInput> {
+        if input.is_empty() {
+            return Err(InvalidInput::UserId("user_id is empty"));
+        }
+        if input.len() > Self::MAX_LEN {
+            return Err(InvalidInput::UserId("user_id is longer than 128 bytes"));
+        }
+        if input.chars().any(char::is_control) {
+            return Err(InvalidInput::UserId("user_id contains control characters"));
+        }
+        Ok(UserId(input.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A code as typed by the user: ASCII digits of a length otpd can ever issue (4–10).
+/// Whether it is the right length for the code on file is the comparison's business.
+#[derive(Clone, PartialEq, Eq)]
+pub struct OtpCode(String);
+
+impl OtpCode {
+    pub const MIN_LEN: usize = 4;
+    pub const MAX_LEN: usize = 10;
+
+    pub fn parse(input: &str) -> Result<Self, InvalidInput> {
+        let input = input.trim();
+        if !(Self::MIN_LEN..=Self::MAX_LEN).contains(&input.len()) {
+            return Err(InvalidInput::OtpCode("otp_code must have 4 to 10 digits"));
+        }
+        if !input.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(InvalidInput::OtpCode(
+                "otp_code may contain only the digits 0-9",
+            ));
+        }
+        Ok(OtpCode(input.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Codes never reach a log, not even through `{:?}`.
+impl fmt::Debug for OtpCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("OtpCode(******)")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn phone_numbers_normalize_to_e164() {
+        for (input, want) in [
+            ("+34600111222", "+34600111222"),
+            ("+34 600 11 12 22", "+34600111222"),
+            (" +1 (415) 555-0100 ", "+14155550100"),
+            ("+44 20 7946 0958", "+442079460958"),
+        ] {
+            assert_eq!(PhoneNumber::parse(input).map(|p| p.0), Ok(want.to_owned()));
+        }
+    }
+
+    #[test]
+    fn phone_numbers_that_cannot_receive_a_code_are_refused() {
+        for input in [
+            "",
+            "600111222",
+            "+34",
+            "+3460011122233344",
+            "+1-800-FLOWERS",
+            "+34600111222 ext 5",
+            "+999123456789",
+            "tel:+34600111222",
+            "+34 6OO 111 222",
+        ] {
+            assert!(PhoneNumber::parse(input).is_err(), "{input:?} was accepted");
+        }
+    }
+
+    #[test]
+    fn masking_keeps_only_prefix_and_last_three_digits() {
+        let phone = PhoneNumber::parse("+34600111222").map(|p| p.masked().to_string());
+        assert_eq!(phone, Ok("+34*****222".to_owned()));
+    }
+
+    #[test]
+    fn otp_codes_are_ascii_digits_only() {
+        assert!(OtpCode::parse("123456").is_ok());
+        assert!(OtpCode::parse("12 34").is_err());
+        assert!(OtpCode::parse("١٢٣٤٥٦").is_err());
+        assert!(OtpCode::parse("123").is_err());
+        assert_eq!(
+            format!("{:?}", OtpCode::parse("123456")),
+            "Ok(OtpCode(******))"
+        );
+    }
+
+    #[test]
+    fn purposes_come_from_the_allow_list() {
+        let allowed = vec!["login".to_owned()];
+        assert!(Purpose::parse("login", &allowed).is_ok());
+        assert!(Purpose::parse("Login", &allowed).is_err());
+    }
+}
