@@ -1,0 +1,208 @@
+//! Start-up, the socket file, check-config, and graceful shutdown.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn mode(path: &std::path::Path) -> u32 {
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+#[tokio::test]
+async fn sigterm_exits_cleanly_and_removes_the_socket() {
+    let mut otpd = Setup::new().dev().start();
+    assert_eq!(mode(&otpd.socket()), 0o660, "default socket mode");
+    let status = otpd.stop();
+    assert!(status.success(), "{status}");
+    assert!(!otpd.socket().exists(), "socket file left behind");
+    assert!(otpd.log().contains("stopped"));
+}
+
+#[tokio::test]
+async fn sigint_stops_too_and_the_socket_mode_is_configurable() {
+    let mut otpd = Setup::new()
+        .dev()
+        .set("server", "socket_mode = \"0600\"")
+        .start();
+    assert_eq!(mode(&otpd.socket()), 0o600);
+    otpd.signal("INT");
+    assert!(otpd.wait_exit(Duration::from_secs(10)).success());
+    assert!(!otpd.socket().exists());
+}
+
+#[tokio::test]
+async fn an_in_flight_request_finishes_during_shutdown() {
+    let mock = MockTwilio::start(MockOptions::default());
+    mock.set_latency(Duration::from_millis(1500));
+    let otpd = std::sync::Arc::new(Setup::new().twilio(&mock).start());
+    let pending = {
+        let otpd = otpd.clone();
+        tokio::spawn(async move { otpd.send_otp(send_body(PHONE, "login", None)).await })
+    };
+    // Let the request reach the slow Twilio, then ask the daemon to stop.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while mock.requests().is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the request never reached the mock"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    otpd.signal("TERM");
+    let reply = pending.await.unwrap();
+    assert_eq!(reply.status, 200, "{:?}", reply.json);
+
+    let mut otpd = std::sync::Arc::into_inner(otpd).unwrap();
+    assert!(otpd.wait_exit(Duration::from_secs(10)).success());
+    // What the caller was told is what the database holds.
+    let conn = rusqlite::Connection::open(otpd.db_path()).unwrap();
+    let state: String = conn
+        .query_row("SELECT state FROM otps", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(state, "sent");
+}
+
+#[tokio::test]
+async fn a_stale_socket_from_a_crashed_run_is_replaced() {
+    let mut otpd = Setup::new().dev().start();
+    otpd.signal("KILL");
+    otpd.wait_exit(Duration::from_secs(5));
+    assert!(otpd.socket().exists(), "kill -9 leaves the socket file");
+    let otpd = otpd.start_again();
+    let reply = otpd.get("/healthz").await;
+    assert_eq!(reply.status, 200);
+}
+
+#[test]
+fn a_live_socket_is_refused_and_a_non_socket_is_left_alone() {
+    let first = Setup::new().dev().start();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nsocket_path = \"{}\"\n[store]\npath = \"{}\"\n",
+            first.socket().display(),
+            dir.path().join("other.db").display()
+        ),
+    )
+    .unwrap();
+    let output = otpd_command()
+        .args(["serve", "--dev", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("already listening"), "{stderr}");
+    assert!(
+        first.socket().exists(),
+        "the live daemon's socket was removed"
+    );
+
+    let plain = dir.path().join("not-a-socket");
+    std::fs::write(&plain, "data").unwrap();
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nsocket_path = \"{}\"\n[store]\npath = \"{}\"\n",
+            plain.display(),
+            dir.path().join("x.db").display()
+        ),
+    )
+    .unwrap();
+    let output = otpd_command()
+        .args(["serve", "--dev", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("not a socket"));
+    assert_eq!(std::fs::read_to_string(&plain).unwrap(), "data");
+}
+
+#[test]
+fn check_config_prints_the_effective_config_with_secrets_masked() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    let token = "0123456789abcdef0123456789abcdef";
+    std::fs::write(
+        &config,
+        format!(
+            "[twilio]\naccount_sid = \"AC{}\"\nauth_token = \"{token}\"\nfrom_number = \"+15005550006\"\n[otp]\nttl = \"5m\"\n",
+            "0".repeat(32)
+        ),
+    )
+    .unwrap();
+    let output = otpd_command()
+        .args(["check-config", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let printed = String::from_utf8_lossy(&output.stdout);
+    assert!(!printed.contains(token), "{printed}");
+    assert!(printed.contains("auth_token = \"********\""), "{printed}");
+    assert!(printed.contains("ttl = \"5m\""), "{printed}");
+    assert!(
+        printed.contains("socket_path = \"/run/otpd/otpd.sock\""),
+        "defaults are shown: {printed}"
+    );
+    // What it prints is itself a valid configuration.
+    let again = dir.path().join("again.toml");
+    std::fs::write(&again, printed.as_bytes()).unwrap();
+    let output = otpd_command()
+        .args(["check-config", "--config"])
+        .arg(&again)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
+fn a_bad_config_exits_78_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    for (text, key) in [
+        (
+            "[limits]\nsend_per_phone = \"lots\"\n",
+            "limits.send_per_phone",
+        ),
+        ("[otp]\nlength = 12\n", "otp.length"),
+        ("[server]\nsocket_mode = \"rw\"\n", "server.socket_mode"),
+        ("[twilio]\naccount_sid = \"AC1\"\n", "twilio.account_sid"),
+        ("[otp]\nttl = 10\n", "ttl"),
+        ("[server]\nsocket_pth = \"x\"\n", "socket_pth"),
+    ] {
+        std::fs::write(&config, text).unwrap();
+        for command in ["check-config", "serve"] {
+            let output = otpd_command()
+                .args([command, "--config"])
+                .arg(&config)
+                .output()
+                .unwrap();
+            assert_eq!(output.status.code(), Some(78), "{command} with {text}");
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            assert!(stderr.contains(key), "{command} with {text}: {stderr}");
+        }
+    }
+    let output = otpd_command()
+        .args(["check-config", "--config"])
+        .arg(dir.path().join("missing.toml"))
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(78));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("missing.toml"));
+}
