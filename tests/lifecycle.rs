@@ -206,3 +206,36 @@ fn a_bad_config_exits_78_naming_the_key() {
     assert_eq!(output.status.code(), Some(78));
     assert!(String::from_utf8_lossy(&output.stderr).contains("missing.toml"));
 }
+
+#[test]
+fn config_toml_example_documents_exactly_the_defaults() {
+    let check = |path: &std::path::Path| {
+        let output = otpd_command()
+            .args(["check-config", "--config"])
+            .arg(path)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("empty.toml");
+    std::fs::write(&empty, "").unwrap();
+    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config.toml.example");
+    // Every key of the example is a real key (deny_unknown_fields) with its default value.
+    assert_eq!(check(&example), check(&empty));
+    let text = std::fs::read_to_string(&example).unwrap();
+    for key in check(&empty)
+        .lines()
+        .filter_map(|l| l.split_once(" = ").map(|(k, _)| k))
+    {
+        assert!(
+            text.contains(&format!("\n{key} = ")) || text.contains(&format!(".{key}]]")),
+            "config.toml.example does not document {key}"
+        );
+    }
+}

@@ -261,6 +261,12 @@ async fn test_numbers_get_the_fixed_code_without_an_sms_and_stay_limited() {
         .verify_otp(verify_body("+34600000123", "424242", "login", None))
         .await;
     assert_eq!(ok.status, 200, "{:?}", ok.json);
+    let log = otpd.log();
+    assert!(log.contains("test number"), "{log}");
+    assert!(
+        !log.contains("424242") && !log.contains("+34600000123"),
+        "{log}"
+    );
 
     otpd.send_otp(send_body("+34600000123", "login", None))
         .await;
@@ -296,6 +302,7 @@ async fn development_mode_writes_the_outbox_and_says_so() {
         .verify_otp(verify_body(PHONE, &code, "registration", None))
         .await;
     assert_eq!(verified.status, 200);
+    assert!(!otpd.log().contains(&code), "{}", otpd.log());
 
     let status = otpd.get("/api/v1/messaging/status/").await;
     assert_eq!(status.json["provider"], "dev_outbox");

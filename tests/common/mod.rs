@@ -17,6 +17,7 @@ use hyper_util::client::legacy::Client;
 use hyperlocal::{UnixClientExt, UnixConnector, Uri};
 use serde_json::Value;
 
+#[allow(unused_imports)] // not every test file uses both
 pub use mock_twilio::{MockOptions, MockTwilio};
 
 /// The magic From number Twilio's test credentials accept.
