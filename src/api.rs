@@ -299,7 +299,8 @@ impl Failure {
 
 /// Whole seconds, rounded up and never 0: "retry now" would invite a busy loop.
 fn retry_seconds(wait: Duration) -> u64 {
-    wait.as_secs() + u64::from(wait.subsec_nanos() > 0).max(u64::from(wait.is_zero()))
+    let rounded_up = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    rounded_up.max(1)
 }
 
 fn json_response(status: StatusCode, body: &Value) -> Response<Full<Bytes>> {

@@ -197,16 +197,8 @@ impl OtpService {
             }
             Err(error) => {
                 log::warn!("otp {otp_id} for {masked} ({purpose}) not sent: {error}");
-                let error_code = match &error {
-                    SendError::Twilio(TwilioError::Rejected { code, .. }) => *code,
-                    _ => None,
-                };
-                let delivery = Delivery::Failed {
-                    provider,
-                    error_code,
-                    error_message: error.to_string(),
-                };
                 // Marked failed: this code can never verify, whatever happens next.
+                let delivery = failed(provider, &error);
                 self.store
                     .record_delivery(otp_id, to, delivery, now)
                     .await?;
@@ -285,14 +277,7 @@ impl OtpService {
                 sid: sent.sid.clone(),
                 status: sent.status.clone(),
             },
-            Err(error) => Delivery::Failed {
-                provider,
-                error_code: match error {
-                    SendError::Twilio(TwilioError::Rejected { code, .. }) => *code,
-                    _ => None,
-                },
-                error_message: error.to_string(),
-            },
+            Err(error) => failed(provider, error),
         };
         self.store
             .record_message(to.as_str().to_owned(), delivery, now)
@@ -323,6 +308,18 @@ impl OtpService {
             otp_ttl: self.otp.ttl,
             limiter_keys: self.limiter.key_count(),
         }
+    }
+}
+
+/// The record of a message that did not leave, with Twilio's error code if it gave one.
+fn failed(provider: &'static str, error: &SendError) -> Delivery {
+    Delivery::Failed {
+        provider,
+        error_code: match error {
+            SendError::Twilio(TwilioError::Rejected { code, .. }) => *code,
+            _ => None,
+        },
+        error_message: error.to_string(),
     }
 }
 

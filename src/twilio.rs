@@ -20,7 +20,7 @@ pub enum TwilioError {
         message: String,
         more_info: Option<String>,
     },
-    /// No usable answer: connection failure, timeout, or a 5xx from Twilio.
+    /// No usable answer: connection failure, timeout, or a 429/5xx from Twilio.
     #[error("Twilio is unavailable: {0}")]
     Unavailable(String),
     #[error("cannot build the HTTP client: {0}")]
@@ -104,7 +104,8 @@ impl TwilioClient {
             .as_ref()
             .and_then(|e| e.message.clone())
             .unwrap_or_else(|| status.canonical_reason().unwrap_or("error").to_owned());
-        if status.is_server_error() {
+        // 429 and 5xx say "not now", not "never": the caller may retry later.
+        if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
             return Err(TwilioError::Unavailable(format!(
                 "HTTP {status}: {message}"
             )));

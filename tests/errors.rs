@@ -241,3 +241,64 @@ async fn test_twilio_reports_twilios_refusal() {
     reply.assert_error(502, "twilio_rejected");
     assert_eq!(reply.json["twilio_code"], 21614);
 }
+
+/// A server on 127.0.0.1 that answers every request with `status` and `body`.
+fn canned_twilio(status: &str, body: &'static str) -> String {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let status = status.to_owned();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let mut buf = [0u8; 8192];
+            let _ = stream.read(&mut buf);
+            let _ = write!(
+                stream,
+                "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    base
+}
+
+#[tokio::test]
+async fn twilio_overload_and_server_errors_are_503_and_odd_refusals_502() {
+    let o = MockOptions::default();
+    let error = r#"{"code": 20429, "message": "Too Many Requests", "more_info": "https://www.twilio.com/docs/errors/20429", "status": 429}"#;
+    for (status, body, want_status, want_code) in [
+        ("429 Too Many Requests", error, 503, "twilio_unavailable"),
+        (
+            "500 Internal Server Error",
+            "oops",
+            503,
+            "twilio_unavailable",
+        ),
+        ("503 Service Unavailable", "", 503, "twilio_unavailable"),
+        (
+            "400 Bad Request",
+            "<html>not json</html>",
+            502,
+            "twilio_rejected",
+        ),
+        (
+            "201 Created",
+            "{\"no_sid\": true}",
+            503,
+            "twilio_unavailable",
+        ),
+    ] {
+        let base = canned_twilio(status, body);
+        let otpd = Setup::new()
+            .twilio_at(&base, &o.account_sid, &o.auth_token)
+            .start();
+        let reply = otpd.send_otp(send_body(PHONE, "login", None)).await;
+        reply.assert_error(want_status, want_code);
+        assert!(
+            reply.json["details"].as_str().is_some(),
+            "{status}: {:?}",
+            reply.json
+        );
+    }
+}
