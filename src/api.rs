@@ -12,11 +12,13 @@ use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use hyper::header::{ALLOW, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use hyper::{Method, Request, Response, StatusCode};
+use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::otp::{OtpError, OtpService, SendOtp, VerifyOtp};
 use crate::sender::SendError;
+use crate::telemetry;
 use crate::twilio::TwilioError;
 use crate::types::{InvalidInput, OtpCode, PhoneNumber, Purpose, UserId};
 
@@ -32,6 +34,7 @@ pub struct Api {
     service: OtpService,
     max_body_bytes: usize,
     body_timeout: Duration,
+    metrics: PrometheusHandle,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -40,7 +43,11 @@ enum Route {
     VerifyOtp,
     TestTwilio,
     Status,
+    Messages,
+    Audit,
+    Purge,
     Health,
+    Metrics,
 }
 
 impl Route {
@@ -52,9 +59,29 @@ impl Route {
             "/api/v1/messaging/verify-otp" => (Route::VerifyOtp, "POST"),
             "/api/v1/messaging/test-twilio" => (Route::TestTwilio, "GET"),
             "/api/v1/messaging/status" => (Route::Status, "GET"),
+            "/api/v1/messaging/messages" => (Route::Messages, "GET"),
+            "/api/v1/messaging/audit" => (Route::Audit, "GET"),
+            "/api/v1/messaging/purge" => (Route::Purge, "POST"),
             "/healthz" => (Route::Health, "GET"),
+            "/metrics" => (Route::Metrics, "GET"),
             _ => return None,
         })
+    }
+
+    /// The `route` label of the request metrics.
+    fn name(route: Option<Route>) -> &'static str {
+        match route {
+            Some(Route::SendOtp) => "send_otp",
+            Some(Route::VerifyOtp) => "verify_otp",
+            Some(Route::TestTwilio) => "test_twilio",
+            Some(Route::Status) => "status",
+            Some(Route::Messages) => "messages",
+            Some(Route::Audit) => "audit",
+            Some(Route::Purge) => "purge",
+            Some(Route::Health) => "healthz",
+            Some(Route::Metrics) => "metrics",
+            None => "unknown",
+        }
     }
 }
 
@@ -68,6 +95,7 @@ enum Failure {
     BodyUnreadable,
     InvalidJson(serde_json::Error),
     InvalidRequest(serde_json::Error),
+    InvalidQuery(String),
     Input(InvalidInput),
     Otp(OtpError),
 }
@@ -167,6 +195,10 @@ impl Failure {
                 "Request body has missing or mistyped fields",
             )
             .details(e.to_string()),
+            Failure::InvalidQuery(why) => {
+                Described::new(S::BAD_REQUEST, "invalid_query", "Invalid query string")
+                    .details(why.clone())
+            }
             Failure::Input(e) => {
                 let (code, details) = match e {
                     InvalidInput::PhoneNumber(why) => ("invalid_phone_number", why.to_string()),
@@ -317,6 +349,52 @@ fn rfc3339(t: SystemTime) -> String {
     humantime::format_rfc3339_seconds(t).to_string()
 }
 
+/// The query string of the read endpoints: `since` (a duration back from now, "1h",
+/// or an RFC 3339 time), `limit` (1-1000, default 100) and filters such as `phone`.
+struct Query(Vec<(String, String)>);
+
+impl Query {
+    fn parse(query: Option<&str>) -> Result<Self, Failure> {
+        Ok(Query(
+            form_urlencoded::parse(query.unwrap_or("").as_bytes())
+                .into_owned()
+                .collect(),
+        ))
+    }
+
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn since(&self, now: SystemTime) -> Result<SystemTime, Failure> {
+        let text = self.get("since").unwrap_or("24h");
+        if let Ok(ago) = humantime::parse_duration(text) {
+            return Ok(now.checked_sub(ago).unwrap_or(std::time::UNIX_EPOCH));
+        }
+        humantime::parse_rfc3339_weak(text).map_err(|_| {
+            Failure::InvalidQuery(format!(
+                "since={text:?} is neither a duration (1h) nor an RFC 3339 time"
+            ))
+        })
+    }
+
+    fn limit(&self) -> Result<u32, Failure> {
+        match self.get("limit") {
+            None => Ok(100),
+            Some(text) => text
+                .parse()
+                .ok()
+                .filter(|n| (1..=1000).contains(n))
+                .ok_or_else(|| {
+                    Failure::InvalidQuery(format!("limit={text:?} is not a number from 1 to 1000"))
+                }),
+        }
+    }
+}
+
 // ---- Request bodies, as callers send them ----
 
 /// Django user ids are integers; accept `42` as well as `"42"`.
@@ -355,12 +433,22 @@ struct VerifyOtpBody {
 }
 
 impl Api {
-    pub fn new(service: OtpService, max_body_bytes: usize, body_timeout: Duration) -> Self {
+    pub fn new(
+        service: OtpService,
+        max_body_bytes: usize,
+        body_timeout: Duration,
+        metrics: PrometheusHandle,
+    ) -> Self {
         Api {
             service,
             max_body_bytes,
             body_timeout,
+            metrics,
         }
+    }
+
+    pub fn metrics(&self) -> &PrometheusHandle {
+        &self.metrics
     }
 
     pub fn service(&self) -> &OtpService {
@@ -376,7 +464,8 @@ impl Api {
         let started = Instant::now();
         let method = req.method().clone();
         let path = req.uri().path().to_owned();
-        let response = match Route::find(&path) {
+        let found = Route::find(&path);
+        let response = match found {
             None => Failure::NotFound.into_response(),
             Some((_, allowed)) if method.as_str() != allowed => {
                 let mut response = Failure::MethodNotAllowed(method.clone()).into_response();
@@ -390,10 +479,14 @@ impl Api {
                 Err(failure) => failure.into_response(),
             },
         };
+        let elapsed = started.elapsed();
+        let route = Route::name(found.map(|(route, _)| route));
+        metrics::counter!(telemetry::HTTP_REQUESTS, "route" => route, "status" => response.status().as_str().to_owned())
+            .increment(1);
+        metrics::histogram!(telemetry::HTTP_DURATION, "route" => route).record(elapsed);
         log::debug!(
-            "{method} {path} -> {} in {:?} (uid {} gid {} pid {:?})",
+            "{method} {path} -> {} in {elapsed:?} (uid {} gid {} pid {:?})",
             response.status().as_u16(),
-            started.elapsed(),
             peer.uid,
             peer.gid,
             peer.pid
@@ -449,21 +542,82 @@ impl Api {
                 ))
             }
             Route::Status => {
-                let s = service.status();
+                let s = service.status().await?;
+                let counts = |rows: &[(String, i64)]| {
+                    rows.iter()
+                        .map(|(k, n)| (k.clone(), json!(n)))
+                        .collect::<serde_json::Map<_, _>>()
+                };
                 Ok(json_response(
                     StatusCode::OK,
                     &json!({
                         "enabled": s.provider.is_some(),
                         "provider": s.provider,
+                        "provider_reachable": s.provider_reachable,
                         "dev_mode": s.dev_mode,
                         "test_phone_configured": s.test_phone_configured,
                         "purposes": s.purposes,
                         "otp_length": s.otp_length,
                         "otp_ttl_seconds": s.otp_ttl.as_secs(),
                         "limiter_keys": s.limiter_keys,
+                        "codes": counts(&s.counts.codes),
+                        "messages": counts(&s.counts.messages),
                         "version": env!("CARGO_PKG_VERSION"),
                     }),
                 ))
+            }
+            Route::Messages => {
+                let query = Query::parse(req.uri().query())?;
+                let rows = service
+                    .messages_since(query.since(now)?, query.limit()?)
+                    .await?;
+                let messages: Vec<Value> = rows
+                    .into_iter()
+                    .map(|m| {
+                        json!({
+                            "id": m.id, "otp_id": m.otp_id, "created_at": rfc3339(m.created_at),
+                            "to": m.to, "provider": m.provider, "sid": m.sid, "status": m.status,
+                            "error_code": m.error_code, "error_message": m.error_message,
+                        })
+                    })
+                    .collect();
+                Ok(json_response(
+                    StatusCode::OK,
+                    &json!({ "messages": messages }),
+                ))
+            }
+            Route::Audit => {
+                let query = Query::parse(req.uri().query())?;
+                let phone = query.get("phone").map(PhoneNumber::parse).transpose()?;
+                let rows = service
+                    .audit_since(query.since(now)?, phone.as_ref(), query.limit()?)
+                    .await?;
+                let events: Vec<Value> = rows
+                    .into_iter()
+                    .map(|a| {
+                        json!({
+                            "id": a.id, "at": rfc3339(a.at), "otp_id": a.otp_id, "event": a.event,
+                            "phone": a.phone, "purpose": a.purpose, "user_id": a.user_id,
+                            "detail": a.detail,
+                        })
+                    })
+                    .collect();
+                Ok(json_response(StatusCode::OK, &json!({ "events": events })))
+            }
+            Route::Purge => {
+                let purged = service.purge(now).await?;
+                Ok(json_response(
+                    StatusCode::OK,
+                    &json!({"deleted": {"codes": purged.otps, "messages": purged.messages, "audit": purged.audit}}),
+                ))
+            }
+            Route::Metrics => {
+                let mut response = Response::new(Full::new(Bytes::from(self.metrics.render())));
+                response.headers_mut().insert(
+                    CONTENT_TYPE,
+                    HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+                );
+                Ok(response)
             }
             Route::Health => {
                 service

@@ -44,6 +44,7 @@ pub struct Config {
     pub store: StoreConfig,
     pub otp: OtpConfig,
     pub limits: LimitsConfig,
+    pub retention: RetentionConfig,
     pub provider: ProviderConfig,
     /// Destination of `GET /test-twilio/`.
     pub test_phone_number: Option<PhoneNumber>,
@@ -212,6 +213,16 @@ pub struct LimitsConfig {
     pub send_global: Rate,
 }
 
+/// How long rows are kept; the retention job runs every `interval`.
+#[derive(Debug, Clone, Copy)]
+pub struct RetentionConfig {
+    /// Kept this long after they expire.
+    pub codes: Duration,
+    pub messages: Duration,
+    pub audit: Duration,
+    pub interval: Duration,
+}
+
 /// Who delivers messages.
 #[derive(Debug, Clone)]
 pub enum ProviderConfig {
@@ -313,6 +324,7 @@ struct RawConfig {
     store: RawStore,
     otp: RawOtp,
     limits: RawLimits,
+    retention: RawRetention,
     twilio: RawTwilio,
     dev: RawDev,
 }
@@ -411,6 +423,26 @@ impl Default for RawLimits {
             send_per_user: "10/1h".into(),
             verify_per_phone: "10/10m".into(),
             send_global: "50/1s".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+struct RawRetention {
+    codes: String,
+    messages: String,
+    audit: String,
+    interval: String,
+}
+
+impl Default for RawRetention {
+    fn default() -> Self {
+        RawRetention {
+            codes: "7d".into(),
+            messages: "30d".into(),
+            audit: "90d".into(),
+            interval: "1h".into(),
         }
     }
 }
@@ -569,6 +601,17 @@ impl Config {
             send_global: Rate::parse("limits.send_global", &l.send_global)?,
         };
 
+        let r = &raw.retention;
+        let retention = RetentionConfig {
+            codes: duration("retention.codes", &r.codes)?,
+            messages: duration("retention.messages", &r.messages)?,
+            audit: duration("retention.audit", &r.audit)?,
+            interval: duration("retention.interval", &r.interval)?,
+        };
+        if retention.interval < Duration::from_secs(1) {
+            return Err(invalid("retention.interval", "must be at least 1s"));
+        }
+
         // Secrets and numbers from credentials / environment, written back into the raw
         // view so check-config shows what is in effect (masked).
         let t = &mut raw.twilio;
@@ -635,6 +678,7 @@ impl Config {
             store,
             otp,
             limits,
+            retention,
             provider,
             test_phone_number,
             effective,

@@ -17,10 +17,13 @@
 //! ```
 //!
 //! [`config`] is parsed and validated once, before any of this starts; [`signals`]
-//! turns SIGTERM/SIGINT/SIGHUP into intents; [`logging`] picks journald or stderr.
+//! turns SIGTERM/SIGINT/SIGHUP into intents; [`logging`] picks journald or stderr;
+//! [`telemetry`] names the Prometheus metrics. [`client`] is the other side of the
+//! socket: the CLI's `otpd status`, `otpd send-otp`, ...
 //! Nothing in store, limiter, sender or twilio imports api or otp.
 
 pub mod api;
+pub mod client;
 pub mod config;
 pub mod limiter;
 pub mod logging;
@@ -29,6 +32,7 @@ pub mod sender;
 pub mod server;
 pub mod signals;
 pub mod store;
+pub mod telemetry;
 pub mod twilio;
 pub mod types;
 
@@ -58,6 +62,8 @@ pub enum StartError {
 
 /// How often limiter keys that have fully refilled are forgotten.
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
+/// How often histogram samples are folded into the exporter (bounds their memory).
+const METRICS_UPKEEP_EVERY: Duration = Duration::from_secs(5);
 
 /// Runs the daemon on `listener` until `shutdown` resolves, then drains and closes.
 /// The listener and the shutdown future are parameters so that main (signals, systemd)
@@ -78,18 +84,10 @@ pub async fn run(
         service,
         config.server.max_body_bytes,
         config.server.request_timeout,
+        telemetry::install(),
     ));
 
-    let pruner = {
-        let api = api.clone();
-        tokio::spawn(async move {
-            let mut every = tokio::time::interval(PRUNE_EVERY);
-            loop {
-                every.tick().await;
-                api.service().limiter().prune();
-            }
-        })
-    };
+    let housekeeping = tokio::spawn(housekeeping(api.clone()));
 
     notify(sd_notify::NotifyState::Ready);
     log::info!("listening on {}", config.server.socket_path.display());
@@ -104,11 +102,30 @@ pub async fn run(
     };
     server::serve(listener, api.clone(), options, shutdown).await;
 
-    pruner.abort();
+    housekeeping.abort();
     let api_for_close = api.clone();
     let _ = tokio::task::spawn_blocking(move || api_for_close.service().store().close()).await;
     log::info!("stopped");
     Ok(())
+}
+
+/// The periodic jobs: limiter pruning, metrics upkeep and the retention job.
+async fn housekeeping(api: Arc<Api>) {
+    let service = api.service();
+    let mut prune = tokio::time::interval(PRUNE_EVERY);
+    let mut upkeep = tokio::time::interval(METRICS_UPKEEP_EVERY);
+    let mut retention = tokio::time::interval(service.retention_interval());
+    loop {
+        tokio::select! {
+            _ = prune.tick() => service.limiter().prune(),
+            _ = upkeep.tick() => api.metrics().run_upkeep(),
+            _ = retention.tick() => {
+                if let Err(e) = service.purge(std::time::SystemTime::now()).await {
+                    log::error!("retention job: {e}");
+                }
+            }
+        }
+    }
 }
 
 /// Says loudly, once, when messages will not reach a real phone.

@@ -11,6 +11,7 @@ use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLim
 use thiserror::Error;
 
 use crate::config::{LimitsConfig, Rate};
+use crate::telemetry;
 
 /// Which limit refused a request; its name is part of the API error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,10 +68,12 @@ fn keyed(
 ) -> Result<(), RateLimited> {
     limiter
         .check_key(&key.to_owned())
-        .map_err(|not_until| RateLimited {
-            limit,
-            retry_after: not_until.wait_time_from(limiter.clock().now()),
-        })
+        .map_err(|not_until| refused(limit, not_until.wait_time_from(limiter.clock().now())))
+}
+
+fn refused(limit: Limit, retry_after: Duration) -> RateLimited {
+    metrics::counter!(telemetry::RATE_LIMITED, "limit" => limit.as_str()).increment(1);
+    RateLimited { limit, retry_after }
 }
 
 impl Limiter {
@@ -95,9 +98,11 @@ impl Limiter {
 
     /// The cost guard alone, for messages that have no phone/user owner (test-twilio).
     pub fn check_global(&self) -> Result<(), RateLimited> {
-        self.send_global.check().map_err(|not_until| RateLimited {
-            limit: Limit::SendGlobal,
-            retry_after: not_until.wait_time_from(self.send_global.clock().now()),
+        self.send_global.check().map_err(|not_until| {
+            refused(
+                Limit::SendGlobal,
+                not_until.wait_time_from(self.send_global.clock().now()),
+            )
         })
     }
 

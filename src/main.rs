@@ -1,11 +1,13 @@
-//! The `otpd` command: parse the command line, load the configuration, set up logging,
-//! bind the socket and hand over to [`otpd::run`]. Exits 78 (EX_CONFIG) on a bad
+//! The `otpd` command: parse the command line; for `serve`, load the configuration, set
+//! up logging, bind the socket and hand over to [`otpd::run`]; for the client commands,
+//! hand over to [`otpd::client`]. Exits 78 (EX_CONFIG) on a bad
 //! configuration and 1 on any other start-up failure.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use otpd::client::Call;
 use otpd::config::{Config, Sources};
 use otpd::signals::{Intent, Intents};
 
@@ -34,6 +36,82 @@ enum Command {
         #[command(flatten)]
         source: ConfigSource,
     },
+    /// Send a code to PHONE (through the running daemon).
+    SendOtp {
+        phone: String,
+        #[arg(long, short)]
+        purpose: String,
+        #[arg(long, short)]
+        user: Option<String>,
+        #[command(flatten)]
+        daemon: Daemon,
+    },
+    /// Check CODE for PHONE; exit 0 only if it verified.
+    VerifyOtp {
+        phone: String,
+        code: String,
+        #[arg(long, short)]
+        purpose: String,
+        #[arg(long, short)]
+        user: Option<String>,
+        #[command(flatten)]
+        daemon: Daemon,
+    },
+    /// Send the test message to the configured test number.
+    TestTwilio {
+        #[command(flatten)]
+        daemon: Daemon,
+    },
+    /// Health, configuration summary, provider reachability, codes and messages by state.
+    Status {
+        #[command(flatten)]
+        daemon: Daemon,
+    },
+    /// Messages sent (or not) recently.
+    Messages {
+        /// How far back: a duration (1h, 2d) or an RFC 3339 time.
+        #[arg(long, default_value = "24h")]
+        since: String,
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        #[command(flatten)]
+        daemon: Daemon,
+    },
+    /// The audit trail of codes (generated, sent, verified, failed attempts, ...).
+    Audit {
+        /// Only this phone number.
+        #[arg(long)]
+        phone: Option<String>,
+        /// How far back: a duration (1h, 2d) or an RFC 3339 time.
+        #[arg(long, default_value = "24h")]
+        since: String,
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        #[command(flatten)]
+        daemon: Daemon,
+    },
+    /// Run the retention job now.
+    Purge {
+        #[command(flatten)]
+        daemon: Daemon,
+    },
+}
+
+/// How the client commands reach the daemon, and how they print.
+#[derive(clap::Args)]
+struct Daemon {
+    /// The daemon's socket.
+    #[arg(long, env = "OTPD_SOCKET", default_value = "/run/otpd/otpd.sock")]
+    socket: PathBuf,
+    /// Print the daemon's JSON answer instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+impl Daemon {
+    fn call(&self, call: Call) -> ExitCode {
+        ExitCode::from(otpd::client::run(&self.socket, &call, self.json))
+    }
 }
 
 #[derive(clap::Args)]
@@ -75,6 +153,46 @@ fn main() -> ExitCode {
             Ok(config) => serve(&config),
             Err(code) => code,
         },
+        Command::SendOtp {
+            phone,
+            purpose,
+            user,
+            daemon,
+        } => daemon.call(Call::SendOtp {
+            phone,
+            purpose,
+            user,
+        }),
+        Command::VerifyOtp {
+            phone,
+            code,
+            purpose,
+            user,
+            daemon,
+        } => daemon.call(Call::VerifyOtp {
+            phone,
+            code,
+            purpose,
+            user,
+        }),
+        Command::TestTwilio { daemon } => daemon.call(Call::TestTwilio),
+        Command::Status { daemon } => daemon.call(Call::Status),
+        Command::Messages {
+            since,
+            limit,
+            daemon,
+        } => daemon.call(Call::Messages { since, limit }),
+        Command::Audit {
+            phone,
+            since,
+            limit,
+            daemon,
+        } => daemon.call(Call::Audit {
+            phone,
+            since,
+            limit,
+        }),
+        Command::Purge { daemon } => daemon.call(Call::Purge),
     }
 }
 

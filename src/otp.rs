@@ -13,10 +13,13 @@ use rand::Rng;
 use sha2::Sha256;
 use thiserror::Error;
 
-use crate::config::{Config, KeySource, OtpConfig};
+use crate::config::{Config, KeySource, OtpConfig, RetentionConfig};
 use crate::limiter::{Limiter, RateLimited};
 use crate::sender::{SendError, Sender};
-use crate::store::{Attempt, Delivery, NewCode, Store, StoreError};
+use crate::store::{
+    Attempt, AuditRow, Counts, Cutoffs, Delivery, MessageRow, NewCode, Purged, Store, StoreError,
+};
+use crate::telemetry;
 use crate::twilio::TwilioError;
 use crate::types::{OtpCode, PhoneNumber, Purpose, UserId};
 
@@ -80,10 +83,14 @@ pub struct Status {
     pub otp_length: usize,
     pub otp_ttl: Duration,
     pub limiter_keys: usize,
+    /// Whether the provider answered its last request; `None` before the first.
+    pub provider_reachable: Option<bool>,
+    pub counts: Counts,
 }
 
 pub struct OtpService {
     otp: OtpConfig,
+    retention: RetentionConfig,
     test_phone: Option<PhoneNumber>,
     key: Vec<u8>,
     store: Store,
@@ -97,6 +104,7 @@ impl OtpService {
     pub fn new(config: &Config, store: Store, sender: Sender) -> Result<Self, KeyError> {
         Ok(OtpService {
             otp: config.otp.clone(),
+            retention: config.retention,
             test_phone: config.test_phone_number.clone(),
             key: load_key(&config.otp.hmac_key)?,
             limiter: Limiter::new(&config.limits),
@@ -173,6 +181,7 @@ impl OtpService {
                 .record_delivery(otp_id, to, Delivery::Skipped, now)
                 .await?;
             log::info!("otp {otp_id} for {masked} ({purpose}): test number, no SMS sent");
+            event("test_number");
             return Ok(Issued { otp_id, expires_at });
         }
 
@@ -185,6 +194,7 @@ impl OtpService {
                     "otp {otp_id} for {masked} ({purpose}) sent via {provider}, sid {}",
                     sent.sid
                 );
+                event("sent");
                 let delivery = Delivery::Sent {
                     provider,
                     sid: sent.sid,
@@ -197,6 +207,7 @@ impl OtpService {
             }
             Err(error) => {
                 log::warn!("otp {otp_id} for {masked} ({purpose}) not sent: {error}");
+                event("send_failed");
                 // Marked failed: this code can never verify, whatever happens next.
                 let delivery = failed(provider, &error);
                 self.store
@@ -225,13 +236,15 @@ impl OtpService {
                 attempts,
                 max_attempts,
             } => (id, code_hash, user_id, attempts, max_attempts),
-            Attempt::NoCode => return Err(OtpError::NoCode),
-            Attempt::Used { .. } => return Err(OtpError::AlreadyUsed),
-            Attempt::Expired { .. } => return Err(OtpError::Expired),
+            Attempt::NoCode => return Err(refusal("not_found", OtpError::NoCode)),
+            Attempt::Used { .. } => return Err(refusal("already_used", OtpError::AlreadyUsed)),
+            Attempt::Expired { .. } => return Err(refusal("expired", OtpError::Expired)),
             Attempt::Exhausted { expires_at, .. } => {
-                return Err(OtpError::AttemptsExhausted {
-                    retry_after: expires_at.duration_since(now).unwrap_or_default(),
-                });
+                let retry_after = expires_at.duration_since(now).unwrap_or_default();
+                return Err(refusal(
+                    "attempts_exhausted",
+                    OtpError::AttemptsExhausted { retry_after },
+                ));
             }
         };
         // verify_slice compares in constant time.
@@ -250,9 +263,10 @@ impl OtpService {
         if code_matches && user_matches {
             if self.store.consume(id, now).await? {
                 log::info!("otp {id} for {masked} ({}) verified", req.purpose.as_str());
+                event("verified");
                 return Ok(id);
             }
-            return Err(OtpError::AlreadyUsed);
+            return Err(refusal("already_used", OtpError::AlreadyUsed));
         }
         let attempts_remaining = max_attempts.saturating_sub(attempts);
         self.store
@@ -262,7 +276,10 @@ impl OtpService {
             "otp {id} for {masked} ({}): wrong code, {attempts_remaining} attempts remaining",
             req.purpose.as_str()
         );
-        Err(OtpError::WrongCode { attempts_remaining })
+        Err(refusal(
+            "wrong_code",
+            OtpError::WrongCode { attempts_remaining },
+        ))
     }
 
     /// Sends the fixed test message to the configured test number; returns its SID.
@@ -298,17 +315,72 @@ impl OtpService {
         }
     }
 
-    pub fn status(&self) -> Status {
-        Status {
+    pub async fn status(&self) -> Result<Status, OtpError> {
+        Ok(Status {
             provider: self.sender.provider(),
-            dev_mode: matches!(self.sender, Sender::DevOutbox(_)),
+            dev_mode: self.sender.provider() == Some("dev_outbox"),
             test_phone_configured: self.test_phone.is_some(),
             purposes: self.otp.purposes.clone(),
             otp_length: self.otp.length,
             otp_ttl: self.otp.ttl,
             limiter_keys: self.limiter.key_count(),
-        }
+            provider_reachable: self.sender.reachable(),
+            counts: self.store.counts().await?,
+        })
     }
+
+    /// The retention job: deletes what has outlived `[retention]`.
+    pub async fn purge(&self, now: SystemTime) -> Result<Purged, OtpError> {
+        let r = &self.retention;
+        let before = |keep: Duration| now.checked_sub(keep).unwrap_or(std::time::UNIX_EPOCH);
+        let purged = self
+            .store
+            .purge(Cutoffs {
+                codes_before: before(r.codes),
+                messages_before: before(r.messages),
+                audit_before: before(r.audit),
+            })
+            .await?;
+        log::info!(
+            "retention: deleted {} codes, {} messages, {} audit events",
+            purged.otps,
+            purged.messages,
+            purged.audit
+        );
+        Ok(purged)
+    }
+
+    pub fn retention_interval(&self) -> Duration {
+        self.retention.interval
+    }
+
+    pub async fn messages_since(
+        &self,
+        since: SystemTime,
+        limit: u32,
+    ) -> Result<Vec<MessageRow>, OtpError> {
+        Ok(self.store.messages_since(since, limit).await?)
+    }
+
+    pub async fn audit_since(
+        &self,
+        since: SystemTime,
+        phone: Option<&PhoneNumber>,
+        limit: u32,
+    ) -> Result<Vec<AuditRow>, OtpError> {
+        let phone = phone.map(|p| p.as_str().to_owned());
+        Ok(self.store.audit_since(since, phone, limit).await?)
+    }
+}
+
+fn event(name: &'static str) {
+    metrics::counter!(telemetry::OTP_EVENTS, "event" => name).increment(1);
+}
+
+/// Counts a verify that did not succeed under its reason.
+fn refusal(name: &'static str, error: OtpError) -> OtpError {
+    event(name);
+    error
 }
 
 /// The record of a message that did not leave, with Twilio's error code if it gave one.

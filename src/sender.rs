@@ -3,13 +3,15 @@
 //! Knows nothing of OTPs, the store or HTTP serving.
 
 use std::path::PathBuf;
-use std::time::SystemTime;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::time::{Instant, SystemTime};
 
 use serde::Serialize;
 use thiserror::Error;
 use tokio::io::AsyncWriteExt;
 
 use crate::config::ProviderConfig;
+use crate::telemetry;
 use crate::twilio::{TwilioClient, TwilioError};
 use crate::types::PhoneNumber;
 
@@ -33,42 +35,87 @@ pub struct Sent {
     pub status: String,
 }
 
-pub enum Sender {
+/// The configured provider, and whether it answered last time (for `/status/`).
+pub struct Sender {
+    provider: Provider,
+    reachable: AtomicU8,
+}
+
+enum Provider {
     Twilio(TwilioClient),
     DevOutbox(DevOutbox),
     None,
 }
 
+const UNKNOWN: u8 = 0;
+const REACHABLE: u8 = 1;
+const UNREACHABLE: u8 = 2;
+
 impl Sender {
     pub fn new(config: &ProviderConfig) -> Result<Sender, SendError> {
-        Ok(match config {
-            ProviderConfig::Twilio(twilio) => Sender::Twilio(TwilioClient::new(twilio)?),
-            ProviderConfig::DevOutbox(path) => Sender::DevOutbox(DevOutbox { path: path.clone() }),
-            ProviderConfig::None => Sender::None,
+        let provider = match config {
+            ProviderConfig::Twilio(twilio) => Provider::Twilio(TwilioClient::new(twilio)?),
+            ProviderConfig::DevOutbox(path) => {
+                Provider::DevOutbox(DevOutbox { path: path.clone() })
+            }
+            ProviderConfig::None => Provider::None,
+        };
+        Ok(Sender {
+            provider,
+            reachable: AtomicU8::new(UNKNOWN),
         })
     }
 
     /// The name stored with each message and shown by `/status/`.
     pub fn provider(&self) -> Option<&'static str> {
-        match self {
-            Sender::Twilio(_) => Some("twilio"),
-            Sender::DevOutbox(_) => Some("dev_outbox"),
-            Sender::None => None,
+        match self.provider {
+            Provider::Twilio(_) => Some("twilio"),
+            Provider::DevOutbox(_) => Some("dev_outbox"),
+            Provider::None => None,
+        }
+    }
+
+    /// Did the provider answer (accepting or refusing) the last message? `None` before
+    /// the first one.
+    pub fn reachable(&self) -> Option<bool> {
+        match self.reachable.load(Ordering::Relaxed) {
+            REACHABLE => Some(true),
+            UNREACHABLE => Some(false),
+            _ => None,
         }
     }
 
     pub async fn send(&self, to: &PhoneNumber, body: &str) -> Result<Sent, SendError> {
-        match self {
-            Sender::Twilio(client) => {
-                let message = client.send(to, body).await?;
-                Ok(Sent {
+        let started = Instant::now();
+        let result = match &self.provider {
+            Provider::Twilio(client) => client
+                .send(to, body)
+                .await
+                .map(|message| Sent {
                     sid: message.sid,
                     status: message.status.unwrap_or_else(|| "queued".to_owned()),
                 })
-            }
-            Sender::DevOutbox(outbox) => outbox.append(to, body).await,
-            Sender::None => Err(SendError::NotConfigured),
-        }
+                .map_err(SendError::from),
+            Provider::DevOutbox(outbox) => outbox.append(to, body).await,
+            Provider::None => return Err(SendError::NotConfigured),
+        };
+        let outcome = match &result {
+            Ok(_) => "accepted",
+            Err(SendError::Twilio(TwilioError::Rejected { .. })) => "rejected",
+            Err(_) => "unavailable",
+        };
+        let provider = self.provider().unwrap_or("none");
+        metrics::counter!(telemetry::PROVIDER_REQUESTS, "provider" => provider, "outcome" => outcome)
+            .increment(1);
+        metrics::histogram!(telemetry::PROVIDER_DURATION, "provider" => provider)
+            .record(started.elapsed());
+        let reachable = if outcome == "unavailable" {
+            UNREACHABLE
+        } else {
+            REACHABLE
+        };
+        self.reachable.store(reachable, Ordering::Relaxed);
+        result
     }
 }
 

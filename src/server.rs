@@ -17,6 +17,7 @@ use tokio::net::UnixListener;
 use tokio::sync::Semaphore;
 
 use crate::api::{Api, Peer};
+use crate::telemetry;
 
 #[derive(Debug, Error)]
 pub enum ServerError {
@@ -141,9 +142,12 @@ pub async fn serve(
         let service = service_fn(move |req| api.clone().handle(req, peer));
         let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
         tokio::spawn(async move {
+            let open = metrics::gauge!(telemetry::OPEN_CONNECTIONS);
+            open.increment(1);
             if let Err(e) = connection.await {
                 log::debug!("connection from pid {:?}: {e}", peer.pid);
             }
+            open.decrement(1);
             drop(slot);
         });
     }

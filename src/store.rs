@@ -12,13 +12,15 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, mpsc};
 use std::thread::JoinHandle;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use r2d2_sqlite::SqliteConnectionManager;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use rusqlite_migration::{M, Migrations};
 use thiserror::Error;
 use tokio::sync::oneshot;
+
+use crate::telemetry;
 
 #[derive(Debug, Error)]
 pub enum StoreError {
@@ -38,8 +40,9 @@ pub enum StoreError {
 }
 
 /// Versioned schema; append only. `user_version` records how far a file has come.
-const MIGRATIONS: &[M<'static>] = &[M::up(
-    "CREATE TABLE otps (
+const MIGRATIONS: &[M<'static>] = &[
+    M::up(
+        "CREATE TABLE otps (
         id            INTEGER PRIMARY KEY,
         phone         TEXT    NOT NULL,
         purpose       TEXT    NOT NULL,
@@ -81,7 +84,15 @@ const MIGRATIONS: &[M<'static>] = &[M::up(
         detail        TEXT
     );
     CREATE INDEX audit_by_otp ON audit (otp_id);",
-)];
+    ),
+    // Retention and the read endpoints look rows up by time (and the audit by phone).
+    M::up(
+        "CREATE INDEX otps_by_expiry ON otps (expires_at);
+    CREATE INDEX messages_by_time ON messages (created_at);
+    CREATE INDEX audit_by_time ON audit (at);
+    CREATE INDEX audit_by_phone ON audit (phone, at);",
+    ),
+];
 
 /// WAL lets readers run beside the writer; NORMAL syncs at checkpoints, so a crash of
 /// the process loses nothing and a power loss can lose only the last commits.
@@ -155,6 +166,52 @@ pub enum Attempt {
         id: i64,
         expires_at: SystemTime,
     },
+}
+
+/// Rows older than these are deleted by [`Store::purge`].
+#[derive(Debug, Clone, Copy)]
+pub struct Cutoffs {
+    pub codes_before: SystemTime,
+    pub messages_before: SystemTime,
+    pub audit_before: SystemTime,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Purged {
+    pub otps: u64,
+    pub messages: u64,
+    pub audit: u64,
+}
+
+#[derive(Debug)]
+pub struct MessageRow {
+    pub id: i64,
+    pub otp_id: Option<i64>,
+    pub created_at: SystemTime,
+    pub to: String,
+    pub provider: String,
+    pub sid: Option<String>,
+    pub status: String,
+    pub error_code: Option<i64>,
+    pub error_message: Option<String>,
+}
+
+#[derive(Debug)]
+pub struct AuditRow {
+    pub id: i64,
+    pub at: SystemTime,
+    pub otp_id: Option<i64>,
+    pub event: String,
+    pub phone: Option<String>,
+    pub purpose: Option<String>,
+    pub user_id: Option<String>,
+    pub detail: Option<String>,
+}
+
+#[derive(Debug)]
+pub struct Counts {
+    pub codes: Vec<(String, i64)>,
+    pub messages: Vec<(String, i64)>,
 }
 
 fn millis(t: SystemTime) -> i64 {
@@ -257,11 +314,12 @@ impl Store {
 
     /// Runs `f` in one IMMEDIATE transaction on the writer thread: it takes the write
     /// lock up front, so a read-then-write can never fail halfway with SQLITE_BUSY.
-    async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
+    async fn write<T, F>(&self, op: &'static str, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&rusqlite::Transaction<'_>) -> Result<T, rusqlite::Error> + Send + 'static,
     {
+        let started = Instant::now();
         let (reply, answer) = oneshot::channel();
         let job: Job = Box::new(move |conn: &mut Connection| {
             let result = conn
@@ -276,32 +334,39 @@ impl Store {
         self.writer
             .send(Command::Run(job))
             .map_err(|_| StoreError::Closed)?;
-        answer.await.map_err(|_| StoreError::Closed)?
+        let result = answer.await.map_err(|_| StoreError::Closed)?;
+        metrics::histogram!(telemetry::STORE_DURATION, "op" => op).record(started.elapsed());
+        result
     }
 
-    async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
+    async fn read<T, F>(&self, op: &'static str, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, rusqlite::Error> + Send + 'static,
     {
+        let started = Instant::now();
         let pool = self.readers.clone();
-        tokio::task::spawn_blocking(move || {
+        let result = tokio::task::spawn_blocking(move || {
             let conn = pool.get()?;
             Ok(f(&conn)?)
         })
         .await
-        .map_err(|_| StoreError::Closed)?
+        .map_err(|_| StoreError::Closed)?;
+        metrics::histogram!(telemetry::STORE_DURATION, "op" => op).record(started.elapsed());
+        result
     }
 
     /// The store answers: used by `/healthz`.
     pub async fn ping(&self) -> Result<(), StoreError> {
-        self.read(|c| c.query_row("SELECT count(*) FROM otps WHERE 0", [], |_| Ok(())))
-            .await
+        self.read("ping", |c| {
+            c.query_row("SELECT count(*) FROM otps WHERE 0", [], |_| Ok(()))
+        })
+        .await
     }
 
     /// Supersedes any live code for (phone, purpose) and inserts the new one as pending.
     pub async fn insert_code(&self, code: NewCode) -> Result<i64, StoreError> {
-        self.write(move |tx| {
+        self.write("insert_code", move |tx| {
             let superseded: Vec<i64> = tx
                 .prepare_cached(
                     "UPDATE otps SET state = 'superseded'
@@ -344,7 +409,7 @@ impl Store {
         delivery: Delivery,
         now: SystemTime,
     ) -> Result<(), StoreError> {
-        self.write(move |tx| {
+        self.write("record_delivery", move |tx| {
             let (state, event, detail) = match &delivery {
                 Delivery::Sent { sid, .. } => ("sent", "sent", Some(sid.clone())),
                 Delivery::Skipped => ("sent", "sent", Some("test number: no SMS".to_owned())),
@@ -377,8 +442,10 @@ impl Store {
         delivery: Delivery,
         now: SystemTime,
     ) -> Result<(), StoreError> {
-        self.write(move |tx| Self::insert_message(tx, None, &to, &delivery, now))
-            .await
+        self.write("record_message", move |tx| {
+            Self::insert_message(tx, None, &to, &delivery, now)
+        })
+        .await
     }
 
     fn insert_message(
@@ -434,7 +501,7 @@ impl Store {
         purpose: String,
         now: SystemTime,
     ) -> Result<Attempt, StoreError> {
-        self.write(move |tx| {
+        self.write("count_attempt", move |tx| {
             let latest = tx
                 .prepare_cached(
                     "SELECT id, state, code_hash, user_id, attempts, max_attempts, expires_at
@@ -490,7 +557,7 @@ impl Store {
     /// Marks a matching code used with one conditional update; `false` means another
     /// request consumed it first (or it just expired), so it must not verify twice.
     pub async fn consume(&self, id: i64, now: SystemTime) -> Result<bool, StoreError> {
-        self.write(move |tx| {
+        self.write("consume", move |tx| {
             let changed = tx
                 .prepare_cached(
                     "UPDATE otps SET state = 'verified', verified_at = ?2
@@ -512,9 +579,126 @@ impl Store {
         attempts_remaining: u32,
         now: SystemTime,
     ) -> Result<(), StoreError> {
-        self.write(move |tx| {
+        self.write("record_failed_attempt", move |tx| {
             let detail = format!("{attempts_remaining} attempts remaining");
             audit(tx, now, id, "failed_attempt", Some(&detail))
+        })
+        .await
+    }
+
+    /// Deletes, in batches so verifies never wait long behind it: messages and audit
+    /// rows older than their cutoffs, then codes that expired before `codes_before`
+    /// and that no remaining message refers to.
+    pub async fn purge(&self, cutoffs: Cutoffs) -> Result<Purged, StoreError> {
+        const BATCH: i64 = 5000;
+        let statements = [
+            "DELETE FROM messages WHERE id IN
+             (SELECT id FROM messages WHERE created_at < ?1 LIMIT ?2)",
+            "DELETE FROM audit WHERE id IN (SELECT id FROM audit WHERE at < ?1 LIMIT ?2)",
+            "DELETE FROM otps WHERE id IN (SELECT id FROM otps WHERE expires_at < ?1
+             AND NOT EXISTS (SELECT 1 FROM messages m WHERE m.otp_id = otps.id) LIMIT ?2)",
+        ];
+        let before = [
+            cutoffs.messages_before,
+            cutoffs.audit_before,
+            cutoffs.codes_before,
+        ];
+        let mut deleted = [0u64; 3];
+        for ((sql, before), count) in statements.into_iter().zip(before).zip(&mut deleted) {
+            let before = millis(before);
+            loop {
+                let n = self
+                    .write("purge", move |tx| {
+                        tx.prepare_cached(sql)?.execute(params![before, BATCH])
+                    })
+                    .await?;
+                *count += n as u64;
+                if (n as i64) < BATCH {
+                    break;
+                }
+            }
+        }
+        let [messages, audit, otps] = deleted;
+        Ok(Purged {
+            otps,
+            messages,
+            audit,
+        })
+    }
+
+    /// Messages created at or after `since`, newest first.
+    pub async fn messages_since(
+        &self,
+        since: SystemTime,
+        limit: u32,
+    ) -> Result<Vec<MessageRow>, StoreError> {
+        self.read("messages_since", move |c| {
+            c.prepare_cached(
+                "SELECT id, otp_id, created_at, to_number, provider, sid, status, error_code,
+                        error_message
+                 FROM messages WHERE created_at >= ?1 ORDER BY id DESC LIMIT ?2",
+            )?
+            .query_map(params![millis(since), limit], |r| {
+                Ok(MessageRow {
+                    id: r.get(0)?,
+                    otp_id: r.get(1)?,
+                    created_at: from_millis(r.get(2)?),
+                    to: r.get(3)?,
+                    provider: r.get(4)?,
+                    sid: r.get(5)?,
+                    status: r.get(6)?,
+                    error_code: r.get(7)?,
+                    error_message: r.get(8)?,
+                })
+            })?
+            .collect()
+        })
+        .await
+    }
+
+    /// Audit events at or after `since`, optionally for one phone, newest first.
+    pub async fn audit_since(
+        &self,
+        since: SystemTime,
+        phone: Option<String>,
+        limit: u32,
+    ) -> Result<Vec<AuditRow>, StoreError> {
+        self.read("audit_since", move |c| {
+            c.prepare_cached(
+                "SELECT id, at, otp_id, event, phone, purpose, user_id, detail FROM audit
+                 WHERE at >= ?1 AND (?2 IS NULL OR phone = ?2) ORDER BY id DESC LIMIT ?3",
+            )?
+            .query_map(params![millis(since), phone, limit], |r| {
+                Ok(AuditRow {
+                    id: r.get(0)?,
+                    at: from_millis(r.get(1)?),
+                    otp_id: r.get(2)?,
+                    event: r.get(3)?,
+                    phone: r.get(4)?,
+                    purpose: r.get(5)?,
+                    user_id: r.get(6)?,
+                    detail: r.get(7)?,
+                })
+            })?
+            .collect()
+        })
+        .await
+    }
+
+    /// Codes by state and messages by status, for `/status/`.
+    pub async fn counts(&self) -> Result<Counts, StoreError> {
+        self.read("counts", |c| {
+            let group = |sql: &str| -> rusqlite::Result<Vec<(String, i64)>> {
+                c.prepare_cached(sql)?
+                    .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                    .collect()
+            };
+            Ok(Counts {
+                codes: group("SELECT state, count(*) FROM otps GROUP BY state ORDER BY state")?,
+                messages: group(
+                    "SELECT status, count(*) FROM messages GROUP BY status ORDER BY status",
+                )?,
+            })
         })
         .await
     }

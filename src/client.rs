@@ -1,0 +1,311 @@
+//! The command-line client: `otpd send-otp`, `status`, `messages`, ... talk to a running
+//! daemon over its socket, exactly as the backend does, and print a human table or the
+//! daemon's JSON. Knows the API's paths and JSON, nothing of the daemon's insides.
+
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::{Method, Request};
+use hyper_util::client::legacy::Client;
+use hyperlocal::{UnixClientExt, UnixConnector};
+use serde_json::{Value, json};
+
+/// Exit codes scripts can rely on (documented in the README).
+pub mod exit {
+    pub const OK: u8 = 0;
+    /// The daemon refused the request (4xx other than 429): wrong code, bad input, ...
+    pub const REFUSED: u8 = 1;
+    /// A rate or attempt limit (429).
+    pub const LIMITED: u8 = 3;
+    /// The daemon or its SMS provider is unavailable (5xx).
+    pub const UNAVAILABLE: u8 = 4;
+    /// Nothing answers on the socket (EX_UNAVAILABLE).
+    pub const NO_DAEMON: u8 = 69;
+}
+
+/// One client command, already parsed by clap in main.
+pub enum Call {
+    SendOtp {
+        phone: String,
+        purpose: String,
+        user: Option<String>,
+    },
+    VerifyOtp {
+        phone: String,
+        code: String,
+        purpose: String,
+        user: Option<String>,
+    },
+    TestTwilio,
+    Status,
+    Messages {
+        since: String,
+        limit: u32,
+    },
+    Audit {
+        phone: Option<String>,
+        since: String,
+        limit: u32,
+    },
+    Purge,
+}
+
+impl Call {
+    fn request(&self) -> (Method, String, Option<Value>) {
+        let query = |pairs: &[(&str, Option<&str>)]| {
+            let mut q = form_urlencoded::Serializer::new(String::new());
+            for (k, v) in pairs {
+                if let Some(v) = v {
+                    q.append_pair(k, v);
+                }
+            }
+            q.finish()
+        };
+        match self {
+            Call::SendOtp {
+                phone,
+                purpose,
+                user,
+            } => (
+                Method::POST,
+                "/api/v1/messaging/send-otp/".into(),
+                Some(json!({"phone_number": phone, "purpose": purpose, "user_id": user})),
+            ),
+            Call::VerifyOtp {
+                phone,
+                code,
+                purpose,
+                user,
+            } => (
+                Method::POST,
+                "/api/v1/messaging/verify-otp/".into(),
+                Some(
+                    json!({"phone_number": phone, "otp_code": code, "purpose": purpose, "user_id": user}),
+                ),
+            ),
+            Call::TestTwilio => (Method::GET, "/api/v1/messaging/test-twilio/".into(), None),
+            Call::Status => (Method::GET, "/api/v1/messaging/status/".into(), None),
+            Call::Messages { since, limit } => (
+                Method::GET,
+                format!(
+                    "/api/v1/messaging/messages/?{}",
+                    query(&[("since", Some(since)), ("limit", Some(&limit.to_string()))])
+                ),
+                None,
+            ),
+            Call::Audit {
+                phone,
+                since,
+                limit,
+            } => (
+                Method::GET,
+                format!(
+                    "/api/v1/messaging/audit/?{}",
+                    query(&[
+                        ("phone", phone.as_deref()),
+                        ("since", Some(since)),
+                        ("limit", Some(&limit.to_string()))
+                    ])
+                ),
+                None,
+            ),
+            Call::Purge => (Method::POST, "/api/v1/messaging/purge/".into(), None),
+        }
+    }
+}
+
+/// Runs `call` against the daemon on `socket`, prints the answer, returns the exit code.
+pub fn run(socket: &Path, call: &Call, as_json: bool) -> u8 {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("otpd: cannot start the async runtime: {e}");
+            return exit::UNAVAILABLE;
+        }
+    };
+    let (method, path, body) = call.request();
+    let answer = runtime.block_on(request(socket.to_owned(), method, path, body));
+    let (status, value) = match answer {
+        Ok(answer) => answer,
+        Err(e) => {
+            eprintln!("otpd: cannot reach the daemon on {}: {e}", socket.display());
+            return exit::NO_DAEMON;
+        }
+    };
+    let code = match status {
+        200..=299 => exit::OK,
+        429 => exit::LIMITED,
+        500..=599 => exit::UNAVAILABLE,
+        _ => exit::REFUSED,
+    };
+    if as_json {
+        println!("{value}");
+    } else if code == exit::OK {
+        print_human(call, &value);
+    } else {
+        let details = value["details"]
+            .as_str()
+            .map(|d| format!(": {d}"))
+            .unwrap_or_default();
+        eprintln!(
+            "otpd: {} ({}){details}",
+            value["error"].as_str().unwrap_or("error"),
+            value["code"].as_str().unwrap_or("unknown")
+        );
+    }
+    code
+}
+
+async fn request(
+    socket: PathBuf,
+    method: Method,
+    path: String,
+    body: Option<Value>,
+) -> Result<(u16, Value), String> {
+    let client: Client<UnixConnector, Full<Bytes>> = Client::unix();
+    let uri: hyper::Uri = hyperlocal::Uri::new(socket, &path).into();
+    let mut builder = Request::builder().method(method).uri(uri);
+    if body.is_some() {
+        builder = builder.header("content-type", "application/json");
+    }
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let request = builder
+        .body(Full::new(Bytes::from(body)))
+        .map_err(|e| e.to_string())?;
+    let response = client.request(request).await.map_err(|e| e.to_string())?;
+    let status = response.status().as_u16();
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    let value = serde_json::from_slice(&bytes)
+        .unwrap_or_else(|_| json!({"error": String::from_utf8_lossy(&bytes)}));
+    Ok((status, value))
+}
+
+fn text(value: &Value) -> String {
+    match value {
+        Value::Null => "-".to_owned(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// Aligned columns, headers first.
+fn table(headers: &[&str], keys: &[&str], rows: &[Value]) -> String {
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|row| keys.iter().map(|k| text(&row[*k])).collect())
+        .collect();
+    let widths: Vec<usize> = headers
+        .iter()
+        .enumerate()
+        .map(|(i, h)| {
+            cells
+                .iter()
+                .map(|r| r[i].chars().count())
+                .chain([h.len()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let line = |cols: Vec<String>| {
+        let padded: Vec<String> = cols
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        padded.join("  ").trim_end().to_owned()
+    };
+    let mut out = vec![line(headers.iter().map(|h| h.to_string()).collect())];
+    out.extend(cells.into_iter().map(line));
+    out.join("\n")
+}
+
+fn print_human(call: &Call, v: &Value) {
+    match call {
+        Call::SendOtp { .. } => println!(
+            "sent: otp {} expires {}",
+            text(&v["otp_id"]),
+            text(&v["expires_at"])
+        ),
+        Call::VerifyOtp { .. } => println!("verified: otp {}", text(&v["otp_id"])),
+        Call::Purge => {
+            let d = &v["deleted"];
+            println!(
+                "deleted {} codes, {} messages, {} audit events",
+                text(&d["codes"]),
+                text(&d["messages"]),
+                text(&d["audit"])
+            );
+        }
+        Call::TestTwilio => println!("{}", text(&v["message"])),
+        Call::Status => {
+            let Some(fields) = v.as_object() else { return };
+            for (key, value) in fields {
+                match value {
+                    Value::Object(counts) => {
+                        let parts: Vec<String> =
+                            counts.iter().map(|(k, n)| format!("{k}={n}")).collect();
+                        println!(
+                            "{key:<22}{}",
+                            if parts.is_empty() {
+                                "-".to_owned()
+                            } else {
+                                parts.join(" ")
+                            }
+                        );
+                    }
+                    Value::Array(items) => {
+                        println!(
+                            "{key:<22}{}",
+                            items.iter().map(text).collect::<Vec<_>>().join(", ")
+                        )
+                    }
+                    other => println!("{key:<22}{}", text(other)),
+                }
+            }
+        }
+        Call::Messages { .. } => {
+            let rows = v["messages"].as_array().cloned().unwrap_or_default();
+            println!(
+                "{}",
+                table(
+                    &[
+                        "ID", "OTP", "CREATED", "TO", "PROVIDER", "SID", "STATUS", "ERROR"
+                    ],
+                    &[
+                        "id",
+                        "otp_id",
+                        "created_at",
+                        "to",
+                        "provider",
+                        "sid",
+                        "status",
+                        "error_code"
+                    ],
+                    &rows
+                )
+            );
+        }
+        Call::Audit { .. } => {
+            let rows = v["events"].as_array().cloned().unwrap_or_default();
+            println!(
+                "{}",
+                table(
+                    &["AT", "OTP", "EVENT", "PHONE", "PURPOSE", "USER", "DETAIL"],
+                    &[
+                        "at", "otp_id", "event", "phone", "purpose", "user_id", "detail"
+                    ],
+                    &rows
+                )
+            );
+        }
+    }
+}
