@@ -239,3 +239,33 @@ fn config_toml_example_documents_exactly_the_defaults() {
         );
     }
 }
+
+#[test]
+fn the_readme_configuration_table_shows_every_key_with_its_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("empty.toml");
+    std::fs::write(&empty, "").unwrap();
+    let output = otpd_command()
+        .args(["check-config", "--config"])
+        .arg(&empty)
+        .output()
+        .unwrap();
+    let effective = String::from_utf8(output.stdout).unwrap();
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let mut section = "";
+    let mut keys = 0;
+    for line in effective.lines() {
+        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            section = name;
+        } else if let Some((key, value)) = line.split_once(" = ") {
+            let row = format!("| `{section}.{key}` | `{value}` |");
+            assert!(
+                readme.contains(&row),
+                "README's configuration table lacks {row}"
+            );
+            keys += 1;
+        }
+    }
+    assert!(keys > 30, "{effective}");
+}
