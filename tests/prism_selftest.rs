@@ -2,10 +2,9 @@
 //! CreateMessage, rejects one that breaks the contract, and stops on drop.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-#[path = "common/prism.rs"]
-mod prism;
+mod common;
 
-use prism::{Prism, twilio_spec_path};
+use common::prism::{Prism, twilio_spec_path};
 
 const ACCOUNT_SID: &str = "AC0123456789abcdef0123456789abcdef";
 const AUTH_TOKEN: &str = "0123456789abcdef0123456789abcdef";

@@ -2,6 +2,7 @@
 //! Twilio on 127.0.0.1 (or Prism), and a real HTTP client (hyperlocal) over the socket.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod install_lock;
 pub mod mock_twilio;
 pub mod prism;
 

@@ -15,14 +15,16 @@
 )]
 
 use std::collections::{HashMap, VecDeque};
-use std::fs::{self, OpenOptions};
+use std::fs;
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
+
+use super::install_lock::InstallLock;
 
 /// How long Prism may take to answer after it is started (it needs about 1.5 s on an idle
 /// 2-core machine for the 1.8 MB Twilio spec).
@@ -359,7 +361,7 @@ fn ensure_installed() -> PathBuf {
     let dir = prism_dir();
     let bin = dir.join("node_modules/.bin/prism");
     let _threads = lock(&INSTALL);
-    let _processes = InstallLock::acquire(&dir.join(".install.lock"));
+    let _processes = InstallLock::acquire_within(INSTALL_LOCK_TIMEOUT, &dir.join(".install.lock"));
     let pinned = pinned_version(&dir);
     if bin.is_file() && installed_version(&dir).as_deref() == Some(pinned.as_str()) {
         return bin;
@@ -425,68 +427,4 @@ fn installed_version(dir: &Path) -> Option<String> {
         .join("package.json");
     let json: serde_json::Value = serde_json::from_str(&fs::read_to_string(path).ok()?).ok()?;
     json["version"].as_str().map(str::to_owned)
-}
-
-/// A lock file created exclusively, holding the owner's pid; removed on drop. One left by
-/// a process that is gone (or older than the wait limit) is taken over.
-struct InstallLock {
-    path: PathBuf,
-}
-
-impl InstallLock {
-    #[allow(
-        clippy::panic,
-        reason = "an install lock that is never released is a test failure"
-    )]
-    fn acquire(path: &Path) -> InstallLock {
-        let started = Instant::now();
-        loop {
-            match OpenOptions::new().write(true).create_new(true).open(path) {
-                Ok(mut file) => {
-                    let _ = write!(file, "{}", std::process::id());
-                    return InstallLock {
-                        path: path.to_owned(),
-                    };
-                }
-                Err(e) if e.kind() == ErrorKind::AlreadyExists => {
-                    if Self::is_stale(path) {
-                        let _ = fs::remove_file(path);
-                        continue;
-                    }
-                    if started.elapsed() > INSTALL_LOCK_TIMEOUT {
-                        panic!(
-                            "waited {INSTALL_LOCK_TIMEOUT:?} for {} (another test process \
-                             installing Prism); remove it if no such process is running",
-                            path.display()
-                        );
-                    }
-                    thread::sleep(Duration::from_millis(250));
-                }
-                Err(e) => panic!("cannot create {}: {e}", path.display()),
-            }
-        }
-    }
-
-    fn is_stale(path: &Path) -> bool {
-        let owner = fs::read_to_string(path)
-            .ok()
-            .and_then(|s| s.trim().parse::<u32>().ok());
-        if let Some(pid) = owner {
-            if Path::new("/proc/self").exists() && !Path::new(&format!("/proc/{pid}")).exists() {
-                return true;
-            }
-        }
-        let age = fs::metadata(path)
-            .and_then(|m| m.modified())
-            .ok()
-            .and_then(|modified| SystemTime::now().duration_since(modified).ok());
-        // An empty file is one being written right now, unless it is old.
-        age.is_some_and(|age| age > INSTALL_LOCK_TIMEOUT)
-    }
-}
-
-impl Drop for InstallLock {
-    fn drop(&mut self) {
-        let _ = fs::remove_file(&self.path);
-    }
 }
