@@ -16,25 +16,20 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use crate::config::ServerConfig;
 use crate::otp::{OtpError, OtpService, SendOtp, VerifyOtp};
 use crate::sender::SendError;
 use crate::telemetry;
 use crate::twilio::TwilioError;
-use crate::types::{InvalidInput, OtpCode, PhoneNumber, Purpose, UserId};
-
-/// Who is on the other end of the socket (SO_PEERCRED), for the request log.
-#[derive(Debug, Clone, Copy)]
-pub struct Peer {
-    pub uid: u32,
-    pub gid: u32,
-    pub pid: Option<i32>,
-}
+use crate::types::{Caller, InvalidInput, OtpCode, PhoneNumber, Purpose, UserId};
 
 pub struct Api {
     service: OtpService,
     max_body_bytes: usize,
     body_timeout: Duration,
     metrics: PrometheusHandle,
+    allowed_uids: Vec<u32>,
+    allowed_gids: Vec<u32>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -88,6 +83,7 @@ impl Route {
 /// Everything that can go wrong with a request, from the socket to Twilio.
 #[derive(Debug)]
 enum Failure {
+    Forbidden(Caller),
     NotFound,
     MethodNotAllowed(Method),
     BodyTooLarge(usize),
@@ -160,6 +156,14 @@ impl Failure {
                 .extra(json!({"verified": false}))
         };
         match self {
+            Failure::Forbidden(caller) => {
+                Described::new(S::FORBIDDEN, "forbidden", "This caller may not use otpd").details(
+                    format!(
+                        "uid {} gid {} is not in server.allowed_uids or server.allowed_gids",
+                        caller.uid, caller.gid
+                    ),
+                )
+            }
             Failure::NotFound => Described::new(S::NOT_FOUND, "not_found", "No such endpoint"),
             Failure::MethodNotAllowed(m) => Described::new(
                 S::METHOD_NOT_ALLOWED,
@@ -308,9 +312,16 @@ impl Failure {
 
     fn into_response(self) -> Response<Full<Bytes>> {
         let d = self.describe();
-        if let Failure::Otp(OtpError::Store(e)) = &self {
+        match &self {
             // Logged here, once: the caller only learns that the store is unavailable.
-            log::error!("store: {e}");
+            Failure::Otp(OtpError::Store(e)) => log::error!("store: {e}"),
+            Failure::Forbidden(c) => log::warn!(
+                "refused a caller not on the allow-list: uid {} gid {} pid {:?}",
+                c.uid,
+                c.gid,
+                c.pid
+            ),
+            _ => {}
         }
         let mut body = json!({"error": d.error, "code": d.code});
         if let Some(details) = d.details {
@@ -433,18 +444,22 @@ struct VerifyOtpBody {
 }
 
 impl Api {
-    pub fn new(
-        service: OtpService,
-        max_body_bytes: usize,
-        body_timeout: Duration,
-        metrics: PrometheusHandle,
-    ) -> Self {
+    pub fn new(service: OtpService, server: &ServerConfig, metrics: PrometheusHandle) -> Self {
         Api {
             service,
-            max_body_bytes,
-            body_timeout,
+            max_body_bytes: server.max_body_bytes,
+            body_timeout: server.request_timeout,
             metrics,
+            allowed_uids: server.allowed_uids.clone(),
+            allowed_gids: server.allowed_gids.clone(),
         }
+    }
+
+    /// With no allow-list, the socket's mode and group are the whole access control.
+    fn allows(&self, caller: Caller) -> bool {
+        (self.allowed_uids.is_empty() && self.allowed_gids.is_empty())
+            || self.allowed_uids.contains(&caller.uid)
+            || self.allowed_gids.contains(&caller.gid)
     }
 
     pub fn metrics(&self) -> &PrometheusHandle {
@@ -459,13 +474,14 @@ impl Api {
     pub async fn handle(
         self: Arc<Self>,
         req: Request<Incoming>,
-        peer: Peer,
+        caller: Caller,
     ) -> Result<Response<Full<Bytes>>, Infallible> {
         let started = Instant::now();
         let method = req.method().clone();
         let path = req.uri().path().to_owned();
         let found = Route::find(&path);
         let response = match found {
+            _ if !self.allows(caller) => Failure::Forbidden(caller).into_response(),
             None => Failure::NotFound.into_response(),
             Some((_, allowed)) if method.as_str() != allowed => {
                 let mut response = Failure::MethodNotAllowed(method.clone()).into_response();
@@ -474,7 +490,7 @@ impl Api {
                     .insert(ALLOW, HeaderValue::from_static(allowed));
                 response
             }
-            Some((route, _)) => match self.route(route, req).await {
+            Some((route, _)) => match self.route(route, req, caller).await {
                 Ok(response) => response,
                 Err(failure) => failure.into_response(),
             },
@@ -487,9 +503,9 @@ impl Api {
         log::debug!(
             "{method} {path} -> {} in {elapsed:?} (uid {} gid {} pid {:?})",
             response.status().as_u16(),
-            peer.uid,
-            peer.gid,
-            peer.pid
+            caller.uid,
+            caller.gid,
+            caller.pid
         );
         Ok(response)
     }
@@ -498,6 +514,7 @@ impl Api {
         &self,
         route: Route,
         req: Request<Incoming>,
+        caller: Caller,
     ) -> Result<Response<Full<Bytes>>, Failure> {
         // The real clock is read here, once per request; everything below takes `now`.
         let now = SystemTime::now();
@@ -506,6 +523,7 @@ impl Api {
             Route::SendOtp => {
                 let body: SendOtpBody = self.json_body(req).await?;
                 let request = SendOtp {
+                    caller,
                     phone: PhoneNumber::parse(&body.phone_number)?,
                     purpose: Purpose::parse(&body.purpose, service.purposes())?,
                     user_id: UserIdField::parse(body.user_id)?,
@@ -523,6 +541,7 @@ impl Api {
             Route::VerifyOtp => {
                 let body: VerifyOtpBody = self.json_body(req).await?;
                 let request = VerifyOtp {
+                    caller,
                     phone: PhoneNumber::parse(&body.phone_number)?,
                     code: OtpCode::parse(&body.otp_code)?,
                     purpose: Purpose::parse(&body.purpose, service.purposes())?,
@@ -599,6 +618,7 @@ impl Api {
                             "id": a.id, "at": rfc3339(a.at), "otp_id": a.otp_id, "event": a.event,
                             "phone": a.phone, "purpose": a.purpose, "user_id": a.user_id,
                             "detail": a.detail,
+                            "peer": a.caller.map(|c| json!({"uid": c.uid, "gid": c.gid, "pid": c.pid})),
                         })
                     })
                     .collect();

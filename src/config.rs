@@ -56,6 +56,13 @@ pub struct Config {
 pub struct ServerConfig {
     pub socket_path: PathBuf,
     pub socket_mode: u32,
+    /// chown the socket to these ids (resolved from names at load); `None` keeps ours.
+    pub socket_uid: Option<u32>,
+    pub socket_gid: Option<u32>,
+    /// When either list is non-empty, only callers with an allowed uid or (primary) gid
+    /// may use the API; others get 403.
+    pub allowed_uids: Vec<u32>,
+    pub allowed_gids: Vec<u32>,
     pub max_body_bytes: usize,
     pub max_connections: usize,
     /// Bound on reading a request's headers and body.
@@ -334,6 +341,10 @@ struct RawConfig {
 struct RawServer {
     socket_path: PathBuf,
     socket_mode: String,
+    socket_user: String,
+    socket_group: String,
+    allowed_uids: Vec<u32>,
+    allowed_gids: Vec<u32>,
     max_body_bytes: usize,
     max_connections: usize,
     request_timeout: String,
@@ -346,6 +357,10 @@ impl Default for RawServer {
         RawServer {
             socket_path: "/run/otpd/otpd.sock".into(),
             socket_mode: "0660".into(),
+            socket_user: String::new(),
+            socket_group: String::new(),
+            allowed_uids: Vec::new(),
+            allowed_gids: Vec::new(),
             max_body_bytes: 16 * 1024,
             max_connections: 256,
             request_timeout: "10s".into(),
@@ -514,6 +529,34 @@ fn duration(key: &str, text: &str) -> Result<Duration, ConfigError> {
     })
 }
 
+/// A user name or numeric uid; empty means "leave it".
+fn user_id(key: &str, name: &str) -> Result<Option<u32>, ConfigError> {
+    if name.is_empty() {
+        return Ok(None);
+    }
+    if let Ok(uid) = name.parse() {
+        return Ok(Some(uid));
+    }
+    match nix::unistd::User::from_name(name) {
+        Ok(Some(user)) => Ok(Some(user.uid.as_raw())),
+        _ => Err(invalid(key, format!("no user named {name:?}"))),
+    }
+}
+
+/// A group name or numeric gid; empty means "leave it".
+fn group_id(key: &str, name: &str) -> Result<Option<u32>, ConfigError> {
+    if name.is_empty() {
+        return Ok(None);
+    }
+    if let Ok(gid) = name.parse() {
+        return Ok(Some(gid));
+    }
+    match nix::unistd::Group::from_name(name) {
+        Ok(Some(group)) => Ok(Some(group.gid.as_raw())),
+        _ => Err(invalid(key, format!("no group named {name:?}"))),
+    }
+}
+
 fn timestamp(key: &str, text: &str) -> Result<SystemTime, ConfigError> {
     // A bare date means the start of that day, UTC.
     let full = if text.len() == 10 {
@@ -579,6 +622,10 @@ impl Config {
         let server = ServerConfig {
             socket_path: s.socket_path.clone(),
             socket_mode,
+            socket_uid: user_id("server.socket_user", &s.socket_user)?,
+            socket_gid: group_id("server.socket_group", &s.socket_group)?,
+            allowed_uids: s.allowed_uids.clone(),
+            allowed_gids: s.allowed_gids.clone(),
             max_body_bytes: s.max_body_bytes,
             max_connections: s.max_connections,
             request_timeout: duration("server.request_timeout", &s.request_timeout)?,

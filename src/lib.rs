@@ -80,12 +80,7 @@ pub async fn run(
     let sender = Sender::new(&config.provider)?;
     let service = OtpService::new(config, store, sender)?;
     announce(config);
-    let api = Arc::new(Api::new(
-        service,
-        config.server.max_body_bytes,
-        config.server.request_timeout,
-        telemetry::install(),
-    ));
+    let api = Arc::new(Api::new(service, &config.server, telemetry::install()));
 
     let housekeeping = tokio::spawn(housekeeping(api.clone()));
 

@@ -210,7 +210,8 @@ fn serve(config: &Config) -> ExitCode {
     };
     let result = runtime.block_on(async {
         let mut intents = Intents::install().map_err(|e| format!("cannot install signal handlers: {e}"))?;
-        let socket = otpd::server::bind(&config.server.socket_path, config.server.socket_mode)
+        let server = &config.server;
+        let socket = otpd::server::bind(&server.socket_path, server.socket_mode, server.socket_uid, server.socket_gid)
             .map_err(|e| e.to_string())?;
         let shutdown = async move {
             while let Some(intent) = intents.next().await {

@@ -21,7 +21,7 @@ use crate::store::{
 };
 use crate::telemetry;
 use crate::twilio::TwilioError;
-use crate::types::{OtpCode, PhoneNumber, Purpose, UserId};
+use crate::types::{Caller, OtpCode, PhoneNumber, Purpose, UserId};
 
 #[derive(Debug, Error)]
 pub enum OtpError {
@@ -57,12 +57,14 @@ pub enum KeyError {
 }
 
 pub struct SendOtp {
+    pub caller: Caller,
     pub phone: PhoneNumber,
     pub purpose: Purpose,
     pub user_id: Option<UserId>,
 }
 
 pub struct VerifyOtp {
+    pub caller: Caller,
     pub phone: PhoneNumber,
     pub code: OtpCode,
     pub purpose: Purpose,
@@ -162,6 +164,7 @@ impl OtpService {
         let otp_id = self
             .store
             .insert_code(NewCode {
+                caller: req.caller,
                 phone: req.phone.as_str().to_owned(),
                 purpose: req.purpose.as_str().to_owned(),
                 user_id: req.user_id.as_ref().map(|u| u.as_str().to_owned()),
@@ -178,7 +181,7 @@ impl OtpService {
 
         if test.is_some() {
             self.store
-                .record_delivery(otp_id, to, Delivery::Skipped, now)
+                .record_delivery(otp_id, to, Delivery::Skipped, now, req.caller)
                 .await?;
             log::info!("otp {otp_id} for {masked} ({purpose}): test number, no SMS sent");
             event("test_number");
@@ -201,7 +204,7 @@ impl OtpService {
                     status: sent.status,
                 };
                 self.store
-                    .record_delivery(otp_id, to, delivery, now)
+                    .record_delivery(otp_id, to, delivery, now, req.caller)
                     .await?;
                 Ok(Issued { otp_id, expires_at })
             }
@@ -211,7 +214,7 @@ impl OtpService {
                 // Marked failed: this code can never verify, whatever happens next.
                 let delivery = failed(provider, &error);
                 self.store
-                    .record_delivery(otp_id, to, delivery, now)
+                    .record_delivery(otp_id, to, delivery, now, req.caller)
                     .await?;
                 Err(error.into())
             }
@@ -226,6 +229,7 @@ impl OtpService {
                 req.phone.as_str().to_owned(),
                 req.purpose.as_str().to_owned(),
                 now,
+                req.caller,
             )
             .await?;
         let (id, code_hash, bound_user, attempts, max_attempts) = match attempt {
@@ -261,7 +265,7 @@ impl OtpService {
         };
         let masked = req.phone.masked();
         if code_matches && user_matches {
-            if self.store.consume(id, now).await? {
+            if self.store.consume(id, now, req.caller).await? {
                 log::info!("otp {id} for {masked} ({}) verified", req.purpose.as_str());
                 event("verified");
                 return Ok(id);
@@ -270,7 +274,7 @@ impl OtpService {
         }
         let attempts_remaining = max_attempts.saturating_sub(attempts);
         self.store
-            .record_failed_attempt(id, attempts_remaining, now)
+            .record_failed_attempt(id, attempts_remaining, now, req.caller)
             .await?;
         log::info!(
             "otp {id} for {masked} ({}): wrong code, {attempts_remaining} attempts remaining",

@@ -16,8 +16,9 @@ use thiserror::Error;
 use tokio::net::UnixListener;
 use tokio::sync::Semaphore;
 
-use crate::api::{Api, Peer};
+use crate::api::Api;
 use crate::telemetry;
+use crate::types::Caller;
 
 #[derive(Debug, Error)]
 pub enum ServerError {
@@ -48,9 +49,14 @@ impl Drop for BoundSocket {
     }
 }
 
-/// Binds `path` with `mode`. A socket file left by a crashed run (nobody answers it) is
+/// Binds `path` with `mode` (and owner/group if given). A socket file left by a crashed run (nobody answers it) is
 /// replaced; a live one, or a file that is not a socket, is refused.
-pub fn bind(path: &Path, mode: u32) -> Result<BoundSocket, ServerError> {
+pub fn bind(
+    path: &Path,
+    mode: u32,
+    owner: Option<u32>,
+    group: Option<u32>,
+) -> Result<BoundSocket, ServerError> {
     let bind_error = |source| ServerError::Bind {
         path: path.to_owned(),
         source,
@@ -80,6 +86,9 @@ pub fn bind(path: &Path, mode: u32) -> Result<BoundSocket, ServerError> {
     };
     // Between bind and chmod the socket has the umask's mode; with any usual umask
     // (022, or systemd's UMask=) no other user can connect in that window.
+    if owner.is_some() || group.is_some() {
+        std::os::unix::fs::chown(path, owner, group).map_err(bind_error)?;
+    }
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(bind_error)?;
     Ok(bound)
 }
@@ -127,8 +136,8 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
-        let peer = match stream.peer_cred() {
-            Ok(cred) => Peer {
+        let caller = match stream.peer_cred() {
+            Ok(cred) => Caller {
                 uid: cred.uid(),
                 gid: cred.gid(),
                 pid: cred.pid(),
@@ -139,13 +148,13 @@ pub async fn serve(
             }
         };
         let api = api.clone();
-        let service = service_fn(move |req| api.clone().handle(req, peer));
+        let service = service_fn(move |req| api.clone().handle(req, caller));
         let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
         tokio::spawn(async move {
             let open = metrics::gauge!(telemetry::OPEN_CONNECTIONS);
             open.increment(1);
             if let Err(e) = connection.await {
-                log::debug!("connection from pid {:?}: {e}", peer.pid);
+                log::debug!("connection from pid {:?}: {e}", caller.pid);
             }
             open.decrement(1);
             drop(slot);

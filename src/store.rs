@@ -21,6 +21,7 @@ use thiserror::Error;
 use tokio::sync::oneshot;
 
 use crate::telemetry;
+use crate::types::Caller;
 
 #[derive(Debug, Error)]
 pub enum StoreError {
@@ -92,6 +93,12 @@ const MIGRATIONS: &[M<'static>] = &[
     CREATE INDEX audit_by_time ON audit (at);
     CREATE INDEX audit_by_phone ON audit (phone, at);",
     ),
+    // Who asked: the caller's SO_PEERCRED credentials, per audit event.
+    M::up(
+        "ALTER TABLE audit ADD COLUMN peer_uid INTEGER;
+    ALTER TABLE audit ADD COLUMN peer_gid INTEGER;
+    ALTER TABLE audit ADD COLUMN peer_pid INTEGER;",
+    ),
 ];
 
 /// WAL lets readers run beside the writer; NORMAL syncs at checkpoints, so a crash of
@@ -116,6 +123,7 @@ pub struct Store {
 
 /// A code to insert; `code_hash` is already keyed, the store never sees a code.
 pub struct NewCode {
+    pub caller: Caller,
     pub phone: String,
     pub purpose: String,
     pub user_id: Option<String>,
@@ -206,6 +214,8 @@ pub struct AuditRow {
     pub purpose: Option<String>,
     pub user_id: Option<String>,
     pub detail: Option<String>,
+    /// Who made the request (absent on rows from before migration 3).
+    pub caller: Option<Caller>,
 }
 
 #[derive(Debug)]
@@ -230,13 +240,23 @@ fn audit(
     otp_id: i64,
     event: &str,
     detail: Option<&str>,
+    caller: Caller,
 ) -> rusqlite::Result<()> {
     // Copies the code's context so the trail reads on its own after retention.
     tx.prepare_cached(
-        "INSERT INTO audit (at, otp_id, event, phone, purpose, user_id, detail)
-         SELECT ?1, id, ?3, phone, purpose, user_id, ?4 FROM otps WHERE id = ?2",
+        "INSERT INTO audit (at, otp_id, event, phone, purpose, user_id, detail,
+                            peer_uid, peer_gid, peer_pid)
+         SELECT ?1, id, ?3, phone, purpose, user_id, ?4, ?5, ?6, ?7 FROM otps WHERE id = ?2",
     )?
-    .execute(params![millis(at), otp_id, event, detail])?;
+    .execute(params![
+        millis(at),
+        otp_id,
+        event,
+        detail,
+        caller.uid,
+        caller.gid,
+        caller.pid
+    ])?;
     Ok(())
 }
 
@@ -376,7 +396,7 @@ impl Store {
                 .query_map(params![code.phone, code.purpose], |r| r.get(0))?
                 .collect::<Result<_, _>>()?;
             for old in superseded {
-                audit(tx, code.created_at, old, "superseded", None)?;
+                audit(tx, code.created_at, old, "superseded", None, code.caller)?;
             }
             tx.prepare_cached(
                 "INSERT INTO otps (phone, purpose, user_id, code_hash, state, max_attempts,
@@ -394,7 +414,7 @@ impl Store {
                 millis(code.expires_at),
             ])?;
             let id = tx.last_insert_rowid();
-            audit(tx, code.created_at, id, "generated", None)?;
+            audit(tx, code.created_at, id, "generated", None, code.caller)?;
             Ok(id)
         })
         .await
@@ -408,6 +428,7 @@ impl Store {
         to: String,
         delivery: Delivery,
         now: SystemTime,
+        caller: Caller,
     ) -> Result<(), StoreError> {
         self.write("record_delivery", move |tx| {
             let (state, event, detail) = match &delivery {
@@ -430,7 +451,7 @@ impl Store {
             tx.prepare_cached("UPDATE otps SET state = ?2 WHERE id = ?1 AND state = 'pending'")?
                 .execute(params![otp_id, state])?;
             Self::insert_message(tx, Some(otp_id), &to, &delivery, now)?;
-            audit(tx, now, otp_id, event, detail.as_deref())
+            audit(tx, now, otp_id, event, detail.as_deref(), caller)
         })
         .await
     }
@@ -500,6 +521,7 @@ impl Store {
         phone: String,
         purpose: String,
         now: SystemTime,
+        caller: Caller,
     ) -> Result<Attempt, StoreError> {
         self.write("count_attempt", move |tx| {
             let latest = tx
@@ -532,7 +554,7 @@ impl Store {
             if expires_at <= millis(now) {
                 tx.prepare_cached("UPDATE otps SET state = 'expired' WHERE id = ?1")?
                     .execute([id])?;
-                audit(tx, now, id, "expired", None)?;
+                audit(tx, now, id, "expired", None, caller)?;
                 return Ok(Attempt::Expired { id });
             }
             if attempts >= max_attempts {
@@ -556,7 +578,12 @@ impl Store {
 
     /// Marks a matching code used with one conditional update; `false` means another
     /// request consumed it first (or it just expired), so it must not verify twice.
-    pub async fn consume(&self, id: i64, now: SystemTime) -> Result<bool, StoreError> {
+    pub async fn consume(
+        &self,
+        id: i64,
+        now: SystemTime,
+        caller: Caller,
+    ) -> Result<bool, StoreError> {
         self.write("consume", move |tx| {
             let changed = tx
                 .prepare_cached(
@@ -565,7 +592,7 @@ impl Store {
                 )?
                 .execute(params![id, millis(now)])?;
             if changed == 1 {
-                audit(tx, now, id, "verified", None)?;
+                audit(tx, now, id, "verified", None, caller)?;
             }
             Ok(changed == 1)
         })
@@ -578,10 +605,11 @@ impl Store {
         id: i64,
         attempts_remaining: u32,
         now: SystemTime,
+        caller: Caller,
     ) -> Result<(), StoreError> {
         self.write("record_failed_attempt", move |tx| {
             let detail = format!("{attempts_remaining} attempts remaining");
-            audit(tx, now, id, "failed_attempt", Some(&detail))
+            audit(tx, now, id, "failed_attempt", Some(&detail), caller)
         })
         .await
     }
@@ -665,7 +693,8 @@ impl Store {
     ) -> Result<Vec<AuditRow>, StoreError> {
         self.read("audit_since", move |c| {
             c.prepare_cached(
-                "SELECT id, at, otp_id, event, phone, purpose, user_id, detail FROM audit
+                "SELECT id, at, otp_id, event, phone, purpose, user_id, detail, peer_uid,
+                        peer_gid, peer_pid FROM audit
                  WHERE at >= ?1 AND (?2 IS NULL OR phone = ?2) ORDER BY id DESC LIMIT ?3",
             )?
             .query_map(params![millis(since), phone, limit], |r| {
@@ -678,6 +707,14 @@ impl Store {
                     purpose: r.get(5)?,
                     user_id: r.get(6)?,
                     detail: r.get(7)?,
+                    caller: match (r.get(8)?, r.get(9)?) {
+                        (Some(uid), Some(gid)) => Some(Caller {
+                            uid,
+                            gid,
+                            pid: r.get(10)?,
+                        }),
+                        _ => None,
+                    },
                 })
             })?
             .collect()

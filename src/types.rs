@@ -19,6 +19,15 @@ pub enum InvalidInput {
     OtpCode(&'static str),
 }
 
+/// The process on the other end of the socket (SO_PEERCRED): logged with requests,
+/// written to the audit trail, and checked against the allow-list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Caller {
+    pub uid: u32,
+    pub gid: u32,
+    pub pid: Option<i32>,
+}
+
 /// A phone number that a real numbering-plan library accepted, held in E.164 form.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct PhoneNumber(String);
