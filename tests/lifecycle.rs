@@ -77,27 +77,32 @@ async fn a_stale_socket_from_a_crashed_run_is_replaced() {
     assert_eq!(reply.status, 200);
 }
 
-#[test]
-fn a_live_socket_is_refused_and_a_non_socket_is_left_alone() {
-    let first = Setup::new().dev().start();
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("config.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[server]\nsocket_path = \"{}\"\n[store]\npath = \"{}\"\n",
-            first.socket().display(),
-            dir.path().join("other.db").display()
-        ),
-    )
-    .unwrap();
+/// `otpd serve --dev` on `socket` with its own database; returns its exit code and stderr.
+fn serve_on(socket: &std::path::Path, dir: &std::path::Path) -> (Option<i32>, String) {
+    let config = dir.join("config.toml");
+    let text = format!(
+        "[server]\nsocket_path = \"{}\"\n[store]\npath = \"{}\"\n",
+        socket.display(),
+        dir.join("other.db").display()
+    );
+    std::fs::write(&config, text).unwrap();
     let output = otpd_command()
         .args(["serve", "--dev", "--config"])
         .arg(&config)
         .output()
         .unwrap();
-    assert_eq!(output.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_live_socket_is_refused_and_a_non_socket_is_left_alone() {
+    let first = Setup::new().dev().start();
+    let dir = tempfile::tempdir().unwrap();
+    let (code, stderr) = serve_on(&first.socket(), dir.path());
+    assert_eq!(code, Some(1));
     assert!(stderr.contains("already listening"), "{stderr}");
     assert!(
         first.socket().exists(),
@@ -106,22 +111,9 @@ fn a_live_socket_is_refused_and_a_non_socket_is_left_alone() {
 
     let plain = dir.path().join("not-a-socket");
     std::fs::write(&plain, "data").unwrap();
-    std::fs::write(
-        &config,
-        format!(
-            "[server]\nsocket_path = \"{}\"\n[store]\npath = \"{}\"\n",
-            plain.display(),
-            dir.path().join("x.db").display()
-        ),
-    )
-    .unwrap();
-    let output = otpd_command()
-        .args(["serve", "--dev", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
-    assert_eq!(output.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&output.stderr).contains("not a socket"));
+    let (code, stderr) = serve_on(&plain, dir.path());
+    assert_eq!(code, Some(1));
+    assert!(stderr.contains("not a socket"), "{stderr}");
     assert_eq!(std::fs::read_to_string(&plain).unwrap(), "data");
 }
 
