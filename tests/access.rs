@@ -113,11 +113,7 @@ async fn an_unknown_socket_user_is_a_config_error() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("config.toml");
     std::fs::write(&config, "[server]\nsocket_group = \"no-such-group-otpd\"\n").unwrap();
-    let output = otpd_command()
-        .args(["check-config", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
+    let output = check_config(&config);
     assert_eq!(output.status.code(), Some(78));
     assert!(String::from_utf8_lossy(&output.stderr).contains("server.socket_group"));
 }

@@ -130,11 +130,7 @@ fn check_config_prints_the_effective_config_with_secrets_masked() {
         ),
     )
     .unwrap();
-    let output = otpd_command()
-        .args(["check-config", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
+    let output = check_config(&config);
     assert!(
         output.status.success(),
         "{}",
@@ -151,11 +147,7 @@ fn check_config_prints_the_effective_config_with_secrets_masked() {
     // What it prints is itself a valid configuration.
     let again = dir.path().join("again.toml");
     std::fs::write(&again, printed.as_bytes()).unwrap();
-    let output = otpd_command()
-        .args(["check-config", "--config"])
-        .arg(&again)
-        .output()
-        .unwrap();
+    let output = check_config(&again);
     assert!(
         output.status.success(),
         "{}",
@@ -190,11 +182,7 @@ fn a_bad_config_exits_78_naming_the_key() {
             assert!(stderr.contains(key), "{command} with {text}: {stderr}");
         }
     }
-    let output = otpd_command()
-        .args(["check-config", "--config"])
-        .arg(dir.path().join("missing.toml"))
-        .output()
-        .unwrap();
+    let output = check_config(&dir.path().join("missing.toml"));
     assert_eq!(output.status.code(), Some(78));
     assert!(String::from_utf8_lossy(&output.stderr).contains("missing.toml"));
 }
@@ -202,11 +190,7 @@ fn a_bad_config_exits_78_naming_the_key() {
 #[test]
 fn config_toml_example_documents_exactly_the_defaults() {
     let check = |path: &std::path::Path| {
-        let output = otpd_command()
-            .args(["check-config", "--config"])
-            .arg(path)
-            .output()
-            .unwrap();
+        let output = check_config(path);
         assert!(
             output.status.success(),
             "{}",
@@ -237,11 +221,7 @@ fn the_readme_configuration_table_shows_every_key_with_its_default() {
     let dir = tempfile::tempdir().unwrap();
     let empty = dir.path().join("empty.toml");
     std::fs::write(&empty, "").unwrap();
-    let output = otpd_command()
-        .args(["check-config", "--config"])
-        .arg(&empty)
-        .output()
-        .unwrap();
+    let output = check_config(&empty);
     let effective = String::from_utf8(output.stdout).unwrap();
     let readme =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();

@@ -169,6 +169,15 @@ pub fn otpd_command() -> Command {
     cmd
 }
 
+/// `otpd check-config --config PATH`, run to completion.
+pub fn check_config(path: &Path) -> std::process::Output {
+    otpd_command()
+        .args(["check-config", "--config"])
+        .arg(path)
+        .output()
+        .unwrap()
+}
+
 impl Daemon {
     fn spawn(setup: Setup, dir: tempfile::TempDir) -> Daemon {
         let config = dir.path().join("config.toml");
