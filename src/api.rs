@@ -17,6 +17,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::config::ServerConfig;
+use crate::guard::GuardError;
 use crate::otp::{OtpError, OtpService, SendOtp, VerifyOtp};
 use crate::sender::SendError;
 use crate::telemetry;
@@ -255,6 +256,73 @@ impl Failure {
                         ))
                         .extra(json!({"limit": limited.limit.as_str()}))
                         .retry_after(limited.retry_after)
+                }
+                OtpError::Guard(g) => {
+                    let d = match g {
+                        // 422, not 403: the caller may use otpd; this destination is
+                        // refused by policy, and sending again will not change that.
+                        GuardError::CountryNotAllowed { country } => Described::new(
+                            S::UNPROCESSABLE_ENTITY,
+                            "country_not_allowed",
+                            "SMS to this country is not allowed",
+                        )
+                        .details(format!(
+                            "{country} is not allowed by guard.allow_countries / deny_countries"
+                        ))
+                        .extra(json!({"country": country})),
+                        GuardError::CountryLimited {
+                            country,
+                            retry_after,
+                        } => Described::new(
+                            S::TOO_MANY_REQUESTS,
+                            "country_rate_limited",
+                            "Too many SMS to this country",
+                        )
+                        .details(format!(
+                            "guard.per_country reached for {country}; retry in {} s",
+                            retry_seconds(*retry_after)
+                        ))
+                        .extra(json!({"country": country}))
+                        .retry_after(*retry_after),
+                        GuardError::PrefixLimited { retry_after } => Described::new(
+                            S::TOO_MANY_REQUESTS,
+                            "prefix_rate_limited",
+                            "Too many SMS to numbers in this range",
+                        )
+                        .details(format!(
+                            "guard.per_prefix reached; retry in {} s",
+                            retry_seconds(*retry_after)
+                        ))
+                        .retry_after(*retry_after),
+                        // 503, not 429: the whole service is out of budget until UTC
+                        // midnight, whoever asks; 5xx is what operators' alerts watch.
+                        GuardError::DailyCapReached { cap, retry_after } => Described::new(
+                            S::SERVICE_UNAVAILABLE,
+                            "daily_cap_reached",
+                            "The daily SMS cap is reached",
+                        )
+                        .details(format!(
+                            "guard.daily_message_cap of {cap} messages reached; resets at 00:00 UTC"
+                        ))
+                        .retry_after(*retry_after),
+                        GuardError::UnverifiedBudgetExhausted {
+                            country,
+                            budget,
+                            retry_after,
+                        } => Described::new(
+                            S::TOO_MANY_REQUESTS,
+                            "unverified_budget_exhausted",
+                            "Too many unverified codes to this country",
+                        )
+                        .details(format!(
+                            "{budget} codes sent to {country} within guard.unverified_window were not verified"
+                        ))
+                        .extra(json!({"country": country}))
+                        .retry_after(*retry_after),
+                    };
+                    let mut extra = d.extra.clone();
+                    extra["rule"] = json!(g.rule());
+                    d.extra(extra)
                 }
                 OtpError::NoTestNumber => Described::new(
                     S::SERVICE_UNAVAILABLE,

@@ -45,6 +45,7 @@ pub struct Config {
     pub otp: OtpConfig,
     pub limits: LimitsConfig,
     pub retention: RetentionConfig,
+    pub guard: GuardConfig,
     pub provider: ProviderConfig,
     /// Destination of `GET /test-twilio/`.
     pub test_phone_number: Option<PhoneNumber>,
@@ -230,6 +231,55 @@ pub struct RetentionConfig {
     pub interval: Duration,
 }
 
+/// The cost guard against SMS pumping (see `guard.rs`); every rule is off by default.
+#[derive(Debug, Clone)]
+pub struct GuardConfig {
+    pub mode: GuardMode,
+    /// Empty: every country is allowed (unless denied).
+    pub allow_countries: Vec<Region>,
+    pub deny_countries: Vec<Region>,
+    pub per_country: Option<Rate>,
+    pub per_prefix: Option<Rate>,
+    /// National digits after the country code that make up a number's prefix.
+    pub prefix_digits: usize,
+    pub daily_message_cap: Option<u64>,
+    pub unverified_per_country: Option<u64>,
+    pub unverified_window: Duration,
+}
+
+impl GuardConfig {
+    /// Whether any rule is configured; with none, the guard costs nothing.
+    pub fn any_rule(&self) -> bool {
+        !self.allow_countries.is_empty()
+            || !self.deny_countries.is_empty()
+            || self.per_country.is_some()
+            || self.per_prefix.is_some()
+            || self.daily_message_cap.is_some()
+            || self.unverified_per_country.is_some()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GuardMode {
+    /// Refuse what a rule blocks.
+    Enforce,
+    /// Let everything through and audit what would have been refused.
+    Record,
+}
+
+/// A destination region: an ISO 3166 code from libphonenumber's metadata, or `None`
+/// for non-geographic numbers (+800, +882, ...), written "001" as libphonenumber does.
+pub type Region = Option<phonenumber::country::Id>;
+
+/// Parses "ES" (any case) or "001".
+pub fn parse_region(text: &str) -> Option<Region> {
+    let text = text.trim().to_ascii_uppercase();
+    if text == "001" {
+        return Some(None);
+    }
+    text.parse().ok().map(Some)
+}
+
 /// Who delivers messages.
 #[derive(Debug, Clone)]
 pub enum ProviderConfig {
@@ -332,6 +382,7 @@ struct RawConfig {
     otp: RawOtp,
     limits: RawLimits,
     retention: RawRetention,
+    guard: RawGuard,
     twilio: RawTwilio,
     dev: RawDev,
 }
@@ -458,6 +509,38 @@ impl Default for RawRetention {
             messages: "30d".into(),
             audit: "90d".into(),
             interval: "1h".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+struct RawGuard {
+    mode: String,
+    allow_countries: Vec<String>,
+    deny_countries: Vec<String>,
+    /// Empty: off.
+    per_country: String,
+    per_prefix: String,
+    prefix_digits: usize,
+    /// 0: off.
+    daily_message_cap: u64,
+    unverified_per_country: u64,
+    unverified_window: String,
+}
+
+impl Default for RawGuard {
+    fn default() -> Self {
+        RawGuard {
+            mode: "enforce".into(),
+            allow_countries: Vec::new(),
+            deny_countries: Vec::new(),
+            per_country: String::new(),
+            per_prefix: String::new(),
+            prefix_digits: 7,
+            daily_message_cap: 0,
+            unverified_per_country: 0,
+            unverified_window: "1h".into(),
         }
     }
 }
@@ -658,6 +741,7 @@ impl Config {
         if retention.interval < Duration::from_secs(1) {
             return Err(invalid("retention.interval", "must be at least 1s"));
         }
+        let guard = Self::guard(&raw.guard)?;
 
         // Secrets and numbers from credentials / environment, written back into the raw
         // view so check-config shows what is in effect (masked).
@@ -726,9 +810,59 @@ impl Config {
             otp,
             limits,
             retention,
+            guard,
             provider,
             test_phone_number,
             effective,
+        })
+    }
+
+    fn guard(g: &RawGuard) -> Result<GuardConfig, ConfigError> {
+        let mode = match g.mode.as_str() {
+            "enforce" => GuardMode::Enforce,
+            "record" => GuardMode::Record,
+            other => {
+                return Err(invalid(
+                    "guard.mode",
+                    format!("{other:?} is neither \"enforce\" nor \"record\""),
+                ));
+            }
+        };
+        let regions = |key: &str, list: &[String]| {
+            list.iter()
+                .map(|code| {
+                    parse_region(code).ok_or_else(|| {
+                        invalid(
+                            key,
+                            format!("{code:?} is not an ISO 3166 region code such as \"ES\""),
+                        )
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()
+        };
+        let rate = |key: &str, text: &str| match text.trim() {
+            "" => Ok(None),
+            text => Rate::parse(key, text).map(Some),
+        };
+        // Shorter prefixes lump unrelated operators together; longer ones are single
+        // numbers, which send_per_phone already covers.
+        if !(1..=12).contains(&g.prefix_digits) {
+            return Err(invalid("guard.prefix_digits", "must be between 1 and 12"));
+        }
+        let unverified_window = duration("guard.unverified_window", &g.unverified_window)?;
+        if unverified_window < Duration::from_secs(1) {
+            return Err(invalid("guard.unverified_window", "must be at least 1s"));
+        }
+        Ok(GuardConfig {
+            mode,
+            allow_countries: regions("guard.allow_countries", &g.allow_countries)?,
+            deny_countries: regions("guard.deny_countries", &g.deny_countries)?,
+            per_country: rate("guard.per_country", &g.per_country)?,
+            per_prefix: rate("guard.per_prefix", &g.per_prefix)?,
+            prefix_digits: g.prefix_digits,
+            daily_message_cap: Some(g.daily_message_cap).filter(|n| *n > 0),
+            unverified_per_country: Some(g.unverified_per_country).filter(|n| *n > 0),
+            unverified_window,
         })
     }
 

@@ -2,29 +2,32 @@
 //!
 //! A request in one sentence: [`server`] accepts a connection on the Unix socket and
 //! reads the caller's credentials → [`api`] parses the JSON into [`types`] → [`otp`]
-//! (the service) asks the [`limiter`], writes through the [`store`] and sends through
-//! the [`sender`] ([`twilio`] or the development outbox) → its `Result` returns to
-//! [`api`], which alone picks the HTTP status and error code.
+//! (the service) asks the [`limiter`] and then the cost [`guard`] (destination country,
+//! per-country and per-prefix limits, daily cap, unverified budget), writes through the
+//! [`store`] and sends through the [`sender`] ([`twilio`] or the development outbox) →
+//! its `Result` returns to [`api`], which alone picks the HTTP status and error code.
 //!
 //! ```text
 //! caller ──HTTP/1.1 JSON over Unix socket──▶ server ─▶ api
 //!                                                      │
 //!                                                      ▼
 //!                                                     otp
-//!                                          ╱           │          ╲
-//!                                   limiter          store          sender ─▶ twilio
-//!                                  (governor)       (SQLite)      (or dev outbox)
+//!                                 ╱          ╱         │          ╲
+//!                          limiter      guard        store          sender ─▶ twilio
+//!                         (governor)  (cost guard)  (SQLite)      (or dev outbox)
 //! ```
 //!
 //! [`config`] is parsed and validated once, before any of this starts; [`signals`]
 //! turns SIGTERM/SIGINT/SIGHUP into intents; [`logging`] picks journald or stderr;
 //! [`telemetry`] names the Prometheus metrics. [`client`] is the other side of the
 //! socket: the CLI's `otpd status`, `otpd send-otp`, ...
-//! Nothing in store, limiter, sender or twilio imports api or otp.
+//! Nothing in store, limiter, guard, sender or twilio imports api or otp; the guard
+//! reads its counts through the store's operations.
 
 pub mod api;
 pub mod client;
 pub mod config;
+pub mod guard;
 pub mod limiter;
 pub mod logging;
 pub mod otp;
@@ -112,7 +115,10 @@ async fn housekeeping(api: Arc<Api>) {
     let mut retention = tokio::time::interval(service.retention_interval());
     loop {
         tokio::select! {
-            _ = prune.tick() => service.limiter().prune(),
+            _ = prune.tick() => {
+                service.limiter().prune();
+                service.guard().prune();
+            }
             _ = upkeep.tick() => api.metrics().run_upkeep(),
             _ = retention.tick() => {
                 if let Err(e) = service.purge(std::time::SystemTime::now()).await {

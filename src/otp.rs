@@ -14,10 +14,12 @@ use sha2::Sha256;
 use thiserror::Error;
 
 use crate::config::{Config, KeySource, OtpConfig, RetentionConfig};
+use crate::guard::{Guard, GuardError, Verdict};
 use crate::limiter::{Limiter, RateLimited};
 use crate::sender::{SendError, Sender};
 use crate::store::{
-    Attempt, AuditRow, Counts, Cutoffs, Delivery, MessageRow, NewCode, Purged, Store, StoreError,
+    Attempt, AuditRow, Counts, Cutoffs, Delivery, GuardEvent, MessageRow, NewCode, Purged, Store,
+    StoreError,
 };
 use crate::telemetry;
 use crate::twilio::TwilioError;
@@ -27,6 +29,8 @@ use crate::types::{Caller, OtpCode, PhoneNumber, Purpose, UserId};
 pub enum OtpError {
     #[error(transparent)]
     RateLimited(#[from] RateLimited),
+    #[error(transparent)]
+    Guard(#[from] GuardError),
     #[error(transparent)]
     Send(#[from] SendError),
     #[error(transparent)]
@@ -97,6 +101,7 @@ pub struct OtpService {
     key: Vec<u8>,
     store: Store,
     limiter: Limiter,
+    guard: Guard,
     sender: Sender,
 }
 
@@ -110,6 +115,7 @@ impl OtpService {
             test_phone: config.test_phone_number.clone(),
             key: load_key(&config.otp.hmac_key)?,
             limiter: Limiter::new(&config.limits),
+            guard: Guard::new(&config.guard),
             store,
             sender,
         })
@@ -125,6 +131,10 @@ impl OtpService {
 
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    pub fn guard(&self) -> &Guard {
+        &self.guard
     }
 
     /// HMAC-SHA256 over the code and what it is bound to, so a hash copied to another
@@ -150,6 +160,12 @@ impl OtpService {
         }
         self.limiter
             .check_send(req.phone.as_str(), req.user_id.as_ref().map(UserId::as_str))?;
+        // The cost guard, after the caller's own limits (a flood stops there) and before
+        // anything is stored or sent. Test numbers are exempt: no SMS, no cost.
+        let country = match test {
+            None if self.guard.is_active() => Some(self.guard_send(&req, now).await?),
+            _ => None,
+        };
 
         let code = match test {
             Some(test) => test.code.clone(),
@@ -173,6 +189,7 @@ impl OtpService {
                 test_number: test.is_some(),
                 created_at: now,
                 expires_at,
+                country,
             })
             .await?;
         let to = req.phone.as_str().to_owned();
@@ -218,6 +235,54 @@ impl OtpService {
                     .await?;
                 Err(error.into())
             }
+        }
+    }
+
+    /// Asks the guard about a code's SMS; returns the destination region to store.
+    async fn guard_send(&self, req: &SendOtp, now: SystemTime) -> Result<String, OtpError> {
+        let dest = self.guard.destination(&req.phone);
+        let verdict = self.guard.check(&dest, now, &self.store).await?;
+        self.audit_guard(
+            verdict,
+            &req.phone,
+            Some(&req.purpose),
+            req.user_id.as_ref(),
+            Some(req.caller),
+            now,
+        )
+        .await?;
+        Ok(dest.region_code())
+    }
+
+    /// Audits every refusal and would-be refusal, then fails if the send is blocked.
+    async fn audit_guard(
+        &self,
+        verdict: Verdict,
+        phone: &PhoneNumber,
+        purpose: Option<&Purpose>,
+        user_id: Option<&UserId>,
+        caller: Option<Caller>,
+        now: SystemTime,
+    ) -> Result<(), OtpError> {
+        let events = (verdict.blocked.iter().map(|e| ("guard_blocked", e)))
+            .chain(verdict.would_block.iter().map(|e| ("guard_would_block", e)));
+        for (event, e) in events {
+            log::warn!("{event} {} for {}: {e}", e.rule(), phone.masked());
+            self.store
+                .record_guard_event(GuardEvent {
+                    at: now,
+                    event,
+                    phone: phone.as_str().to_owned(),
+                    purpose: purpose.map(|p| p.as_str().to_owned()),
+                    user_id: user_id.map(|u| u.as_str().to_owned()),
+                    detail: e.rule(),
+                    caller,
+                })
+                .await?;
+        }
+        match verdict.blocked {
+            Some(e) => Err(e.into()),
+            None => Ok(()),
         }
     }
 
@@ -291,6 +356,9 @@ impl OtpService {
         let to = self.test_phone.as_ref().ok_or(OtpError::NoTestNumber)?;
         let provider = self.sender.provider().ok_or(SendError::NotConfigured)?;
         self.limiter.check_global()?;
+        // Only the daily cap: the message costs money, but goes to the operator's number.
+        let verdict = self.guard.check_test_message(now, &self.store).await?;
+        self.audit_guard(verdict, to, None, None, None, now).await?;
         let result = self.sender.send(to, TEST_MESSAGE).await;
         let delivery = match &result {
             Ok(sent) => Delivery::Sent {

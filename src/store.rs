@@ -99,6 +99,14 @@ const MIGRATIONS: &[M<'static>] = &[
     ALTER TABLE audit ADD COLUMN peer_gid INTEGER;
     ALTER TABLE audit ADD COLUMN peer_pid INTEGER;",
     ),
+    // The cost guard: each code's destination region, and a partial index holding only
+    // the codes that cost an SMS and were not (yet) verified, so counting a country's
+    // unverified codes in a window reads about as many index entries as its budget.
+    M::up(
+        "ALTER TABLE otps ADD COLUMN country TEXT;
+    CREATE INDEX otps_unverified_by_country ON otps (country, created_at)
+        WHERE state NOT IN ('verified', 'failed') AND test_number = 0;",
+    ),
 ];
 
 /// WAL lets readers run beside the writer; NORMAL syncs at checkpoints, so a crash of
@@ -132,6 +140,21 @@ pub struct NewCode {
     pub test_number: bool,
     pub created_at: SystemTime,
     pub expires_at: SystemTime,
+    /// Destination region ("ES", "001"), for the cost guard's unverified budget.
+    pub country: Option<String>,
+}
+
+/// A send the cost guard refused (or, in record mode, would have refused).
+pub struct GuardEvent {
+    pub at: SystemTime,
+    /// `guard_blocked` or `guard_would_block`.
+    pub event: &'static str,
+    pub phone: String,
+    pub purpose: Option<String>,
+    pub user_id: Option<String>,
+    /// The rule's name.
+    pub detail: &'static str,
+    pub caller: Option<Caller>,
 }
 
 /// How a message left (or did not leave) otpd.
@@ -400,8 +423,8 @@ impl Store {
             }
             tx.prepare_cached(
                 "INSERT INTO otps (phone, purpose, user_id, code_hash, state, max_attempts,
-                                   test_number, created_at, expires_at)
-                 VALUES (?1, ?2, ?3, ?4, 'pending', ?5, ?6, ?7, ?8)",
+                                   test_number, created_at, expires_at, country)
+                 VALUES (?1, ?2, ?3, ?4, 'pending', ?5, ?6, ?7, ?8, ?9)",
             )?
             .execute(params![
                 code.phone,
@@ -412,6 +435,7 @@ impl Store {
                 code.test_number,
                 millis(code.created_at),
                 millis(code.expires_at),
+                code.country,
             ])?;
             let id = tx.last_insert_rowid();
             audit(tx, code.created_at, id, "generated", None, code.caller)?;
@@ -722,6 +746,64 @@ impl Store {
         .await
     }
 
+    /// Messages (sent or failed, any provider) created at or after `since`: what the
+    /// cost guard's daily cap starts from after a restart.
+    pub async fn count_messages_since(&self, since: SystemTime) -> Result<u64, StoreError> {
+        self.read("count_messages_since", move |c| {
+            c.prepare_cached("SELECT count(*) FROM messages WHERE created_at >= ?1")?
+                .query_row([millis(since)], |r| {
+                    Ok(u64::try_from(r.get::<_, i64>(0)?).unwrap_or(0))
+                })
+        })
+        .await
+    }
+
+    /// Codes to `country` created at or after `since` that cost an SMS and were not
+    /// verified (pending, sent, expired or superseded), and when the oldest was created.
+    pub async fn count_unverified(
+        &self,
+        country: String,
+        since: SystemTime,
+    ) -> Result<(u64, Option<SystemTime>), StoreError> {
+        self.read("count_unverified", move |c| {
+            // The WHERE repeats the partial index's own terms so SQLite can use it.
+            c.prepare_cached(
+                "SELECT count(*), min(created_at) FROM otps
+                 WHERE country = ?1 AND created_at >= ?2
+                   AND state NOT IN ('verified', 'failed') AND test_number = 0",
+            )?
+            .query_row(params![country, millis(since)], |r| {
+                let count = u64::try_from(r.get::<_, i64>(0)?).unwrap_or(0);
+                Ok((count, r.get::<_, Option<i64>>(1)?.map(from_millis)))
+            })
+        })
+        .await
+    }
+
+    /// Audits a send the cost guard refused; it belongs to no code.
+    pub async fn record_guard_event(&self, e: GuardEvent) -> Result<(), StoreError> {
+        self.write("record_guard_event", move |tx| {
+            tx.prepare_cached(
+                "INSERT INTO audit (at, otp_id, event, phone, purpose, user_id, detail,
+                                    peer_uid, peer_gid, peer_pid)
+                 VALUES (?1, NULL, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            )?
+            .execute(params![
+                millis(e.at),
+                e.event,
+                e.phone,
+                e.purpose,
+                e.user_id,
+                e.detail,
+                e.caller.map(|c| c.uid),
+                e.caller.map(|c| c.gid),
+                e.caller.and_then(|c| c.pid),
+            ])?;
+            Ok(())
+        })
+        .await
+    }
+
     /// Codes by state and messages by status, for `/status/`.
     pub async fn counts(&self) -> Result<Counts, StoreError> {
         self.read("counts", |c| {
@@ -748,5 +830,30 @@ mod tests {
     #[test]
     fn migrations_are_valid() {
         Migrations::from_slice(MIGRATIONS).validate().unwrap();
+    }
+
+    #[test]
+    fn counting_unverified_codes_uses_the_partial_index() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        Migrations::from_slice(MIGRATIONS)
+            .to_latest(&mut conn)
+            .unwrap();
+        let plan: Vec<String> = conn
+            .prepare(
+                "EXPLAIN QUERY PLAN SELECT count(*), min(created_at) FROM otps
+                 WHERE country = ?1 AND created_at >= ?2
+                   AND state NOT IN ('verified', 'failed') AND test_number = 0",
+            )
+            .unwrap()
+            .query_map(params!["ES", 0], |r| r.get::<_, String>(3))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert!(
+            plan.iter().any(
+                |p| p.contains("INDEX otps_unverified_by_country (country=? AND created_at>?)")
+            ),
+            "{plan:?}"
+        );
     }
 }

@@ -13,6 +13,8 @@ pub const PROVIDER_DURATION: &str = "otpd_provider_request_duration_seconds";
 pub const RATE_LIMITED: &str = "otpd_rate_limited_total";
 pub const STORE_DURATION: &str = "otpd_store_operation_duration_seconds";
 pub const OPEN_CONNECTIONS: &str = "otpd_open_connections";
+/// The cost guard's refusals, by `rule` and `outcome` (`blocked` or `would_block`).
+pub const GUARD_BLOCKED: &str = "otpd_guard_blocked_total";
 
 /// From 0.5 ms (a verify) to 30 s (a Twilio timeout).
 const BUCKETS: &[f64] = &[

@@ -1,0 +1,346 @@
+//! The cost guard against SMS pumping (toll fraud through OTP sends): before a code's
+//! SMS is paid for, it checks the destination against the country allow- and
+//! deny-lists, per-country and per-number-prefix send limits, the daily message cap,
+//! and the country's budget of sent-but-never-verified codes. In record mode it lets
+//! everything through and reports what it would have refused; the service audits both.
+//!
+//! It reads counts through the store's narrow operations and knows nothing of HTTP or
+//! SQL. The caller's own limits (per phone, per user, global) stay in the limiter,
+//! which runs first, so a flood is refused there before it can reach the guard.
+
+use std::num::NonZeroU32;
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use governor::clock::Clock;
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use thiserror::Error;
+
+use crate::config::{GuardConfig, GuardMode, Rate, Region};
+use crate::store::{Store, StoreError};
+use crate::telemetry;
+use crate::types::PhoneNumber;
+
+/// A send the guard refuses; each variant has its own API error code.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum GuardError {
+    #[error("sending to {country} is not allowed")]
+    CountryNotAllowed { country: String },
+    #[error("the send limit for {country} is reached")]
+    CountryLimited {
+        country: String,
+        retry_after: Duration,
+    },
+    #[error("the send limit for this number prefix is reached")]
+    PrefixLimited { retry_after: Duration },
+    #[error("the daily cap of {cap} messages is reached")]
+    DailyCapReached { cap: u64, retry_after: Duration },
+    #[error("{country} has {budget} unverified codes in the window")]
+    UnverifiedBudgetExhausted {
+        country: String,
+        budget: u64,
+        retry_after: Duration,
+    },
+}
+
+impl GuardError {
+    /// The rule's name, as written to the audit trail and the metric.
+    pub fn rule(&self) -> &'static str {
+        match self {
+            GuardError::CountryNotAllowed { .. } => "country",
+            GuardError::CountryLimited { .. } => "per_country",
+            GuardError::PrefixLimited { .. } => "per_prefix",
+            GuardError::DailyCapReached { .. } => "daily_message_cap",
+            GuardError::UnverifiedBudgetExhausted { .. } => "unverified_per_country",
+        }
+    }
+}
+
+/// What the guard found for one send.
+#[derive(Debug, Default)]
+pub struct Verdict {
+    /// The rule that refuses the send (enforce mode); the send must not happen.
+    pub blocked: Option<GuardError>,
+    /// Rules that would have refused it (record mode); the send goes ahead.
+    pub would_block: Vec<GuardError>,
+}
+
+/// Where a number goes, as the guard sees it.
+pub struct Destination {
+    pub region: Region,
+    /// The first digits of the E.164 number: the country code and `prefix_digits`
+    /// national digits, as one integer. Country codes are prefix-free and E.164 never
+    /// starts with 0, so distinct prefixes give distinct keys (8 bytes, no heap).
+    prefix: u64,
+}
+
+impl Destination {
+    /// The region as stored and shown: "ES", or "001" for non-geographic numbers.
+    pub fn region_code(&self) -> String {
+        match self.region {
+            Some(id) => id.as_ref().to_owned(),
+            None => "001".to_owned(),
+        }
+    }
+}
+
+/// Messages counted for the current UTC day.
+#[derive(Debug, Clone, Copy)]
+struct DayCount {
+    day: u64,
+    count: u64,
+}
+
+pub struct Guard {
+    config: GuardConfig,
+    per_country: Option<DefaultKeyedRateLimiter<Region>>,
+    per_prefix: Option<DefaultKeyedRateLimiter<u64>>,
+    /// `None` until seeded from the store (at the first send, and each new UTC day).
+    /// std Mutex: held only to compare and add, never across an await.
+    today: Mutex<Option<DayCount>>,
+}
+
+const DAY: u64 = 86_400;
+
+/// "N per period" as GCRA, as in the limiter: a burst of N refilled every period / N.
+fn quota(rate: Rate) -> Quota {
+    let interval = rate.period / rate.count.get();
+    Quota::with_period(interval)
+        .unwrap_or_else(|| Quota::per_second(NonZeroU32::MAX))
+        .allow_burst(rate.count)
+}
+
+fn keyed<K: std::hash::Hash + Eq + Clone>(
+    limiter: &DefaultKeyedRateLimiter<K>,
+    key: &K,
+) -> Result<(), Duration> {
+    limiter
+        .check_key(key)
+        .map_err(|not_until| not_until.wait_time_from(limiter.clock().now()))
+}
+
+fn unix_secs(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+impl Guard {
+    pub fn new(config: &GuardConfig) -> Self {
+        Guard {
+            per_country: config.per_country.map(|r| RateLimiter::keyed(quota(r))),
+            per_prefix: config.per_prefix.map(|r| RateLimiter::keyed(quota(r))),
+            config: config.clone(),
+            today: Mutex::new(None),
+        }
+    }
+
+    pub fn is_active(&self) -> bool {
+        self.config.any_rule()
+    }
+
+    pub fn mode(&self) -> GuardMode {
+        self.config.mode
+    }
+
+    /// The region and prefix of `phone`. Parses again: `PhoneNumber` keeps only the
+    /// E.164 text, which libphonenumber maps back to one region.
+    pub fn destination(&self, phone: &PhoneNumber) -> Destination {
+        let parsed = phonenumber::parse(None, phone.as_str()).ok();
+        let region = parsed.as_ref().and_then(|p| p.country().id());
+        let code_digits = parsed
+            .as_ref()
+            .map_or(0, |p| p.code().value().to_string().len());
+        let digits = phone.as_str().trim_start_matches('+');
+        let end = (code_digits + self.config.prefix_digits).min(digits.len());
+        Destination {
+            region,
+            prefix: digits.get(..end).and_then(|d| d.parse().ok()).unwrap_or(0),
+        }
+    }
+
+    /// Checks a code's SMS to `dest` against every rule, cheapest first, stopping at
+    /// the first that refuses in enforce mode. The daily cap comes last and counts the
+    /// message only if nothing refused it.
+    pub async fn check(
+        &self,
+        dest: &Destination,
+        now: SystemTime,
+        store: &Store,
+    ) -> Result<Verdict, StoreError> {
+        let mut verdict = Verdict::default();
+        let c = &self.config;
+        let country = || dest.region_code();
+        let allowed = (c.allow_countries.is_empty() || c.allow_countries.contains(&dest.region))
+            && !c.deny_countries.contains(&dest.region);
+        if !allowed
+            && self.refuse(
+                &mut verdict,
+                GuardError::CountryNotAllowed { country: country() },
+            )
+        {
+            return Ok(verdict);
+        }
+        if let Some(budget) = c.unverified_per_country {
+            let since = now.checked_sub(c.unverified_window).unwrap_or(UNIX_EPOCH);
+            let (count, oldest) = store.count_unverified(country(), since).await?;
+            if count >= budget {
+                // One slot frees when the oldest leaves the window (or sooner, by a verify).
+                let retry_after = oldest
+                    .map(|t| t + c.unverified_window)
+                    .and_then(|t| t.duration_since(now).ok())
+                    .unwrap_or_default();
+                let e = GuardError::UnverifiedBudgetExhausted {
+                    country: country(),
+                    budget,
+                    retry_after,
+                };
+                if self.refuse(&mut verdict, e) {
+                    return Ok(verdict);
+                }
+            }
+        }
+        if let Some(limiter) = &self.per_prefix
+            && let Err(retry_after) = keyed(limiter, &dest.prefix)
+            && self.refuse(&mut verdict, GuardError::PrefixLimited { retry_after })
+        {
+            return Ok(verdict);
+        }
+        if let Some(limiter) = &self.per_country
+            && let Err(retry_after) = keyed(limiter, &dest.region)
+        {
+            let e = GuardError::CountryLimited {
+                country: country(),
+                retry_after,
+            };
+            if self.refuse(&mut verdict, e) {
+                return Ok(verdict);
+            }
+        }
+        if let Err(e) = self.count_message(now, store).await? {
+            self.refuse(&mut verdict, e);
+        }
+        Ok(verdict)
+    }
+
+    /// The daily cap alone, for the test message: it costs money like any other, but
+    /// goes to the operator's own number, so no destination rule applies.
+    pub async fn check_test_message(
+        &self,
+        now: SystemTime,
+        store: &Store,
+    ) -> Result<Verdict, StoreError> {
+        let mut verdict = Verdict::default();
+        if let Err(e) = self.count_message(now, store).await? {
+            self.refuse(&mut verdict, e);
+        }
+        Ok(verdict)
+    }
+
+    /// Files `e` as blocking (enforce: returns true, stop) or as a would-block.
+    fn refuse(&self, verdict: &mut Verdict, e: GuardError) -> bool {
+        let outcome = match self.config.mode {
+            GuardMode::Enforce => "blocked",
+            GuardMode::Record => "would_block",
+        };
+        metrics::counter!(telemetry::GUARD_BLOCKED, "rule" => e.rule(), "outcome" => outcome)
+            .increment(1);
+        match self.config.mode {
+            GuardMode::Enforce => {
+                verdict.blocked = Some(e);
+                true
+            }
+            GuardMode::Record => {
+                verdict.would_block.push(e);
+                false
+            }
+        }
+    }
+
+    /// Counts one message against today's cap (UTC). Refused sends are not counted in
+    /// enforce mode; in record mode every send counts, as every send leaves.
+    async fn count_message(
+        &self,
+        now: SystemTime,
+        store: &Store,
+    ) -> Result<Result<(), GuardError>, StoreError> {
+        let Some(cap) = self.config.daily_message_cap else {
+            return Ok(Ok(()));
+        };
+        let secs = unix_secs(now);
+        let day = secs / DAY;
+        let seeded = self.lock().is_some_and(|t| t.day == day);
+        if !seeded {
+            // The store holds every message written today, so the cap survives restarts.
+            let since = UNIX_EPOCH + Duration::from_secs(day * DAY);
+            let count = store.count_messages_since(since).await?;
+            let mut today = self.lock();
+            if today.is_none_or(|t| t.day != day) {
+                *today = Some(DayCount { day, count });
+            }
+        }
+        let mut today = self.lock();
+        let Some(t) = today.as_mut() else {
+            return Ok(Ok(()));
+        };
+        let over = t.count >= cap;
+        if !over || self.config.mode == GuardMode::Record {
+            t.count += 1;
+        }
+        if over {
+            // Until the next UTC midnight.
+            let retry_after = Duration::from_secs(DAY - secs % DAY);
+            return Ok(Err(GuardError::DailyCapReached { cap, retry_after }));
+        }
+        Ok(Ok(()))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<DayCount>> {
+        // A panic while holding this lock cannot leave the count inconsistent.
+        self.today
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Forgets limiter keys that have fully refilled, as the limiter does.
+    pub fn prune(&self) {
+        if let Some(l) = &self.per_country {
+            l.retain_recent();
+        }
+        if let Some(l) = &self.per_prefix {
+            l.retain_recent();
+            l.shrink_to_fit();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::GuardMode;
+
+    fn config() -> GuardConfig {
+        GuardConfig {
+            mode: GuardMode::Enforce,
+            allow_countries: Vec::new(),
+            deny_countries: Vec::new(),
+            per_country: None,
+            per_prefix: None,
+            prefix_digits: 7,
+            daily_message_cap: None,
+            unverified_per_country: None,
+            unverified_window: Duration::from_secs(3600),
+        }
+    }
+
+    #[test]
+    fn a_destination_has_its_region_and_a_prefix_of_country_code_and_national_digits() {
+        let guard = Guard::new(&config());
+        let es = guard.destination(&PhoneNumber::parse("+34600111222").unwrap());
+        assert_eq!(es.region_code(), "ES");
+        assert_eq!(es.prefix, 346_001_112);
+        let us = guard.destination(&PhoneNumber::parse("+14155550100").unwrap());
+        assert_eq!(us.region_code(), "US");
+        assert_eq!(us.prefix, 14_155_550);
+        let ca = guard.destination(&PhoneNumber::parse("+16135550123").unwrap());
+        assert_eq!(ca.region_code(), "CA");
+    }
+}
