@@ -5,7 +5,8 @@ class is chosen by HTTP status, so codes added to otpd later still land in the
 right place::
 
     OtpdError                   any error; .code .message .details .status .payload
-    ├── InvalidRequest          400 input errors (invalid_phone_number, invalid_purpose, ...)
+    ├── InvalidRequest          400 input errors (invalid_phone_number, invalid_purpose, ...),
+    │                           422 country_not_allowed (the cost guard refuses the destination)
     ├── VerificationFailed      400 with "verified": false; .attempts_remaining
     ├── RateLimited             429; .retry_after (seconds), .limit (None for too_many_attempts)
     ├── ProviderRejected        502 twilio_rejected; .twilio_code
@@ -284,6 +285,8 @@ def _error(response: httpx.Response, payload: dict[str, Any]) -> OtpdError:
     if status == 400:
         if payload.get("verified") is False:
             return VerificationFailed(*args)
+        return InvalidRequest(*args)
+    if status == 422:
         return InvalidRequest(*args)
     if status == 429:
         return RateLimited(*args, retry_after=_retry_after(response))

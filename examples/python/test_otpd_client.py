@@ -194,6 +194,7 @@ class ErrorMappingTest(unittest.TestCase):
     def test_unknown_codes_map_by_status(self) -> None:
         for status, cls in [
             (400, InvalidRequest),
+            (422, InvalidRequest),
             (429, RateLimited),
             (502, ProviderRejected),
             (503, ServiceUnavailable),
