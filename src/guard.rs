@@ -102,7 +102,8 @@ pub struct Guard {
 
 const DAY: u64 = 86_400;
 
-/// "N per period" as GCRA, as in the limiter: a burst of N refilled every period / N.
+/// "N per period" as GCRA, exactly as `limiter.rs` builds its quotas: a burst of N,
+/// refilled one every period / N.
 fn quota(rate: Rate) -> Quota {
     let interval = rate.period / rate.count.get();
     Quota::with_period(interval)
@@ -135,10 +136,6 @@ impl Guard {
 
     pub fn is_active(&self) -> bool {
         self.config.any_rule()
-    }
-
-    pub fn mode(&self) -> GuardMode {
-        self.config.mode
     }
 
     /// The region and prefix of `phone`. Parses again: `PhoneNumber` keeps only the
@@ -316,6 +313,7 @@ impl Guard {
 mod tests {
     use super::*;
     use crate::config::GuardMode;
+    use phonenumber::country::Id;
 
     fn config() -> GuardConfig {
         GuardConfig {
@@ -329,6 +327,70 @@ mod tests {
             unverified_per_country: None,
             unverified_window: Duration::from_secs(3600),
         }
+    }
+
+    #[tokio::test]
+    async fn the_daily_cap_starts_again_at_utc_midnight() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("otpd.db")).unwrap();
+        let guard = Guard::new(&GuardConfig {
+            daily_message_cap: Some(2),
+            ..config()
+        });
+        let dest = guard.destination(&PhoneNumber::parse("+34600111222").unwrap());
+        let day = UNIX_EPOCH + Duration::from_secs(20_000 * DAY);
+        let late = day + Duration::from_secs(DAY - 10);
+        for _ in 0..2 {
+            let verdict = guard.check(&dest, late, &store).await.unwrap();
+            assert!(verdict.blocked.is_none(), "{verdict:?}");
+        }
+        for _ in 0..3 {
+            let verdict = guard.check(&dest, late, &store).await.unwrap();
+            assert_eq!(
+                verdict.blocked,
+                Some(GuardError::DailyCapReached {
+                    cap: 2,
+                    retry_after: Duration::from_secs(10)
+                })
+            );
+        }
+        let next_day = day + Duration::from_secs(DAY);
+        for _ in 0..2 {
+            let verdict = guard.check(&dest, next_day, &store).await.unwrap();
+            assert!(verdict.blocked.is_none(), "{verdict:?}");
+        }
+        assert!(
+            guard
+                .check(&dest, next_day, &store)
+                .await
+                .unwrap()
+                .blocked
+                .is_some()
+        );
+        store.close();
+    }
+
+    #[tokio::test]
+    async fn a_send_refused_by_another_rule_does_not_count_against_the_daily_cap() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("otpd.db")).unwrap();
+        let guard = Guard::new(&GuardConfig {
+            daily_message_cap: Some(1),
+            deny_countries: vec![Some(Id::ES)],
+            ..config()
+        });
+        let now = SystemTime::now();
+        let es = guard.destination(&PhoneNumber::parse("+34600111222").unwrap());
+        let pt = guard.destination(&PhoneNumber::parse("+351912345678").unwrap());
+        for _ in 0..3 {
+            let verdict = guard.check(&es, now, &store).await.unwrap();
+            assert_eq!(verdict.blocked.map(|e| e.rule()), Some("country"));
+        }
+        let verdict = guard.check(&pt, now, &store).await.unwrap();
+        assert!(verdict.blocked.is_none(), "{verdict:?}");
+        let verdict = guard.check(&pt, now, &store).await.unwrap();
+        assert_eq!(verdict.blocked.map(|e| e.rule()), Some("daily_message_cap"));
+        store.close();
     }
 
     #[test]
