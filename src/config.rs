@@ -45,6 +45,7 @@ pub struct Config {
     pub otp: OtpConfig,
     pub limits: LimitsConfig,
     pub retention: RetentionConfig,
+    pub messaging: MessagingConfig,
     pub provider: ProviderConfig,
     /// Destination of `GET /test-twilio/`.
     pub test_phone_number: Option<PhoneNumber>,
@@ -230,6 +231,17 @@ pub struct RetentionConfig {
     pub interval: Duration,
 }
 
+/// The outbox workers behind `send-sms`.
+#[derive(Debug, Clone, Copy)]
+pub struct MessagingConfig {
+    /// Messages sent at the same time.
+    pub workers: usize,
+    /// Sends tried per message before it is marked failed.
+    pub max_attempts: u32,
+    /// The wait before the first retry; doubled for each further one.
+    pub retry_delay: Duration,
+}
+
 /// Who delivers messages.
 #[derive(Debug, Clone)]
 pub enum ProviderConfig {
@@ -249,6 +261,10 @@ pub struct TwilioConfig {
     pub from: TwilioFrom,
     pub api_base: String,
     pub timeout: Duration,
+    /// The public URL Twilio posts status callbacks to (passed as `StatusCallback`).
+    pub status_callback_url: Option<String>,
+    /// The Auth Token signs callbacks; `None` when only an API key is configured.
+    pub auth_token: Option<Secret>,
 }
 
 #[derive(Debug, Clone)]
@@ -332,6 +348,7 @@ struct RawConfig {
     otp: RawOtp,
     limits: RawLimits,
     retention: RawRetention,
+    messaging: RawMessaging,
     twilio: RawTwilio,
     dev: RawDev,
 }
@@ -464,6 +481,24 @@ impl Default for RawRetention {
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
+struct RawMessaging {
+    workers: usize,
+    max_attempts: u32,
+    retry_delay: String,
+}
+
+impl Default for RawMessaging {
+    fn default() -> Self {
+        RawMessaging {
+            workers: 4,
+            max_attempts: 5,
+            retry_delay: "30s".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
 struct RawTwilio {
     account_sid: String,
     auth_token: String,
@@ -474,6 +509,7 @@ struct RawTwilio {
     test_phone_number: String,
     api_base: String,
     timeout: String,
+    status_callback_url: String,
 }
 
 impl Default for RawTwilio {
@@ -488,6 +524,7 @@ impl Default for RawTwilio {
             test_phone_number: String::new(),
             api_base: "https://api.twilio.com".into(),
             timeout: "10s".into(),
+            status_callback_url: String::new(),
         }
     }
 }
@@ -659,6 +696,22 @@ impl Config {
             return Err(invalid("retention.interval", "must be at least 1s"));
         }
 
+        let m = &raw.messaging;
+        if !(1..=256).contains(&m.workers) {
+            return Err(invalid("messaging.workers", "must be between 1 and 256"));
+        }
+        if !(1..=100).contains(&m.max_attempts) {
+            return Err(invalid(
+                "messaging.max_attempts",
+                "must be between 1 and 100",
+            ));
+        }
+        let messaging = MessagingConfig {
+            workers: m.workers,
+            max_attempts: m.max_attempts,
+            retry_delay: duration("messaging.retry_delay", &m.retry_delay)?,
+        };
+
         // Secrets and numbers from credentials / environment, written back into the raw
         // view so check-config shows what is in effect (masked).
         let t = &mut raw.twilio;
@@ -726,6 +779,7 @@ impl Config {
             otp,
             limits,
             retention,
+            messaging,
             provider,
             test_phone_number,
             effective,
@@ -882,6 +936,28 @@ impl Config {
                 format!("{api_base:?} is not an http(s) URL"),
             ));
         }
+        let status_callback_url = match t.status_callback_url.trim() {
+            "" => None,
+            url => {
+                let ok = reqwest::Url::parse(url)
+                    .map(|u| matches!(u.scheme(), "https" | "http") && u.host().is_some())
+                    .unwrap_or(false);
+                if !ok {
+                    return Err(invalid(
+                        "twilio.status_callback_url",
+                        format!("{url:?} is not an http(s) URL"),
+                    ));
+                }
+                // Twilio signs callbacks with the Auth Token, never with an API key.
+                if t.auth_token.is_empty() {
+                    return Err(invalid(
+                        "twilio.status_callback_url",
+                        "needs twilio.auth_token to check the callbacks' signatures",
+                    ));
+                }
+                Some(url.to_owned())
+            }
+        };
         Ok(Some(TwilioConfig {
             account_sid: t.account_sid.clone(),
             auth_user,
@@ -889,6 +965,8 @@ impl Config {
             from,
             api_base,
             timeout: duration("twilio.timeout", &t.timeout)?,
+            status_callback_url,
+            auth_token: (!t.auth_token.is_empty()).then(|| Secret(t.auth_token.clone())),
         }))
     }
 

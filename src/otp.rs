@@ -6,6 +6,7 @@
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use hmac::{Hmac, Mac};
@@ -96,20 +97,25 @@ pub struct OtpService {
     test_phone: Option<PhoneNumber>,
     key: Vec<u8>,
     store: Store,
-    limiter: Limiter,
-    sender: Sender,
+    limiter: Arc<Limiter>,
+    sender: Arc<Sender>,
 }
 
 const TEST_MESSAGE: &str = "Test message from otpd: your Twilio settings work.";
 
 impl OtpService {
-    pub fn new(config: &Config, store: Store, sender: Sender) -> Result<Self, KeyError> {
+    pub fn new(
+        config: &Config,
+        store: Store,
+        sender: Arc<Sender>,
+        limiter: Arc<Limiter>,
+    ) -> Result<Self, KeyError> {
         Ok(OtpService {
             otp: config.otp.clone(),
             retention: config.retention,
             test_phone: config.test_phone_number.clone(),
             key: load_key(&config.otp.hmac_key)?,
-            limiter: Limiter::new(&config.limits),
+            limiter,
             store,
             sender,
         })
