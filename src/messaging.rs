@@ -305,28 +305,37 @@ impl MessagingService {
         }
         let mut sends = JoinSet::new();
         while !*shutdown.borrow() {
-            let free = self.config.workers.saturating_sub(sends.len());
-            let mut claimed = 0;
-            if free > 0 {
-                let now = SystemTime::now();
-                match self.store.claim_due(now, free as u32).await {
-                    Ok(batch) => {
-                        claimed = batch.len();
-                        for message in batch {
-                            sends.spawn(self.clone().send_one(message));
-                        }
-                    }
-                    Err(e) => log::error!("outbox: {e}"),
-                }
-            }
-            if claimed > 0 && claimed == free {
-                // Full batch: more may be due; go round once a worker is free.
+            while sends.try_join_next().is_some() {}
+            if sends.len() >= self.config.workers {
                 tokio::select! {
                     _ = sends.join_next() => {}
                     _ = shutdown.changed() => {}
                 }
                 continue;
             }
+            let free = self.config.workers - sends.len();
+            match self.store.claim_due(SystemTime::now(), free as u32).await {
+                Ok(batch) => {
+                    let full = batch.len() == free;
+                    for message in batch {
+                        sends.spawn(self.clone().send_one(message));
+                    }
+                    if full {
+                        // More may be due: go round once a worker is free.
+                        continue;
+                    }
+                }
+                Err(e) => {
+                    log::error!("outbox: {e}");
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        _ = shutdown.changed() => {}
+                    }
+                    continue;
+                }
+            }
+            // Nothing more is due now: sleep until the next scheduled message, a new
+            // one, a finished send, or shutdown.
             let wait = match self.store.next_due().await {
                 Ok(Some(due)) => due
                     .duration_since(SystemTime::now())
@@ -338,15 +347,6 @@ impl MessagingService {
                     IDLE_POLL
                 }
             };
-            if wait.is_zero() && free > 0 && claimed == 0 {
-                // Due but not claimable (all workers busy): wait for one to finish.
-                tokio::select! {
-                    _ = sends.join_next(), if !sends.is_empty() => {}
-                    _ = tokio::time::sleep(Duration::from_millis(50)) => {}
-                    _ = shutdown.changed() => {}
-                }
-                continue;
-            }
             tokio::select! {
                 _ = self.wake.notified() => {}
                 _ = tokio::time::sleep(wait) => {}
