@@ -3,6 +3,7 @@
 //! table is that match). Request values are parsed into `types` here, at the edge; the
 //! service below never sees HTTP.
 
+use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -19,12 +20,13 @@ use serde_json::{Value, json};
 use crate::config::ServerConfig;
 use crate::limiter::RateLimited;
 use crate::messaging::{
-    Channel, IdempotencyKey, MessagingError, MessagingService, SendSms, SmsBody,
+    Channel, Content, IdempotencyKey, MessagingError, MessagingService, SendSms, SmsBody,
 };
 use crate::otp::{OtpError, OtpService, SendOtp, VerifyOtp};
 use crate::sender::SendError;
 use crate::store::MessageDetail;
 use crate::telemetry;
+use crate::templates::TemplateError;
 use crate::twilio::TwilioError;
 use crate::types::{Caller, InvalidInput, OtpCode, PhoneNumber, Purpose, UserId};
 
@@ -382,6 +384,25 @@ impl Failure {
                     "invalid_callback",
                     "Status callback lacks MessageSid or MessageStatus",
                 ),
+                MessagingError::BodyOrTemplate => Described::new(
+                    S::BAD_REQUEST,
+                    "invalid_request",
+                    "Give either body or template",
+                )
+                .details("send-sms takes a body, or a template with its variables, not both"),
+                MessagingError::Template(e) => {
+                    let code = match e {
+                        TemplateError::UnknownTemplate(_) => "unknown_template",
+                        TemplateError::MissingVariable(_) => "template_variable_missing",
+                        TemplateError::UnknownVariable(_) => "template_variable_unknown",
+                        // Texts are checked at load; these cannot come from a request.
+                        TemplateError::Unclosed
+                        | TemplateError::Unopened
+                        | TemplateError::BadName(_) => "invalid_template",
+                    };
+                    Described::new(S::BAD_REQUEST, code, "Cannot render the template")
+                        .details(e.to_string())
+                }
                 MessagingError::RateLimited(limited) => rate_limited(limited),
                 MessagingError::Store(_) => store_unavailable(),
             },
@@ -545,12 +566,29 @@ struct SendOtpBody {
     purpose: String,
     #[serde(default)]
     user_id: Option<UserIdField>,
+    #[serde(default)]
+    locale: Option<String>,
+}
+
+/// Template variables: strings, or numbers written as the caller wrote them.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum VariableValue {
+    Text(String),
+    Number(serde_json::Number),
 }
 
 #[derive(Deserialize)]
 struct SendSmsBody {
     to: String,
-    body: String,
+    #[serde(default)]
+    body: Option<String>,
+    #[serde(default)]
+    template: Option<String>,
+    #[serde(default)]
+    locale: Option<String>,
+    #[serde(default)]
+    variables: BTreeMap<String, VariableValue>,
     #[serde(default)]
     user_id: Option<UserIdField>,
     #[serde(default)]
@@ -690,6 +728,7 @@ impl Api {
                     phone: PhoneNumber::parse(&body.phone_number)?,
                     purpose: Purpose::parse(&body.purpose, service.purposes())?,
                     user_id: UserIdField::parse(body.user_id)?,
+                    locale: body.locale,
                 };
                 let issued = service.send_otp(request, now).await?;
                 Ok(json_response(
@@ -770,9 +809,25 @@ impl Api {
             }
             Route::SendSms => {
                 let body: SendSmsBody = self.json_body(req).await?;
+                let content = match (body.body, body.template) {
+                    (Some(text), None) => Content::Text(SmsBody::parse(text)?),
+                    (None, Some(name)) => Content::Template {
+                        name,
+                        locale: body.locale,
+                        variables: body
+                            .variables
+                            .into_iter()
+                            .map(|(k, v)| match v {
+                                VariableValue::Text(s) => (k, s),
+                                VariableValue::Number(n) => (k, n.to_string()),
+                            })
+                            .collect(),
+                    },
+                    _ => return Err(MessagingError::BodyOrTemplate.into()),
+                };
                 let request = SendSms {
                     to: PhoneNumber::parse(&body.to)?,
-                    body: SmsBody::parse(body.body)?,
+                    content,
                     user_id: UserIdField::parse(body.user_id)?,
                     idempotency_key: body
                         .idempotency_key

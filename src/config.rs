@@ -3,7 +3,7 @@
 //! cannot be invalid. Every default lives in the `Default` impls of the raw structs
 //! below, and every error names the key it is about.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
@@ -12,6 +12,7 @@ use std::time::{Duration, SystemTime};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use crate::templates::{Catalog, Localized};
 use crate::types::{OtpCode, PhoneNumber};
 
 #[derive(Debug, Error)]
@@ -46,6 +47,8 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub retention: RetentionConfig,
     pub messaging: MessagingConfig,
+    /// Every template, `otp` included (built from `otp.message_template` if not given).
+    pub templates: Catalog,
     pub provider: ProviderConfig,
     /// Destination of `GET /test-twilio/`.
     pub test_phone_number: Option<PhoneNumber>,
@@ -84,7 +87,8 @@ pub struct OtpConfig {
     pub ttl: Duration,
     pub max_attempts: u32,
     pub purposes: Vec<String>,
-    pub template: MessageTemplate,
+    /// The `otp` template: `{code}` and optionally `{minutes}` and `{purpose}`.
+    pub template: Localized,
     pub hmac_key: KeySource,
     pub test_numbers: Vec<TestNumber>,
 }
@@ -130,47 +134,6 @@ impl TestNumber {
     }
 }
 
-/// The SMS text with `{code}` and optional `{minutes}` / `{purpose}`, checked at load.
-#[derive(Debug, Clone)]
-pub struct MessageTemplate(String);
-
-impl MessageTemplate {
-    const VARIABLES: [&'static str; 3] = ["code", "minutes", "purpose"];
-
-    fn parse(key: &str, text: &str) -> Result<Self, ConfigError> {
-        let mut rest = text;
-        let mut has_code = false;
-        while let Some(start) = rest.find('{') {
-            let Some(len) = rest[start..].find('}') else {
-                return Err(invalid(key, "has a '{' without a closing '}'"));
-            };
-            let name = &rest[start + 1..start + len];
-            if !Self::VARIABLES.contains(&name) {
-                return Err(invalid(
-                    key,
-                    format!(
-                        "unknown variable {{{name}}}; use {{code}}, {{minutes}} or {{purpose}}"
-                    ),
-                ));
-            }
-            has_code |= name == "code";
-            rest = &rest[start + len + 1..];
-        }
-        if !has_code {
-            return Err(invalid(key, "must contain {code}"));
-        }
-        Ok(MessageTemplate(text.to_owned()))
-    }
-
-    pub fn render(&self, code: &str, minutes: u64, purpose: &str) -> String {
-        self.0
-            .replace("{code}", code)
-            .replace("{minutes}", &minutes.to_string())
-            .replace("{purpose}", purpose)
-    }
-}
-
-/// "N per period", the shape of every limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Rate {
     pub count: NonZeroU32,
@@ -349,6 +312,8 @@ struct RawConfig {
     limits: RawLimits,
     retention: RawRetention,
     messaging: RawMessaging,
+    /// `[templates.NAME]` tables of `locale = "text"`.
+    templates: BTreeMap<String, BTreeMap<String, String>>,
     twilio: RawTwilio,
     dev: RawDev,
 }
@@ -482,6 +447,7 @@ impl Default for RawRetention {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 struct RawMessaging {
+    default_locale: String,
     workers: usize,
     max_attempts: u32,
     retry_delay: String,
@@ -490,6 +456,7 @@ struct RawMessaging {
 impl Default for RawMessaging {
     fn default() -> Self {
         RawMessaging {
+            default_locale: "en".into(),
             workers: 4,
             max_attempts: 5,
             retry_delay: "30s".into(),
@@ -676,7 +643,8 @@ impl Config {
             path: raw.store.path.clone(),
         };
 
-        let otp = Self::otp(&raw.otp, &store, sources)?;
+        let templates = Self::templates(&raw)?;
+        let otp = Self::otp(&raw.otp, &templates, &store, sources)?;
         let l = &raw.limits;
         let limits = LimitsConfig {
             send_per_phone: Rate::parse("limits.send_per_phone", &l.send_per_phone)?,
@@ -780,13 +748,84 @@ impl Config {
             limits,
             retention,
             messaging,
+            templates,
             provider,
             test_phone_number,
             effective,
         })
     }
 
-    fn otp(o: &RawOtp, store: &StoreConfig, sources: &Sources) -> Result<OtpConfig, ConfigError> {
+    /// `[templates]`, plus `otp` from `otp.message_template` unless `[templates.otp]` is
+    /// given; the `otp` texts may use only `{code}` (required), `{minutes}`, `{purpose}`.
+    fn templates(raw: &RawConfig) -> Result<Catalog, ConfigError> {
+        let locale = &raw.messaging.default_locale;
+        let locale_ok = (2..=35).contains(&locale.len())
+            && locale
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        if !locale_ok {
+            return Err(invalid(
+                "messaging.default_locale",
+                format!("{locale:?} is not a locale such as \"en\" or \"es-MX\""),
+            ));
+        }
+        let mut texts = raw.templates.clone();
+        if let Some(bad) = texts.keys().find(|n| {
+            n.is_empty()
+                || n.len() > 64
+                || !n
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        }) {
+            return Err(invalid(
+                &format!("templates.{bad}"),
+                "name templates with 1-64 lower-case letters, digits or '_'",
+            ));
+        }
+        let otp_key = if texts.contains_key("otp") {
+            "templates.otp"
+        } else {
+            texts.insert(
+                "otp".into(),
+                BTreeMap::from([(locale.clone(), raw.otp.message_template.clone())]),
+            );
+            "otp.message_template"
+        };
+        let catalog = Catalog::new(locale, &texts).map_err(|(key, why)| {
+            let key =
+                if (key == "otp" || key.starts_with("otp.")) && otp_key == "otp.message_template" {
+                    otp_key.to_owned()
+                } else {
+                    format!("templates.{key}")
+                };
+            invalid(&key, why)
+        })?;
+        if let Some(otp) = catalog.get("otp") {
+            let vars = otp.variables();
+            if !vars.contains("code") {
+                return Err(invalid(otp_key, "must contain {code}"));
+            }
+            if let Some(other) = vars
+                .iter()
+                .find(|v| !["code", "minutes", "purpose"].contains(&v.as_str()))
+            {
+                return Err(invalid(
+                    otp_key,
+                    format!(
+                        "unknown variable {{{other}}}; use {{code}}, {{minutes}} or {{purpose}}"
+                    ),
+                ));
+            }
+        }
+        Ok(catalog)
+    }
+
+    fn otp(
+        o: &RawOtp,
+        templates: &Catalog,
+        store: &StoreConfig,
+        sources: &Sources,
+    ) -> Result<OtpConfig, ConfigError> {
         if !(OtpCode::MIN_LEN..=OtpCode::MAX_LEN).contains(&o.length) {
             return Err(invalid("otp.length", "must be between 4 and 10"));
         }
@@ -812,7 +851,10 @@ impl Config {
                 format!("{p:?}: use 1-64 letters, digits, '_' or '-'"),
             ));
         }
-        let template = MessageTemplate::parse("otp.message_template", &o.message_template)?;
+        let template = templates
+            .get("otp")
+            .cloned()
+            .ok_or_else(|| invalid("templates.otp", "is missing"))?;
         let hmac_key = match sources.credential("otpd_hmac_key")? {
             Some(bytes) => KeySource::Credential(bytes),
             None if o.hmac_key_file.as_os_str().is_empty() => KeySource::File(

@@ -41,6 +41,7 @@ pub mod server;
 pub mod signals;
 pub mod store;
 pub mod telemetry;
+pub mod templates;
 pub mod twilio;
 pub mod types;
 

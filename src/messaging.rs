@@ -7,6 +7,7 @@
 //! becomes `unknown` and is not sent again: at most once (see [`Store::recover_interrupted`]).
 //! Knows nothing of HTTP; takes `now` from its caller, except in the workers' own loop.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -21,6 +22,7 @@ use crate::limiter::{Limiter, RateLimited};
 use crate::segments::{self, Segments};
 use crate::sender::{SendError, Sender};
 use crate::store::{Claimed, Enqueued, MessageDetail, NewOutgoing, Outcome, Store, StoreError};
+use crate::templates::{Catalog, TemplateError};
 use crate::twilio::TwilioError;
 use crate::types::{Caller, PhoneNumber, UserId};
 
@@ -59,6 +61,10 @@ pub enum MessagingError {
     BadCallback,
     #[error("no message has SID {0}")]
     UnknownSid(String),
+    #[error("template: {0}")]
+    Template(#[from] TemplateError),
+    #[error("give either body or template, not both")]
+    BodyOrTemplate,
     #[error(transparent)]
     RateLimited(#[from] RateLimited),
     #[error(transparent)]
@@ -132,9 +138,19 @@ impl Channel {
     }
 }
 
+/// What to send: a text, or a configured template to render.
+pub enum Content {
+    Text(SmsBody),
+    Template {
+        name: String,
+        locale: Option<String>,
+        variables: BTreeMap<String, String>,
+    },
+}
+
 pub struct SendSms {
     pub to: PhoneNumber,
-    pub body: SmsBody,
+    pub content: Content,
     pub user_id: Option<UserId>,
     pub idempotency_key: Option<IdempotencyKey>,
     pub send_at: Option<SystemTime>,
@@ -152,6 +168,7 @@ pub struct Accepted {
 
 pub struct MessagingService {
     config: MessagingConfig,
+    templates: Catalog,
     store: Store,
     sender: Arc<Sender>,
     limiter: Arc<Limiter>,
@@ -167,6 +184,7 @@ impl MessagingService {
         };
         MessagingService {
             config: config.messaging,
+            templates: config.templates.clone(),
             store,
             sender,
             limiter,
@@ -191,11 +209,19 @@ impl MessagingService {
                 "send_at is more than 35 days ahead".into(),
             ));
         }
-        let segments = req.body.segments;
-        let request_hash = fingerprint(&req);
+        let body = match &req.content {
+            Content::Text(body) => body.clone(),
+            Content::Template {
+                name,
+                locale,
+                variables,
+            } => self.render(name, locale.as_deref(), variables)?,
+        };
+        let segments = body.segments;
+        let request_hash = fingerprint(&req, &body);
         let outgoing = NewOutgoing {
             to: req.to.as_str().to_owned(),
-            body: req.body.text,
+            body: body.text,
             channel: req.channel.as_str().to_owned(),
             user_id: req.user_id.map(|u| u.as_str().to_owned()),
             idempotency_key: req.idempotency_key.map(|k| k.0),
@@ -240,6 +266,22 @@ impl MessagingService {
             send_at,
             replayed,
         })
+    }
+
+    /// Renders a configured template; the `otp` template is only for codes.
+    fn render(
+        &self,
+        name: &str,
+        locale: Option<&str>,
+        variables: &BTreeMap<String, String>,
+    ) -> Result<SmsBody, MessagingError> {
+        let template = self
+            .templates
+            .get(name)
+            .filter(|_| name != "otp")
+            .ok_or_else(|| TemplateError::UnknownTemplate(name.to_owned()))?;
+        let text = template.render(template.locale_for(locale), variables)?;
+        SmsBody::parse(text)
     }
 
     pub async fn message(&self, id: i64) -> Result<MessageDetail, MessagingError> {
@@ -420,11 +462,11 @@ impl MessagingService {
 }
 
 /// What the caller asked for, hashed: a reused key must come with the same request.
-fn fingerprint(req: &SendSms) -> String {
+fn fingerprint(req: &SendSms, body: &SmsBody) -> String {
     let mut hash = Sha256::new();
     for part in [
         req.to.as_str(),
-        req.body.text.as_str(),
+        body.text.as_str(),
         req.channel.as_str(),
         req.user_id.as_ref().map_or("", |u| u.as_str()),
     ] {

@@ -62,6 +62,8 @@ pub struct SendOtp {
     pub phone: PhoneNumber,
     pub purpose: Purpose,
     pub user_id: Option<UserId>,
+    /// The SMS language; falls back to its language, then `messaging.default_locale`.
+    pub locale: Option<String>,
 }
 
 pub struct VerifyOtp {
@@ -195,7 +197,22 @@ impl OtpService {
         }
 
         let minutes = self.otp.ttl.as_secs().div_ceil(60);
-        let body = self.otp.template.render(&code, minutes, purpose);
+        let minutes = minutes.to_string();
+        let template = &self.otp.template;
+        let body = template
+            .text(template.locale_for(req.locale.as_deref()))
+            .map(|text| {
+                text.render(|name| match name {
+                    "code" => Some(code.as_str()),
+                    "minutes" => Some(minutes.as_str()),
+                    "purpose" => Some(purpose),
+                    _ => None,
+                })
+            });
+        // Checked at load: the otp template has the default locale and only these slots.
+        let Some(Ok(body)) = body else {
+            unreachable!("the otp template was validated at start-up")
+        };
         let provider = self.sender.provider().unwrap_or("none");
         match self.sender.send(&req.phone, &body).await {
             Ok(sent) => {

@@ -532,3 +532,117 @@ async fn a_callback_url_without_the_auth_token_is_a_config_error() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+fn with_templates(setup: Setup) -> Setup {
+    setup
+        .set("templates.booking", "en = \"Table for {party} at {time}.\"")
+        .set(
+            "templates.booking",
+            "es = \"Mesa para {party} a las {time}.\"",
+        )
+        .set(
+            "templates.otp",
+            "en = \"Your code is {code}. It expires in {minutes} minutes.\"",
+        )
+        .set(
+            "templates.otp",
+            "es = \"Tu código es {code}. Caduca en {minutes} minutos.\"",
+        )
+}
+
+#[tokio::test]
+async fn templates_render_in_the_requested_locale_or_fall_back() {
+    let mock = MockTwilio::start(MockOptions::default());
+    let daemon = with_templates(setup(&mock)).start();
+    let cases = [
+        (Some("es-MX"), "Mesa para 4 a las 21:00."),
+        (Some("es"), "Mesa para 4 a las 21:00."),
+        (Some("fr"), "Table for 4 at 21:00."),
+        (None, "Table for 4 at 21:00."),
+    ];
+    for (locale, expected) in cases {
+        let reply = send_sms(
+            &daemon,
+            json!({"to": TO, "template": "booking", "locale": locale,
+                   "variables": {"party": 4, "time": "21:00"}}),
+        )
+        .await;
+        assert_eq!(reply.status, 202, "{:?}", reply.json);
+        let id = reply.json["message_id"].as_i64().unwrap();
+        wait_for_status(&daemon, id, "sent").await;
+        assert_eq!(mock.messages().last().unwrap().body, expected, "{locale:?}");
+    }
+
+    let bad = [
+        (
+            json!({"to": TO, "template": "booking", "variables": {"party": 4}}),
+            "template_variable_missing",
+        ),
+        (
+            json!({"to": TO, "template": "booking", "variables": {"party": 4, "time": "9", "tiem": "9"}}),
+            "template_variable_unknown",
+        ),
+        (json!({"to": TO, "template": "nope"}), "unknown_template"),
+        (
+            json!({"to": TO, "template": "otp", "variables": {"code": "123456", "minutes": "5"}}),
+            "unknown_template",
+        ),
+        (
+            json!({"to": TO, "template": "booking", "body": "hi"}),
+            "invalid_request",
+        ),
+    ];
+    for (body, code) in bad {
+        send_sms(&daemon, body).await.assert_error(400, code);
+    }
+
+    // OTPs use the `otp` template in the caller's locale.
+    let otp = daemon
+        .send_otp(json!({"phone_number": TO, "purpose": "login", "locale": "es"}))
+        .await;
+    assert_eq!(otp.status, 200, "{:?}", otp.json);
+    let body = mock.messages().last().unwrap().body.clone();
+    assert!(body.starts_with("Tu código es "), "{body}");
+    assert!(body.ends_with("Caduca en 10 minutos."), "{body}");
+    let code = common::code_in(&body);
+    let verified = daemon
+        .verify_otp(json!({"phone_number": TO, "purpose": "login", "otp_code": code}))
+        .await;
+    assert_eq!(verified.status, 200, "{:?}", verified.json);
+}
+
+#[test]
+fn templates_are_checked_when_the_config_loads() {
+    let cases = [
+        (
+            "[templates.otp]\nen = \"Code {code} for {user}\"\n",
+            "templates.otp",
+        ),
+        ("[templates.otp]\nes = \"Código {code}\"\n", "templates.otp"),
+        (
+            "[otp]\nmessage_template = \"Your code is {cod}\"\n",
+            "otp.message_template",
+        ),
+        (
+            "[templates.booking]\nen = \"At {time}\"\nes = \"A las {hora}\"\n",
+            "templates.booking.es",
+        ),
+        (
+            "[templates.booking]\nen = \"At {time\"\n",
+            "templates.booking.en",
+        ),
+        (
+            "[templates.Booking]\nen = \"At {time}\"\n",
+            "templates.Booking",
+        ),
+    ];
+    for (text, key) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("otpd.toml");
+        std::fs::write(&path, text).unwrap();
+        let out = common::check_config(&path);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(78), "{text}: {stderr}");
+        assert!(stderr.contains(key), "{text}: expected {key} in {stderr}");
+    }
+}
