@@ -3,9 +3,10 @@
 //! table is that match). Request values are parsed into `types` here, at the edge; the
 //! service below never sees HTTP.
 
+use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
@@ -18,14 +19,21 @@ use serde_json::{Value, json};
 
 use crate::config::ServerConfig;
 use crate::guard::GuardError;
+use crate::limiter::RateLimited;
+use crate::messaging::{
+    Channel, Content, IdempotencyKey, MessagingError, MessagingService, SendSms, SmsBody,
+};
 use crate::otp::{OtpError, OtpService, SendOtp, VerifyOtp};
 use crate::sender::SendError;
+use crate::store::MessageDetail;
 use crate::telemetry;
+use crate::templates::TemplateError;
 use crate::twilio::TwilioError;
 use crate::types::{Caller, InvalidInput, OtpCode, PhoneNumber, Purpose, UserId};
 
 pub struct Api {
     service: OtpService,
+    messaging: Arc<MessagingService>,
     max_body_bytes: usize,
     body_timeout: Duration,
     metrics: PrometheusHandle,
@@ -40,6 +48,9 @@ enum Route {
     TestTwilio,
     Status,
     Messages,
+    SendSms,
+    Message(i64),
+    StatusCallback,
     Audit,
     Purge,
     Health,
@@ -50,12 +61,22 @@ impl Route {
     /// Paths match the backend's existing API; the trailing slash is optional.
     fn find(path: &str) -> Option<(Route, &'static str)> {
         let path = path.strip_suffix('/').unwrap_or(path);
+        if let Some(id) = path.strip_prefix("/api/v1/messaging/messages/") {
+            // Positive decimal ids only: "+1", "01" and "1e3" name no message.
+            let id = id
+                .parse::<i64>()
+                .ok()
+                .filter(|n| *n > 0 && id.bytes().all(|b| b.is_ascii_digit()))?;
+            return Some((Route::Message(id), "GET"));
+        }
         Some(match path {
             "/api/v1/messaging/send-otp" => (Route::SendOtp, "POST"),
             "/api/v1/messaging/verify-otp" => (Route::VerifyOtp, "POST"),
             "/api/v1/messaging/test-twilio" => (Route::TestTwilio, "GET"),
             "/api/v1/messaging/status" => (Route::Status, "GET"),
             "/api/v1/messaging/messages" => (Route::Messages, "GET"),
+            "/api/v1/messaging/send-sms" => (Route::SendSms, "POST"),
+            "/api/v1/messaging/twilio/status-callback" => (Route::StatusCallback, "POST"),
             "/api/v1/messaging/audit" => (Route::Audit, "GET"),
             "/api/v1/messaging/purge" => (Route::Purge, "POST"),
             "/healthz" => (Route::Health, "GET"),
@@ -72,6 +93,9 @@ impl Route {
             Some(Route::TestTwilio) => "test_twilio",
             Some(Route::Status) => "status",
             Some(Route::Messages) => "messages",
+            Some(Route::SendSms) => "send_sms",
+            Some(Route::Message(_)) => "message",
+            Some(Route::StatusCallback) => "status_callback",
             Some(Route::Audit) => "audit",
             Some(Route::Purge) => "purge",
             Some(Route::Health) => "healthz",
@@ -95,6 +119,13 @@ enum Failure {
     InvalidQuery(String),
     Input(InvalidInput),
     Otp(OtpError),
+    Messaging(MessagingError),
+}
+
+impl From<MessagingError> for Failure {
+    fn from(e: MessagingError) -> Self {
+        Failure::Messaging(e)
+    }
 }
 
 impl From<InvalidInput> for Failure {
@@ -247,16 +278,7 @@ impl Failure {
                 .details("request a new code")
                 .extra(json!({"verified": false}))
                 .retry_after(*retry_after),
-                OtpError::RateLimited(limited) => {
-                    let seconds = retry_seconds(limited.retry_after);
-                    Described::new(S::TOO_MANY_REQUESTS, "rate_limited", "Too many requests")
-                        .details(format!(
-                            "{} limit reached; retry in {seconds} s",
-                            limited.limit
-                        ))
-                        .extra(json!({"limit": limited.limit.as_str()}))
-                        .retry_after(limited.retry_after)
-                }
+                OtpError::RateLimited(limited) => rate_limited(limited),
                 OtpError::Guard(g) => {
                     let d = match g {
                         // 422, not 403: the caller may use otpd; this destination is
@@ -330,12 +352,7 @@ impl Failure {
                     "No test phone number is configured",
                 )
                 .details("set twilio.test_phone_number or TEST_PHONE_NUMBER"),
-                OtpError::Send(SendError::NotConfigured) => Described::new(
-                    S::SERVICE_UNAVAILABLE,
-                    "provider_not_configured",
-                    "SMS provider is not configured",
-                )
-                .details("set the Twilio credentials, or run with --dev for a local outbox"),
+                OtpError::Send(SendError::NotConfigured) => provider_not_configured(),
                 OtpError::Send(SendError::Twilio(TwilioError::Rejected {
                     status,
                     code,
@@ -368,12 +385,94 @@ impl Failure {
                     "The development outbox cannot be written",
                 )
                 .details(e.to_string()),
-                OtpError::Store(_) => Described::new(
-                    S::SERVICE_UNAVAILABLE,
-                    "store_unavailable",
-                    "The OTP store is unavailable",
+                OtpError::Store(_) => store_unavailable(),
+            },
+            Failure::Messaging(e) => match e {
+                MessagingError::Body(why) => {
+                    Described::new(S::BAD_REQUEST, "invalid_body", "Invalid message body")
+                        .details(why.clone())
+                }
+                MessagingError::BodyTooLong(segments) => {
+                    Described::new(S::BAD_REQUEST, "body_too_long", "Message body is too long")
+                        .details(format!(
+                            "{} characters; Twilio's limit is {}",
+                            segments.chars,
+                            crate::segments::MAX_BODY_CHARS
+                        ))
+                        .extra(json!({
+                            "characters": segments.chars,
+                            "segments": segments.count,
+                            "encoding": segments.encoding.as_str(),
+                        }))
+                }
+                MessagingError::IdempotencyKey(why) => Described::new(
+                    S::BAD_REQUEST,
+                    "invalid_idempotency_key",
+                    "Invalid idempotency_key",
                 )
-                .details("see the daemon's log"),
+                .details(*why),
+                MessagingError::SendAt(why) => {
+                    Described::new(S::BAD_REQUEST, "invalid_send_at", "Invalid send_at")
+                        .details(why.clone())
+                }
+                MessagingError::Channel(why) => {
+                    Described::new(S::BAD_REQUEST, "invalid_channel", "Invalid channel")
+                        .details(why.clone())
+                }
+                MessagingError::KeyConflict { message_id } => Described::new(
+                    S::CONFLICT,
+                    "idempotency_key_reused",
+                    "This idempotency_key was used for a different request",
+                )
+                .details("use a new key for a new message")
+                .extra(json!({"message_id": message_id})),
+                MessagingError::NotFound(id) => {
+                    Described::new(S::NOT_FOUND, "message_not_found", "No such message")
+                        .details(format!("no message has id {id}"))
+                }
+                MessagingError::UnknownSid(sid) => {
+                    Described::new(S::NOT_FOUND, "message_not_found", "No such message")
+                        .details(format!("no message has SID {sid:.40}"))
+                }
+                MessagingError::NotConfigured => provider_not_configured(),
+                MessagingError::CallbacksNotConfigured => Described::new(
+                    S::SERVICE_UNAVAILABLE,
+                    "callbacks_not_configured",
+                    "Status callbacks are not configured",
+                )
+                .details("set twilio.status_callback_url and twilio.auth_token"),
+                MessagingError::BadSignature => Described::new(
+                    S::FORBIDDEN,
+                    "invalid_signature",
+                    "X-Twilio-Signature is missing or wrong",
+                )
+                .details("the callback was refused and audited"),
+                MessagingError::BadCallback => Described::new(
+                    S::BAD_REQUEST,
+                    "invalid_callback",
+                    "Status callback lacks MessageSid or MessageStatus",
+                ),
+                MessagingError::BodyOrTemplate => Described::new(
+                    S::BAD_REQUEST,
+                    "invalid_request",
+                    "Give either body or template",
+                )
+                .details("send-sms takes a body, or a template with its variables, not both"),
+                MessagingError::Template(e) => {
+                    let code = match e {
+                        TemplateError::UnknownTemplate(_) => "unknown_template",
+                        TemplateError::MissingVariable(_) => "template_variable_missing",
+                        TemplateError::UnknownVariable(_) => "template_variable_unknown",
+                        // Texts are checked at load; these cannot come from a request.
+                        TemplateError::Unclosed
+                        | TemplateError::Unopened
+                        | TemplateError::BadName(_) => "invalid_template",
+                    };
+                    Described::new(S::BAD_REQUEST, code, "Cannot render the template")
+                        .details(e.to_string())
+                }
+                MessagingError::RateLimited(limited) => rate_limited(limited),
+                MessagingError::Store(_) => store_unavailable(),
             },
         }
     }
@@ -382,7 +481,9 @@ impl Failure {
         let d = self.describe();
         match &self {
             // Logged here, once: the caller only learns that the store is unavailable.
-            Failure::Otp(OtpError::Store(e)) => log::error!("store: {e}"),
+            Failure::Otp(OtpError::Store(e)) | Failure::Messaging(MessagingError::Store(e)) => {
+                log::error!("store: {e}")
+            }
             Failure::Forbidden(c) => log::warn!(
                 "refused a caller not on the allow-list: uid {} gid {} pid {:?}",
                 c.uid,
@@ -406,6 +507,39 @@ impl Failure {
         }
         response
     }
+}
+
+fn rate_limited(limited: &RateLimited) -> Described {
+    let seconds = retry_seconds(limited.retry_after);
+    Described::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate_limited",
+        "Too many requests",
+    )
+    .details(format!(
+        "{} limit reached; retry in {seconds} s",
+        limited.limit
+    ))
+    .extra(json!({"limit": limited.limit.as_str()}))
+    .retry_after(limited.retry_after)
+}
+
+fn provider_not_configured() -> Described {
+    Described::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "provider_not_configured",
+        "SMS provider is not configured",
+    )
+    .details("set the Twilio credentials, or run with --dev for a local outbox")
+}
+
+fn store_unavailable() -> Described {
+    Described::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "store_unavailable",
+        "The OTP store is unavailable",
+    )
+    .details("see the daemon's log")
 }
 
 /// Whole seconds, rounded up and never 0: "retry now" would invite a busy loop.
@@ -500,6 +634,67 @@ struct SendOtpBody {
     purpose: String,
     #[serde(default)]
     user_id: Option<UserIdField>,
+    #[serde(default)]
+    locale: Option<String>,
+}
+
+/// Template variables: strings, or numbers written as the caller wrote them.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum VariableValue {
+    Text(String),
+    Number(serde_json::Number),
+}
+
+#[derive(Deserialize)]
+struct SendSmsBody {
+    to: String,
+    #[serde(default)]
+    body: Option<String>,
+    #[serde(default)]
+    template: Option<String>,
+    #[serde(default)]
+    locale: Option<String>,
+    #[serde(default)]
+    variables: BTreeMap<String, VariableValue>,
+    #[serde(default)]
+    user_id: Option<UserIdField>,
+    #[serde(default)]
+    idempotency_key: Option<String>,
+    /// RFC 3339 with any offset; absent or past means now.
+    #[serde(default)]
+    send_at: Option<String>,
+    #[serde(default)]
+    channel: Option<String>,
+}
+
+fn send_at(text: &str) -> Result<SystemTime, MessagingError> {
+    text.parse::<jiff::Timestamp>()
+        // Before 1970 is in the past all the same: "send now".
+        .map(|t| UNIX_EPOCH + Duration::from_millis(u64::try_from(t.as_millisecond()).unwrap_or(0)))
+        .map_err(|_| {
+            MessagingError::SendAt(format!(
+                "{:.64?} is not an RFC 3339 time such as 2027-01-31T09:00:00+01:00",
+                text
+            ))
+        })
+}
+
+fn message_json(m: &MessageDetail) -> Value {
+    let history: Vec<Value> = m
+        .history
+        .iter()
+        .map(|e| {
+            json!({"at": rfc3339(e.at), "status": e.status, "error_code": e.error_code,
+                   "detail": e.detail})
+        })
+        .collect();
+    json!({
+        "id": m.id, "kind": m.kind, "channel": m.channel, "otp_id": m.otp_id, "to": m.to,
+        "user_id": m.user_id, "status": m.status, "sid": m.sid, "segments": m.segments,
+        "created_at": rfc3339(m.created_at), "send_at": m.send_at.map(rfc3339),
+        "error_code": m.error_code, "error_message": m.error_message, "history": history,
+    })
 }
 
 #[derive(Deserialize)]
@@ -512,9 +707,15 @@ struct VerifyOtpBody {
 }
 
 impl Api {
-    pub fn new(service: OtpService, server: &ServerConfig, metrics: PrometheusHandle) -> Self {
+    pub fn new(
+        service: OtpService,
+        messaging: Arc<MessagingService>,
+        server: &ServerConfig,
+        metrics: PrometheusHandle,
+    ) -> Self {
         Api {
             service,
+            messaging,
             max_body_bytes: server.max_body_bytes,
             body_timeout: server.request_timeout,
             metrics,
@@ -595,6 +796,7 @@ impl Api {
                     phone: PhoneNumber::parse(&body.phone_number)?,
                     purpose: Purpose::parse(&body.purpose, service.purposes())?,
                     user_id: UserIdField::parse(body.user_id)?,
+                    locale: body.locale,
                 };
                 let issued = service.send_otp(request, now).await?;
                 Ok(json_response(
@@ -673,6 +875,69 @@ impl Api {
                     &json!({ "messages": messages }),
                 ))
             }
+            Route::SendSms => {
+                let body: SendSmsBody = self.json_body(req).await?;
+                let content = match (body.body, body.template) {
+                    (Some(text), None) => Content::Text(SmsBody::parse(text)?),
+                    (None, Some(name)) => Content::Template {
+                        name,
+                        locale: body.locale,
+                        variables: body
+                            .variables
+                            .into_iter()
+                            .map(|(k, v)| match v {
+                                VariableValue::Text(s) => (k, s),
+                                VariableValue::Number(n) => (k, n.to_string()),
+                            })
+                            .collect(),
+                    },
+                    _ => return Err(MessagingError::BodyOrTemplate.into()),
+                };
+                let request = SendSms {
+                    to: PhoneNumber::parse(&body.to)?,
+                    content,
+                    user_id: UserIdField::parse(body.user_id)?,
+                    idempotency_key: body
+                        .idempotency_key
+                        .map(IdempotencyKey::parse)
+                        .transpose()?,
+                    send_at: body.send_at.as_deref().map(send_at).transpose()?,
+                    channel: Channel::parse(body.channel.as_deref().unwrap_or("sms"))?,
+                };
+                let accepted = self.messaging.send_sms(request, now).await?;
+                Ok(json_response(
+                    StatusCode::ACCEPTED,
+                    &json!({
+                        "message_id": accepted.message_id,
+                        "status": accepted.status,
+                        "segments": accepted.segments.count,
+                        "encoding": accepted.segments.encoding.as_str(),
+                        "send_at": rfc3339(accepted.send_at),
+                        "replayed": accepted.replayed,
+                    }),
+                ))
+            }
+            Route::Message(id) => {
+                let message = self.messaging.message(id).await?;
+                Ok(json_response(StatusCode::OK, &message_json(&message)))
+            }
+            Route::StatusCallback => {
+                let signature = req
+                    .headers()
+                    .get("x-twilio-signature")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned);
+                let bytes = self.body_bytes(req).await?;
+                let params = form_urlencoded::parse(&bytes).into_owned().collect();
+                let id = self
+                    .messaging
+                    .status_callback(params, signature, caller, now)
+                    .await?;
+                Ok(json_response(
+                    StatusCode::OK,
+                    &json!({"message_id": id, "accepted": true}),
+                ))
+            }
             Route::Audit => {
                 let query = Query::parse(req.uri().query())?;
                 let phone = query.get("phone").map(PhoneNumber::parse).transpose()?;
@@ -723,6 +988,15 @@ impl Api {
         &self,
         req: Request<Incoming>,
     ) -> Result<T, Failure> {
+        let bytes = self.body_bytes(req).await?;
+        serde_json::from_slice(&bytes).map_err(|e| match e.classify() {
+            serde_json::error::Category::Data => Failure::InvalidRequest(e),
+            _ => Failure::InvalidJson(e),
+        })
+    }
+
+    /// Reads a size-capped body within the request timeout.
+    async fn body_bytes(&self, req: Request<Incoming>) -> Result<Bytes, Failure> {
         let declared = req
             .headers()
             .get(CONTENT_LENGTH)
@@ -742,10 +1016,7 @@ impl Api {
             }
             Err(_) => return Err(Failure::BodyUnreadable),
         };
-        serde_json::from_slice(&bytes).map_err(|e| match e.classify() {
-            serde_json::error::Category::Data => Failure::InvalidRequest(e),
-            _ => Failure::InvalidJson(e),
-        })
+        Ok(bytes)
     }
 }
 

@@ -3,7 +3,7 @@
 //! cannot be invalid. Every default lives in the `Default` impls of the raw structs
 //! below, and every error names the key it is about.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
@@ -12,6 +12,7 @@ use std::time::{Duration, SystemTime};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use crate::templates::{Catalog, Localized};
 use crate::types::{OtpCode, PhoneNumber};
 
 #[derive(Debug, Error)]
@@ -46,6 +47,9 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub retention: RetentionConfig,
     pub guard: GuardConfig,
+    pub messaging: MessagingConfig,
+    /// Every template, `otp` included (built from `otp.message_template` if not given).
+    pub templates: Catalog,
     pub provider: ProviderConfig,
     /// Destination of `GET /test-twilio/`.
     pub test_phone_number: Option<PhoneNumber>,
@@ -84,7 +88,8 @@ pub struct OtpConfig {
     pub ttl: Duration,
     pub max_attempts: u32,
     pub purposes: Vec<String>,
-    pub template: MessageTemplate,
+    /// The `otp` template: `{code}` and optionally `{minutes}` and `{purpose}`.
+    pub template: Localized,
     pub hmac_key: KeySource,
     pub test_numbers: Vec<TestNumber>,
 }
@@ -130,47 +135,6 @@ impl TestNumber {
     }
 }
 
-/// The SMS text with `{code}` and optional `{minutes}` / `{purpose}`, checked at load.
-#[derive(Debug, Clone)]
-pub struct MessageTemplate(String);
-
-impl MessageTemplate {
-    const VARIABLES: [&'static str; 3] = ["code", "minutes", "purpose"];
-
-    fn parse(key: &str, text: &str) -> Result<Self, ConfigError> {
-        let mut rest = text;
-        let mut has_code = false;
-        while let Some(start) = rest.find('{') {
-            let Some(len) = rest[start..].find('}') else {
-                return Err(invalid(key, "has a '{' without a closing '}'"));
-            };
-            let name = &rest[start + 1..start + len];
-            if !Self::VARIABLES.contains(&name) {
-                return Err(invalid(
-                    key,
-                    format!(
-                        "unknown variable {{{name}}}; use {{code}}, {{minutes}} or {{purpose}}"
-                    ),
-                ));
-            }
-            has_code |= name == "code";
-            rest = &rest[start + len + 1..];
-        }
-        if !has_code {
-            return Err(invalid(key, "must contain {code}"));
-        }
-        Ok(MessageTemplate(text.to_owned()))
-    }
-
-    pub fn render(&self, code: &str, minutes: u64, purpose: &str) -> String {
-        self.0
-            .replace("{code}", code)
-            .replace("{minutes}", &minutes.to_string())
-            .replace("{purpose}", purpose)
-    }
-}
-
-/// "N per period", the shape of every limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Rate {
     pub count: NonZeroU32,
@@ -280,6 +244,17 @@ pub fn parse_region(text: &str) -> Option<Region> {
     text.parse().ok().map(Some)
 }
 
+/// The outbox workers behind `send-sms`.
+#[derive(Debug, Clone, Copy)]
+pub struct MessagingConfig {
+    /// Messages sent at the same time.
+    pub workers: usize,
+    /// Sends tried per message before it is marked failed.
+    pub max_attempts: u32,
+    /// The wait before the first retry; doubled for each further one.
+    pub retry_delay: Duration,
+}
+
 /// Who delivers messages.
 #[derive(Debug, Clone)]
 pub enum ProviderConfig {
@@ -299,6 +274,10 @@ pub struct TwilioConfig {
     pub from: TwilioFrom,
     pub api_base: String,
     pub timeout: Duration,
+    /// The public URL Twilio posts status callbacks to (passed as `StatusCallback`).
+    pub status_callback_url: Option<String>,
+    /// The Auth Token signs callbacks; `None` when only an API key is configured.
+    pub auth_token: Option<Secret>,
 }
 
 #[derive(Debug, Clone)]
@@ -383,6 +362,9 @@ struct RawConfig {
     limits: RawLimits,
     retention: RawRetention,
     guard: RawGuard,
+    messaging: RawMessaging,
+    /// `[templates.NAME]` tables of `locale = "text"`.
+    templates: BTreeMap<String, BTreeMap<String, String>>,
     twilio: RawTwilio,
     dev: RawDev,
 }
@@ -547,6 +529,26 @@ impl Default for RawGuard {
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
+struct RawMessaging {
+    default_locale: String,
+    workers: usize,
+    max_attempts: u32,
+    retry_delay: String,
+}
+
+impl Default for RawMessaging {
+    fn default() -> Self {
+        RawMessaging {
+            default_locale: "en".into(),
+            workers: 4,
+            max_attempts: 5,
+            retry_delay: "30s".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
 struct RawTwilio {
     account_sid: String,
     auth_token: String,
@@ -557,6 +559,7 @@ struct RawTwilio {
     test_phone_number: String,
     api_base: String,
     timeout: String,
+    status_callback_url: String,
 }
 
 impl Default for RawTwilio {
@@ -571,6 +574,7 @@ impl Default for RawTwilio {
             test_phone_number: String::new(),
             api_base: "https://api.twilio.com".into(),
             timeout: "10s".into(),
+            status_callback_url: String::new(),
         }
     }
 }
@@ -722,7 +726,8 @@ impl Config {
             path: raw.store.path.clone(),
         };
 
-        let otp = Self::otp(&raw.otp, &store, sources)?;
+        let templates = Self::templates(&raw)?;
+        let otp = Self::otp(&raw.otp, &templates, &store, sources)?;
         let l = &raw.limits;
         let limits = LimitsConfig {
             send_per_phone: Rate::parse("limits.send_per_phone", &l.send_per_phone)?,
@@ -742,6 +747,22 @@ impl Config {
             return Err(invalid("retention.interval", "must be at least 1s"));
         }
         let guard = Self::guard(&raw.guard)?;
+
+        let m = &raw.messaging;
+        if !(1..=256).contains(&m.workers) {
+            return Err(invalid("messaging.workers", "must be between 1 and 256"));
+        }
+        if !(1..=100).contains(&m.max_attempts) {
+            return Err(invalid(
+                "messaging.max_attempts",
+                "must be between 1 and 100",
+            ));
+        }
+        let messaging = MessagingConfig {
+            workers: m.workers,
+            max_attempts: m.max_attempts,
+            retry_delay: duration("messaging.retry_delay", &m.retry_delay)?,
+        };
 
         // Secrets and numbers from credentials / environment, written back into the raw
         // view so check-config shows what is in effect (masked).
@@ -811,6 +832,8 @@ impl Config {
             limits,
             retention,
             guard,
+            messaging,
+            templates,
             provider,
             test_phone_number,
             effective,
@@ -866,7 +889,77 @@ impl Config {
         })
     }
 
-    fn otp(o: &RawOtp, store: &StoreConfig, sources: &Sources) -> Result<OtpConfig, ConfigError> {
+    /// `[templates]`, plus `otp` from `otp.message_template` unless `[templates.otp]` is
+    /// given; the `otp` texts may use only `{code}` (required), `{minutes}`, `{purpose}`.
+    fn templates(raw: &RawConfig) -> Result<Catalog, ConfigError> {
+        let locale = &raw.messaging.default_locale;
+        let locale_ok = (2..=35).contains(&locale.len())
+            && locale
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        if !locale_ok {
+            return Err(invalid(
+                "messaging.default_locale",
+                format!("{locale:?} is not a locale such as \"en\" or \"es-MX\""),
+            ));
+        }
+        let mut texts = raw.templates.clone();
+        if let Some(bad) = texts.keys().find(|n| {
+            n.is_empty()
+                || n.len() > 64
+                || !n
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        }) {
+            return Err(invalid(
+                &format!("templates.{bad}"),
+                "name templates with 1-64 lower-case letters, digits or '_'",
+            ));
+        }
+        let otp_key = if texts.contains_key("otp") {
+            "templates.otp"
+        } else {
+            texts.insert(
+                "otp".into(),
+                BTreeMap::from([(locale.clone(), raw.otp.message_template.clone())]),
+            );
+            "otp.message_template"
+        };
+        let catalog = Catalog::new(locale, &texts).map_err(|(key, why)| {
+            let key =
+                if (key == "otp" || key.starts_with("otp.")) && otp_key == "otp.message_template" {
+                    otp_key.to_owned()
+                } else {
+                    format!("templates.{key}")
+                };
+            invalid(&key, why)
+        })?;
+        if let Some(otp) = catalog.get("otp") {
+            let vars = otp.variables();
+            if !vars.contains("code") {
+                return Err(invalid(otp_key, "must contain {code}"));
+            }
+            if let Some(other) = vars
+                .iter()
+                .find(|v| !["code", "minutes", "purpose"].contains(&v.as_str()))
+            {
+                return Err(invalid(
+                    otp_key,
+                    format!(
+                        "unknown variable {{{other}}}; use {{code}}, {{minutes}} or {{purpose}}"
+                    ),
+                ));
+            }
+        }
+        Ok(catalog)
+    }
+
+    fn otp(
+        o: &RawOtp,
+        templates: &Catalog,
+        store: &StoreConfig,
+        sources: &Sources,
+    ) -> Result<OtpConfig, ConfigError> {
         if !(OtpCode::MIN_LEN..=OtpCode::MAX_LEN).contains(&o.length) {
             return Err(invalid("otp.length", "must be between 4 and 10"));
         }
@@ -892,7 +985,10 @@ impl Config {
                 format!("{p:?}: use 1-64 letters, digits, '_' or '-'"),
             ));
         }
-        let template = MessageTemplate::parse("otp.message_template", &o.message_template)?;
+        let template = templates
+            .get("otp")
+            .cloned()
+            .ok_or_else(|| invalid("templates.otp", "is missing"))?;
         let hmac_key = match sources.credential("otpd_hmac_key")? {
             Some(bytes) => KeySource::Credential(bytes),
             None if o.hmac_key_file.as_os_str().is_empty() => KeySource::File(
@@ -1016,6 +1112,28 @@ impl Config {
                 format!("{api_base:?} is not an http(s) URL"),
             ));
         }
+        let status_callback_url = match t.status_callback_url.trim() {
+            "" => None,
+            url => {
+                let ok = reqwest::Url::parse(url)
+                    .map(|u| matches!(u.scheme(), "https" | "http") && u.host().is_some())
+                    .unwrap_or(false);
+                if !ok {
+                    return Err(invalid(
+                        "twilio.status_callback_url",
+                        format!("{url:?} is not an http(s) URL"),
+                    ));
+                }
+                // Twilio signs callbacks with the Auth Token, never with an API key.
+                if t.auth_token.is_empty() {
+                    return Err(invalid(
+                        "twilio.status_callback_url",
+                        "needs twilio.auth_token to check the callbacks' signatures",
+                    ));
+                }
+                Some(url.to_owned())
+            }
+        };
         Ok(Some(TwilioConfig {
             account_sid: t.account_sid.clone(),
             auth_user,
@@ -1023,6 +1141,8 @@ impl Config {
             from,
             api_base,
             timeout: duration("twilio.timeout", &t.timeout)?,
+            status_callback_url,
+            auth_token: (!t.auth_token.is_empty()).then(|| Secret(t.auth_token.clone())),
         }))
     }
 

@@ -17,6 +17,11 @@
 //!                         (governor)  (cost guard)  (SQLite)      (or dev outbox)
 //! ```
 //!
+//! Plain SMS take a second path through the same parts: [`api`] → [`messaging`] commits
+//! the message to the [`store`]'s outbox and answers 202; its workers send through the
+//! [`sender`] and record each step; Twilio's status callbacks, checked by [`callback`],
+//! extend that history. [`segments`] says what a body costs.
+//!
 //! [`config`] is parsed and validated once, before any of this starts; [`signals`]
 //! turns SIGTERM/SIGINT/SIGHUP into intents; [`logging`] picks journald or stderr;
 //! [`telemetry`] names the Prometheus metrics. [`client`] is the other side of the
@@ -25,17 +30,21 @@
 //! reads its counts through the store's operations.
 
 pub mod api;
+pub mod callback;
 pub mod client;
 pub mod config;
 pub mod guard;
 pub mod limiter;
 pub mod logging;
+pub mod messaging;
 pub mod otp;
+pub mod segments;
 pub mod sender;
 pub mod server;
 pub mod signals;
 pub mod store;
 pub mod telemetry;
+pub mod templates;
 pub mod twilio;
 pub mod types;
 
@@ -48,6 +57,8 @@ use tokio::net::UnixListener;
 
 use crate::api::Api;
 use crate::config::{Config, ProviderConfig};
+use crate::limiter::Limiter;
+use crate::messaging::MessagingService;
 use crate::otp::{KeyError, OtpService};
 use crate::sender::{SendError, Sender};
 use crate::store::{Store, StoreError};
@@ -80,12 +91,26 @@ pub async fn run(
     let store = tokio::task::spawn_blocking(move || Store::open(&path))
         .await
         .map_err(|_| StoreError::Closed)??;
-    let sender = Sender::new(&config.provider)?;
-    let service = OtpService::new(config, store, sender)?;
+    let sender = Arc::new(Sender::new(&config.provider)?);
+    let limiter = Arc::new(Limiter::new(&config.limits));
+    let messaging = Arc::new(MessagingService::new(
+        config,
+        store.clone(),
+        sender.clone(),
+        limiter.clone(),
+    ));
+    let service = OtpService::new(config, store, sender, limiter)?;
     announce(config);
-    let api = Arc::new(Api::new(service, &config.server, telemetry::install()));
+    let api = Arc::new(Api::new(
+        service,
+        messaging.clone(),
+        &config.server,
+        telemetry::install(),
+    ));
 
     let housekeeping = tokio::spawn(housekeeping(api.clone()));
+    let (stop_workers, workers_stop) = tokio::sync::watch::channel(false);
+    let workers = tokio::spawn(messaging.run_workers(workers_stop));
 
     notify(sd_notify::NotifyState::Ready);
     log::info!("listening on {}", config.server.socket_path.display());
@@ -100,6 +125,15 @@ pub async fn run(
     };
     server::serve(listener, api.clone(), options, shutdown).await;
 
+    // Sends already handed to Twilio get to finish and be recorded; a send still
+    // running after the drain timeout is left `sending` and becomes `unknown` at start.
+    let _ = stop_workers.send(true);
+    if tokio::time::timeout(config.server.shutdown_timeout, workers)
+        .await
+        .is_err()
+    {
+        log::warn!("outbox sends still running at shutdown; they will show as unknown");
+    }
     housekeeping.abort();
     let api_for_close = api.clone();
     let _ = tokio::task::spawn_blocking(move || api_for_close.service().store().close()).await;

@@ -6,6 +6,7 @@
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use hmac::{Hmac, Mac};
@@ -65,6 +66,8 @@ pub struct SendOtp {
     pub phone: PhoneNumber,
     pub purpose: Purpose,
     pub user_id: Option<UserId>,
+    /// The SMS language; falls back to its language, then `messaging.default_locale`.
+    pub locale: Option<String>,
 }
 
 pub struct VerifyOtp {
@@ -100,21 +103,26 @@ pub struct OtpService {
     test_phone: Option<PhoneNumber>,
     key: Vec<u8>,
     store: Store,
-    limiter: Limiter,
+    limiter: Arc<Limiter>,
     guard: Guard,
-    sender: Sender,
+    sender: Arc<Sender>,
 }
 
 const TEST_MESSAGE: &str = "Test message from otpd: your Twilio settings work.";
 
 impl OtpService {
-    pub fn new(config: &Config, store: Store, sender: Sender) -> Result<Self, KeyError> {
+    pub fn new(
+        config: &Config,
+        store: Store,
+        sender: Arc<Sender>,
+        limiter: Arc<Limiter>,
+    ) -> Result<Self, KeyError> {
         Ok(OtpService {
             otp: config.otp.clone(),
             retention: config.retention,
             test_phone: config.test_phone_number.clone(),
             key: load_key(&config.otp.hmac_key)?,
-            limiter: Limiter::new(&config.limits),
+            limiter,
             guard: Guard::new(&config.guard),
             store,
             sender,
@@ -206,7 +214,22 @@ impl OtpService {
         }
 
         let minutes = self.otp.ttl.as_secs().div_ceil(60);
-        let body = self.otp.template.render(&code, minutes, purpose);
+        let minutes = minutes.to_string();
+        let template = &self.otp.template;
+        let body = template
+            .text(template.locale_for(req.locale.as_deref()))
+            .map(|text| {
+                text.render(|name| match name {
+                    "code" => Some(code.as_str()),
+                    "minutes" => Some(minutes.as_str()),
+                    "purpose" => Some(purpose),
+                    _ => None,
+                })
+            });
+        // Checked at load: the otp template has the default locale and only these slots.
+        let Some(Ok(body)) = body else {
+            unreachable!("the otp template was validated at start-up")
+        };
         let provider = self.sender.provider().unwrap_or("none");
         match self.sender.send(&req.phone, &body).await {
             Ok(sent) => {

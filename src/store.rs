@@ -10,7 +10,7 @@
 
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, mpsc};
+use std::sync::{Arc, Mutex, mpsc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -22,6 +22,9 @@ use tokio::sync::oneshot;
 
 use crate::telemetry;
 use crate::types::Caller;
+
+mod outbox;
+pub use outbox::{Claimed, Enqueued, MessageDetail, NewOutgoing, Outcome, StatusEvent};
 
 #[derive(Debug, Error)]
 pub enum StoreError {
@@ -107,6 +110,33 @@ const MIGRATIONS: &[M<'static>] = &[
     CREATE INDEX otps_unverified_by_country ON otps (country, created_at)
         WHERE state NOT IN ('verified', 'failed') AND test_number = 0;",
     ),
+    // General messaging: the durable outbox lives in `messages` beside OTP deliveries,
+    // and every status a message passes through (including Twilio's callbacks) is kept.
+    M::up(
+        "ALTER TABLE messages ADD COLUMN kind TEXT NOT NULL DEFAULT 'otp';
+    ALTER TABLE messages ADD COLUMN channel TEXT NOT NULL DEFAULT 'sms';
+    ALTER TABLE messages ADD COLUMN body TEXT;
+    ALTER TABLE messages ADD COLUMN user_id TEXT;
+    ALTER TABLE messages ADD COLUMN idempotency_key TEXT;
+    ALTER TABLE messages ADD COLUMN request_hash TEXT;
+    ALTER TABLE messages ADD COLUMN send_at INTEGER;
+    ALTER TABLE messages ADD COLUMN segments INTEGER;
+    ALTER TABLE messages ADD COLUMN send_attempts INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE messages ADD COLUMN updated_at INTEGER;
+    CREATE UNIQUE INDEX messages_by_idempotency_key ON messages (idempotency_key)
+        WHERE idempotency_key IS NOT NULL;
+    CREATE INDEX messages_due ON messages (send_at) WHERE status = 'queued';
+    CREATE INDEX messages_by_sid ON messages (sid) WHERE sid IS NOT NULL;
+    CREATE TABLE message_events (
+        id            INTEGER PRIMARY KEY,
+        message_id    INTEGER NOT NULL REFERENCES messages (id) ON DELETE CASCADE,
+        at            INTEGER NOT NULL,
+        status        TEXT    NOT NULL,
+        error_code    INTEGER,
+        detail        TEXT
+    );
+    CREATE INDEX message_events_by_message ON message_events (message_id, id);",
+    ),
 ];
 
 /// WAL lets readers run beside the writer; NORMAL syncs at checkpoints, so a crash of
@@ -123,9 +153,11 @@ enum Command {
     Stop,
 }
 
+/// A cheap handle: clones share the one writer thread and the reader pool.
+#[derive(Clone)]
 pub struct Store {
     writer: mpsc::Sender<Command>,
-    writer_thread: Mutex<Option<JoinHandle<()>>>,
+    writer_thread: Arc<Mutex<Option<JoinHandle<()>>>>,
     readers: r2d2::Pool<SqliteConnectionManager>,
 }
 
@@ -340,7 +372,7 @@ impl Store {
             })?;
         Ok(Store {
             writer,
-            writer_thread: Mutex::new(Some(thread)),
+            writer_thread: Arc::new(Mutex::new(Some(thread))),
             readers,
         })
     }
@@ -534,6 +566,8 @@ impl Store {
             code,
             message
         ])?;
+        // OTP messages get the same status history as the outbox's.
+        outbox::event(tx, tx.last_insert_rowid(), now, status, code, message)?;
         Ok(())
     }
 
@@ -644,8 +678,9 @@ impl Store {
     pub async fn purge(&self, cutoffs: Cutoffs) -> Result<Purged, StoreError> {
         const BATCH: i64 = 5000;
         let statements = [
-            "DELETE FROM messages WHERE id IN
-             (SELECT id FROM messages WHERE created_at < ?1 LIMIT ?2)",
+            // Never a message still waiting to be sent, however old.
+            "DELETE FROM messages WHERE id IN (SELECT id FROM messages WHERE created_at < ?1
+             AND status NOT IN ('queued', 'sending') LIMIT ?2)",
             "DELETE FROM audit WHERE id IN (SELECT id FROM audit WHERE at < ?1 LIMIT ?2)",
             "DELETE FROM otps WHERE id IN (SELECT id FROM otps WHERE expires_at < ?1
              AND NOT EXISTS (SELECT 1 FROM messages m WHERE m.otp_id = otps.id) LIMIT ?2)",

@@ -49,6 +49,7 @@ pub struct TwilioClient {
     auth_user: String,
     auth_secret: Secret,
     from: TwilioFrom,
+    status_callback: Option<String>,
 }
 
 impl TwilioClient {
@@ -69,20 +70,29 @@ impl TwilioClient {
             auth_user: config.auth_user.clone(),
             auth_secret: config.auth_secret.clone(),
             from: config.from.clone(),
+            status_callback: config.status_callback_url.clone(),
         })
     }
 
-    /// Creates one outbound message (CreateMessage).
-    pub async fn send(&self, to: &PhoneNumber, body: &str) -> Result<Message, TwilioError> {
+    fn form<'a>(&'a self, to: &'a PhoneNumber, body: &'a str) -> Vec<(&'static str, &'a str)> {
         let from = match &self.from {
             TwilioFrom::Number(number) => ("From", number.as_str()),
             TwilioFrom::MessagingService(sid) => ("MessagingServiceSid", sid.as_str()),
         };
+        let mut form = vec![("To", to.as_str()), from, ("Body", body)];
+        if let Some(url) = &self.status_callback {
+            form.push(("StatusCallback", url.as_str()));
+        }
+        form
+    }
+
+    /// Creates one outbound message (CreateMessage).
+    pub async fn send(&self, to: &PhoneNumber, body: &str) -> Result<Message, TwilioError> {
         let response = self
             .http
             .post(&self.messages_url)
             .basic_auth(&self.auth_user, Some(self.auth_secret.expose()))
-            .form(&[("To", to.as_str()), from, ("Body", body)])
+            .form(&self.form(to, body))
             .send()
             .await
             // Without the URL: reqwest's message would repeat it, and it is noise here.

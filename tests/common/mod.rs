@@ -383,12 +383,25 @@ impl Reply {
 
 /// One request over the Unix socket with hyperlocal's client.
 pub async fn request(socket: &Path, method: Method, path: &str, body: Option<Vec<u8>>) -> Reply {
+    let json = [("content-type", "application/json")];
+    let headers: &[(&str, &str)] = if body.is_some() { &json } else { &[] };
+    request_with(socket, method, path, headers, body).await
+}
+
+/// One request with the caller's own headers (e.g. a form body and a signature).
+pub async fn request_with(
+    socket: &Path,
+    method: Method,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<Vec<u8>>,
+) -> Reply {
     let client: Client<UnixConnector, Full<Bytes>> = Client::unix();
     let mut builder = Request::builder()
         .method(method)
         .uri(hyper::Uri::from(Uri::new(socket, path)));
-    if body.is_some() {
-        builder = builder.header("content-type", "application/json");
+    for (name, value) in headers {
+        builder = builder.header(*name, *value);
     }
     let req = builder
         .body(Full::new(Bytes::from(body.unwrap_or_default())))

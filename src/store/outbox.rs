@@ -1,0 +1,441 @@
+//! The durable outbox: plain SMS queued by `send-sms`, claimed by the workers, and the
+//! status history of every message (OTP or not) that Twilio's callbacks extend.
+//! Same rules as the rest of the store: writes on the writer thread, one transaction
+//! each; reads on the pool.
+
+use std::time::SystemTime;
+
+use rusqlite::{OptionalExtension, params};
+
+use super::{Store, StoreError, from_millis, millis};
+use crate::types::Caller;
+
+/// A message to queue; `request_hash` fingerprints what the caller asked for, so a
+/// reused idempotency key with a different request is refused instead of replayed.
+pub struct NewOutgoing {
+    pub to: String,
+    pub body: String,
+    pub channel: String,
+    pub user_id: Option<String>,
+    pub idempotency_key: Option<String>,
+    pub request_hash: String,
+    pub send_at: SystemTime,
+    pub segments: u32,
+    pub now: SystemTime,
+    /// Idempotency keys older than this are forgotten (24 h before `now`).
+    pub replay_since: SystemTime,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Enqueued {
+    New {
+        id: i64,
+    },
+    /// The same key and request within the window: the first message, not a new one.
+    Replayed {
+        id: i64,
+        status: String,
+    },
+    /// The same key with a different request.
+    KeyConflict {
+        id: i64,
+    },
+}
+
+impl Enqueued {
+    /// An earlier message with the caller's key: the same request, or a conflict.
+    pub fn replay(id: i64, first_hash: &str, request_hash: &str, status: String) -> Self {
+        if first_hash == request_hash {
+            Enqueued::Replayed { id, status }
+        } else {
+            Enqueued::KeyConflict { id }
+        }
+    }
+}
+
+/// A message a worker now owns (status `sending`).
+#[derive(Debug)]
+pub struct Claimed {
+    pub id: i64,
+    pub to: String,
+    pub body: String,
+    pub channel: String,
+    pub attempts: u32,
+}
+
+/// How a worker's send ended.
+pub enum Outcome {
+    Sent {
+        provider: &'static str,
+        sid: String,
+    },
+    Failed {
+        error_code: Option<i64>,
+        error_message: String,
+    },
+    /// A temporary fault: back to `queued`, due again at `at`.
+    Retry {
+        at: SystemTime,
+        reason: String,
+    },
+}
+
+#[derive(Debug)]
+pub struct MessageDetail {
+    pub id: i64,
+    pub otp_id: Option<i64>,
+    pub kind: String,
+    pub channel: String,
+    pub to: String,
+    pub user_id: Option<String>,
+    pub status: String,
+    pub sid: Option<String>,
+    pub segments: Option<u32>,
+    pub created_at: SystemTime,
+    pub send_at: Option<SystemTime>,
+    pub error_code: Option<i64>,
+    pub error_message: Option<String>,
+    pub history: Vec<StatusEvent>,
+}
+
+#[derive(Debug)]
+pub struct StatusEvent {
+    pub at: SystemTime,
+    pub status: String,
+    pub error_code: Option<i64>,
+    pub detail: Option<String>,
+}
+
+/// Twilio's statuses in the order a message moves through them. Callbacks can arrive
+/// out of order; the message keeps the furthest status and the history keeps them all.
+fn rank(status: &str) -> u8 {
+    match status {
+        "queued" | "accepted" | "scheduled" => 0,
+        "sending" => 1,
+        "sent" | "delivered_to_outbox" => 2,
+        "delivered" | "undelivered" | "failed" | "canceled" | "unknown" => 3,
+        "read" => 4,
+        _ => 0,
+    }
+}
+
+pub(super) fn event(
+    tx: &rusqlite::Transaction<'_>,
+    message_id: i64,
+    at: SystemTime,
+    status: &str,
+    error_code: Option<i64>,
+    detail: Option<&str>,
+) -> rusqlite::Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO message_events (message_id, at, status, error_code, detail)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?
+    .execute(params![message_id, millis(at), status, error_code, detail])?;
+    Ok(())
+}
+
+impl Store {
+    /// Commits the message as `queued` (or finds the first one for its idempotency key).
+    /// The caller is answered only after this returns, so a 202 is never lost.
+    pub async fn enqueue(&self, m: NewOutgoing) -> Result<Enqueued, StoreError> {
+        self.write("enqueue", move |tx| {
+            if let Some(key) = &m.idempotency_key {
+                let first: Option<(i64, String, String)> = tx
+                    .prepare_cached(
+                        "SELECT id, request_hash, status FROM messages
+                         WHERE idempotency_key = ?1 AND created_at >= ?2",
+                    )?
+                    .query_row(params![key, millis(m.replay_since)], |r| {
+                        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                    })
+                    .optional()?;
+                if let Some((id, hash, status)) = first {
+                    return Ok(Enqueued::replay(id, &hash, &m.request_hash, status));
+                }
+                // Past the window: the old message keeps its row but gives up the key.
+                tx.prepare_cached(
+                    "UPDATE messages SET idempotency_key = NULL WHERE idempotency_key = ?1",
+                )?
+                .execute(params![key])?;
+            }
+            tx.prepare_cached(
+                "INSERT INTO messages (kind, channel, created_at, updated_at, to_number, provider,
+                                       status, body, user_id, idempotency_key, request_hash,
+                                       send_at, segments)
+                 VALUES ('sms', ?1, ?2, ?2, ?3, '', 'queued', ?4, ?5, ?6, ?7, ?8, ?9)",
+            )?
+            .execute(params![
+                m.channel,
+                millis(m.now),
+                m.to,
+                m.body,
+                m.user_id,
+                m.idempotency_key,
+                m.request_hash,
+                millis(m.send_at),
+                m.segments,
+            ])?;
+            let id = tx.last_insert_rowid();
+            let detail = (m.send_at > m.now).then(|| {
+                format!(
+                    "scheduled for {}",
+                    humantime::format_rfc3339_seconds(m.send_at)
+                )
+            });
+            event(tx, id, m.now, "queued", None, detail.as_deref())?;
+            Ok(Enqueued::New { id })
+        })
+        .await
+    }
+
+    /// The message holding `key` since `since`: its id, request hash and status.
+    pub async fn find_idempotent(
+        &self,
+        key: String,
+        since: SystemTime,
+    ) -> Result<Option<(i64, String, String)>, StoreError> {
+        self.read("find_idempotent", move |c| {
+            c.prepare_cached(
+                "SELECT id, request_hash, status FROM messages
+                 WHERE idempotency_key = ?1 AND created_at >= ?2",
+            )?
+            .query_row(params![key, millis(since)], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .optional()
+        })
+        .await
+    }
+
+    /// Moves up to `limit` due messages to `sending` and hands them to the caller.
+    /// Committed before any send starts: see [`Store::recover_interrupted`].
+    pub async fn claim_due(&self, now: SystemTime, limit: u32) -> Result<Vec<Claimed>, StoreError> {
+        self.write("claim_due", move |tx| {
+            let claimed: Vec<Claimed> = tx
+                .prepare_cached(
+                    "UPDATE messages SET status = 'sending', updated_at = ?1,
+                            send_attempts = send_attempts + 1
+                     WHERE id IN (SELECT id FROM messages
+                                  WHERE status = 'queued' AND kind = 'sms' AND send_at <= ?1
+                                  ORDER BY send_at, id LIMIT ?2)
+                     RETURNING id, to_number, body, channel, send_attempts",
+                )?
+                .query_map(params![millis(now), limit], |r| {
+                    Ok(Claimed {
+                        id: r.get(0)?,
+                        to: r.get(1)?,
+                        body: r.get::<_, Option<String>>(2)?.unwrap_or_default(),
+                        channel: r.get(3)?,
+                        attempts: r.get(4)?,
+                    })
+                })?
+                .collect::<Result<_, _>>()?;
+            for c in &claimed {
+                event(tx, c.id, now, "sending", None, None)?;
+            }
+            Ok(claimed)
+        })
+        .await
+    }
+
+    /// When the next queued message falls due, if any.
+    pub async fn next_due(&self) -> Result<Option<SystemTime>, StoreError> {
+        self.read("next_due", |c| {
+            c.prepare_cached(
+                "SELECT min(send_at) FROM messages WHERE status = 'queued' AND kind = 'sms'",
+            )?
+            .query_row([], |r| r.get::<_, Option<i64>>(0))
+            .map(|t| t.map(from_millis))
+        })
+        .await
+    }
+
+    /// Records how a worker's send ended. The body is dropped once the message has left
+    /// for good: otpd keeps what it needs to send, not an archive of what it sent.
+    pub async fn finish(
+        &self,
+        id: i64,
+        outcome: Outcome,
+        now: SystemTime,
+    ) -> Result<(), StoreError> {
+        self.write("finish", move |tx| {
+            match &outcome {
+                Outcome::Sent { provider, sid } => {
+                    tx.prepare_cached(
+                        "UPDATE messages SET status = 'sent', provider = ?2, sid = ?3,
+                                body = NULL, updated_at = ?4
+                         WHERE id = ?1",
+                    )?
+                    .execute(params![id, provider, sid, millis(now)])?;
+                    event(tx, id, now, "sent", None, Some(sid))?;
+                }
+                Outcome::Failed {
+                    error_code,
+                    error_message,
+                } => {
+                    tx.prepare_cached(
+                        "UPDATE messages SET status = 'failed', error_code = ?2,
+                                error_message = ?3, body = NULL, updated_at = ?4
+                         WHERE id = ?1",
+                    )?
+                    .execute(params![
+                        id,
+                        error_code,
+                        error_message,
+                        millis(now)
+                    ])?;
+                    event(tx, id, now, "failed", *error_code, Some(error_message))?;
+                }
+                Outcome::Retry { at, reason } => {
+                    tx.prepare_cached(
+                        "UPDATE messages SET status = 'queued', send_at = ?2, updated_at = ?3
+                         WHERE id = ?1",
+                    )?
+                    .execute(params![id, millis(*at), millis(now)])?;
+                    let detail = format!(
+                        "{reason}; retry at {}",
+                        humantime::format_rfc3339_seconds(*at)
+                    );
+                    event(tx, id, now, "queued", None, Some(&detail))?;
+                }
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// At start-up: messages left `sending` by a crash may or may not have reached
+    /// Twilio. They become `unknown` and are not sent again (at most once: a duplicate
+    /// SMS costs money and confuses people; the caller sees `unknown` and decides).
+    pub async fn recover_interrupted(&self, now: SystemTime) -> Result<Vec<i64>, StoreError> {
+        self.write("recover_interrupted", move |tx| {
+            let ids: Vec<i64> = tx
+                .prepare_cached(
+                    "UPDATE messages SET status = 'unknown', body = NULL, updated_at = ?1
+                     WHERE status = 'sending' AND kind = 'sms' RETURNING id",
+                )?
+                .query_map(params![millis(now)], |r| r.get(0))?
+                .collect::<Result<_, _>>()?;
+            for id in &ids {
+                event(
+                    tx,
+                    *id,
+                    now,
+                    "unknown",
+                    None,
+                    Some("otpd stopped while sending; not retried to avoid a duplicate SMS"),
+                )?;
+            }
+            Ok(ids)
+        })
+        .await
+    }
+
+    /// Applies a (validated) status callback. Returns the message id, or `None` when no
+    /// message has that SID.
+    pub async fn apply_status(
+        &self,
+        sid: String,
+        status: String,
+        error_code: Option<i64>,
+        now: SystemTime,
+    ) -> Result<Option<i64>, StoreError> {
+        self.write("apply_status", move |tx| {
+            let found: Option<(i64, String)> = tx
+                .prepare_cached("SELECT id, status FROM messages WHERE sid = ?1")?
+                .query_row(params![sid], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()?;
+            let Some((id, current)) = found else {
+                return Ok(None);
+            };
+            event(tx, id, now, &status, error_code, Some("status callback"))?;
+            if rank(&status) >= rank(&current) {
+                tx.prepare_cached(
+                    "UPDATE messages SET status = ?2, error_code = coalesce(?3, error_code),
+                            updated_at = ?4
+                     WHERE id = ?1",
+                )?
+                .execute(params![id, status, error_code, millis(now)])?;
+            }
+            Ok(Some(id))
+        })
+        .await
+    }
+
+    /// A refused callback or other event that belongs to no code.
+    pub async fn audit_other(
+        &self,
+        event: &'static str,
+        detail: String,
+        caller: Caller,
+        now: SystemTime,
+    ) -> Result<(), StoreError> {
+        self.write("audit_other", move |tx| {
+            tx.prepare_cached(
+                "INSERT INTO audit (at, event, detail, peer_uid, peer_gid, peer_pid)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?
+            .execute(params![
+                millis(now),
+                event,
+                detail,
+                caller.uid,
+                caller.gid,
+                caller.pid
+            ])?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// One message and its status history, oldest first.
+    pub async fn message(&self, id: i64) -> Result<Option<MessageDetail>, StoreError> {
+        self.read("message", move |c| {
+            let found = c
+                .prepare_cached(
+                    "SELECT id, otp_id, kind, channel, to_number, user_id, status, sid, segments,
+                            created_at, send_at, error_code, error_message
+                     FROM messages WHERE id = ?1",
+                )?
+                .query_row(params![id], |r| {
+                    Ok(MessageDetail {
+                        id: r.get(0)?,
+                        otp_id: r.get(1)?,
+                        kind: r.get(2)?,
+                        channel: r.get(3)?,
+                        to: r.get(4)?,
+                        user_id: r.get(5)?,
+                        status: r.get(6)?,
+                        sid: r.get(7)?,
+                        segments: r.get(8)?,
+                        created_at: from_millis(r.get(9)?),
+                        send_at: r.get::<_, Option<i64>>(10)?.map(from_millis),
+                        error_code: r.get(11)?,
+                        error_message: r.get(12)?,
+                        history: Vec::new(),
+                    })
+                })
+                .optional()?;
+            let Some(mut detail) = found else {
+                return Ok(None);
+            };
+            detail.history = c
+                .prepare_cached(
+                    "SELECT at, status, error_code, detail FROM message_events
+                     WHERE message_id = ?1 ORDER BY id",
+                )?
+                .query_map(params![id], |r| {
+                    Ok(StatusEvent {
+                        at: from_millis(r.get(0)?),
+                        status: r.get(1)?,
+                        error_code: r.get(2)?,
+                        detail: r.get(3)?,
+                    })
+                })?
+                .collect::<Result<_, _>>()?;
+            Ok(Some(detail))
+        })
+        .await
+    }
+}
