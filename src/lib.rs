@@ -23,6 +23,7 @@
 //! Nothing in store, limiter, sender or twilio imports api or otp.
 
 pub mod api;
+pub mod breaker;
 pub mod client;
 pub mod config;
 pub mod limiter;
