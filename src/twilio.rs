@@ -215,9 +215,8 @@ impl TwilioClient {
             TwilioFrom::Number(number) => ("From", number.as_str()),
             TwilioFrom::MessagingService(sid) => ("MessagingServiceSid", sid.as_str()),
         };
-        // Without the URL: reqwest's message would repeat it, and it is noise here.
         let unavailable = |e: reqwest::Error| TwilioError::Unavailable {
-            reason: e.without_url().to_string(),
+            reason: describe(e),
             code: None,
             retry_after: None,
         };
@@ -271,6 +270,21 @@ impl TwilioClient {
             message,
             more_info: error.and_then(|e| e.more_info),
         })
+    }
+}
+
+/// reqwest's message and its innermost cause ("error sending request: connection reset
+/// by peer"), without the URL: reqwest's message would repeat it, and it is noise here.
+fn describe(error: reqwest::Error) -> String {
+    use std::error::Error as _;
+    let error = error.without_url();
+    let mut root = error.source();
+    while let Some(deeper) = root.and_then(|e| e.source()) {
+        root = Some(deeper);
+    }
+    match root {
+        Some(root) => format!("{error}: {root}"),
+        None => error.to_string(),
     }
 }
 
