@@ -16,6 +16,7 @@
 //!                                  (governor)       (SQLite)      (or dev outbox)
 //! ```
 //!
+//! [`twilio`] retries Twilio's faults within a deadline behind a circuit [`breaker`].
 //! [`config`] is parsed and validated once, before any of this starts; [`signals`]
 //! turns SIGTERM/SIGINT/SIGHUP into intents; [`logging`] picks journald or stderr;
 //! [`telemetry`] names the Prometheus metrics. [`client`] is the other side of the
