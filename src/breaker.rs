@@ -55,6 +55,8 @@ enum State {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transition {
     Opened,
+    /// The probe failed: open for another cooldown.
+    Reopened,
     Closed,
 }
 
@@ -145,10 +147,11 @@ impl Breaker {
             // A straggler from before the circuit opened changes nothing.
             (other, false) => other,
         };
-        let was_closed = matches!(before, State::Closed { .. });
-        match (was_closed, matches!(*state, State::Closed { .. })) {
-            (true, false) => Some(Transition::Opened),
-            (false, true) => Some(Transition::Closed),
+        match (before, *state) {
+            (State::Closed { .. }, State::Open { .. }) => Some(Transition::Opened),
+            (State::Probing { .. }, State::Open { .. }) => Some(Transition::Reopened),
+            (State::Closed { .. }, _) => None,
+            (_, State::Closed { .. }) => Some(Transition::Closed),
             _ => None,
         }
     }
@@ -219,7 +222,7 @@ mod tests {
         assert_eq!(b.state(later), CircuitState::HalfOpen);
         let probe = b.admit(later).unwrap();
         assert!(b.admit(later).is_err(), "only one probe at a time");
-        probe.failed(later);
+        assert_eq!(probe.failed(later), Some(Transition::Reopened));
         assert!(b.admit(later).is_err(), "a failed probe re-opens");
         let again = later + COOLDOWN;
         assert_eq!(

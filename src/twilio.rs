@@ -174,7 +174,12 @@ impl TwilioClient {
                     });
                 }
                 Err(error @ TwilioError::Unavailable { .. }) => {
-                    circuit_changed(permit.failed(now), &self.faults);
+                    let opened = permit.failed(now);
+                    circuit_changed(opened, &self.faults);
+                    if opened.is_some() {
+                        // This failure (re)opened the circuit: no point waiting to be refused.
+                        return Err(Failed { error, attempts });
+                    }
                     error
                 }
                 Err(error) => {
@@ -316,6 +321,10 @@ fn circuit_changed(transition: Option<Transition>, faults: &TwilioFaults) {
             );
             circuit_gauge(true);
         }
+        Some(Transition::Reopened) => log::warn!(
+            "Twilio probe failed: the circuit stays open for another {}",
+            humantime::format_duration(faults.breaker_cooldown)
+        ),
         Some(Transition::Closed) => {
             log::info!("Twilio circuit closed: Twilio answers again");
             circuit_gauge(false);

@@ -356,6 +356,7 @@ async fn after_the_cooldown_a_failed_probe_reopens_and_a_good_one_closes() {
         .await
         .assert_error(503, "twilio_circuit_open");
     assert_eq!(mock.requests().len(), 3, "the failed probe re-opened it");
+    assert!(otpd.log().contains("Twilio probe failed"));
 
     until_half_open(&otpd).await;
     let reply = otpd.send_otp(send_body(PHONE, "login", None)).await;
