@@ -148,7 +148,8 @@ impl TwilioClient {
             let permit = match self.breaker.admit(now) {
                 Ok(permit) => permit,
                 Err(refused) => {
-                    // Opened by our own failures (or others'): stop, with what Twilio said.
+                    // Others' failures opened it while we waited: stop, with what Twilio
+                    // last told us.
                     let error = last.unwrap_or(TwilioError::CircuitOpen {
                         retry_after: refused.retry_after,
                     });
@@ -164,7 +165,7 @@ impl TwilioClient {
                 )
                 .await;
             let now = Instant::now();
-            let error = match result {
+            let (error, retry_after) = match result {
                 Ok(message) => {
                     circuit_changed(permit.succeeded(now), &self.faults);
                     return Ok(Accepted {
@@ -173,14 +174,14 @@ impl TwilioClient {
                         attempts,
                     });
                 }
-                Err(error @ TwilioError::Unavailable { .. }) => {
+                Err(error @ TwilioError::Unavailable { retry_after, .. }) => {
                     let opened = permit.failed(now);
                     circuit_changed(opened, &self.faults);
                     if opened.is_some() {
                         // This failure (re)opened the circuit: no point waiting to be refused.
                         return Err(Failed { error, attempts });
                     }
-                    error
+                    (error, retry_after)
                 }
                 Err(error) => {
                     if let TwilioError::Rejected { .. } = error {
@@ -189,9 +190,6 @@ impl TwilioClient {
                     }
                     return Err(Failed { error, attempts });
                 }
-            };
-            let TwilioError::Unavailable { retry_after, .. } = &error else {
-                return Err(Failed { error, attempts });
             };
             let wait =
                 backoff(self.faults.retry_backoff, attempts).max(retry_after.unwrap_or_default());

@@ -111,6 +111,9 @@ async fn a_503_then_a_201_delivers_one_otp_after_one_retry() {
     let events = audit(&otpd, PHONE).await;
     assert_eq!(events[1].0, "sent");
     assert!(events[1].1.contains("after 2 requests"), "{events:?}");
+    let log = otpd.log();
+    assert!(log.contains("retrying"), "{log}");
+    assert!(!log.contains(PHONE), "a full number in the log:\n{log}");
 }
 
 #[tokio::test]
