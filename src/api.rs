@@ -302,7 +302,7 @@ impl Failure {
                         "Twilio is unreachable",
                     )
                     .details(e.to_string());
-                    // Twilio asked for a wait longer than our deadline: pass it on.
+                    // Twilio said when to come back (maybe past our deadline): pass it on.
                     match retry_after {
                         Some(wait) if !wait.is_zero() => described.retry_after(*wait),
                         _ => described,
