@@ -353,12 +353,16 @@ impl Failure {
                 )
                 .details("set twilio.test_phone_number or TEST_PHONE_NUMBER"),
                 OtpError::Send(SendError::NotConfigured) => provider_not_configured(),
-                OtpError::Send(SendError::Twilio(TwilioError::Rejected {
-                    status,
-                    code,
-                    message,
-                    more_info,
-                })) => {
+                OtpError::Send(SendError::Twilio {
+                    error:
+                        TwilioError::Rejected {
+                            status,
+                            code,
+                            message,
+                            more_info,
+                        },
+                    ..
+                }) => {
                     let details = match code {
                         Some(code) => format!("Twilio error {code}: {message}"),
                         None => format!("Twilio answered HTTP {status}: {message}"),
@@ -371,14 +375,50 @@ impl Failure {
                     .details(details)
                     .extra(json!({"twilio_code": code, "twilio_more_info": more_info}))
                 }
-                OtpError::Send(SendError::Twilio(
-                    e @ (TwilioError::Unavailable(_) | TwilioError::Client(_)),
-                )) => Described::new(
+                OtpError::Send(
+                    e @ SendError::Twilio {
+                        error: TwilioError::Unavailable { retry_after, .. },
+                        ..
+                    },
+                ) => {
+                    let described = Described::new(
+                        S::SERVICE_UNAVAILABLE,
+                        "twilio_unavailable",
+                        "Twilio is unreachable",
+                    )
+                    .details(e.to_string());
+                    // Twilio said when to come back (maybe past our deadline): pass it on.
+                    match retry_after {
+                        Some(wait) if !wait.is_zero() => described.retry_after(*wait),
+                        _ => described,
+                    }
+                }
+                OtpError::Send(
+                    e @ SendError::Twilio {
+                        error: TwilioError::Client(_),
+                        ..
+                    },
+                ) => Described::new(
                     S::SERVICE_UNAVAILABLE,
                     "twilio_unavailable",
                     "Twilio is unreachable",
                 )
                 .details(e.to_string()),
+                OtpError::Send(SendError::Twilio {
+                    error: TwilioError::CircuitOpen { retry_after },
+                    ..
+                }) => Described::new(
+                    S::SERVICE_UNAVAILABLE,
+                    "twilio_circuit_open",
+                    "Twilio is failing; sends are paused",
+                )
+                .details(format!(
+                    "after repeated Twilio failures no request is made until the circuit \
+                     closes; retry in {} s",
+                    retry_seconds(*retry_after)
+                ))
+                .extra(json!({"retry_after": retry_seconds(*retry_after)}))
+                .retry_after(*retry_after),
                 OtpError::Send(e @ SendError::Outbox { .. }) => Described::new(
                     S::SERVICE_UNAVAILABLE,
                     "outbox_unavailable",
@@ -843,6 +883,7 @@ impl Api {
                         "enabled": s.provider.is_some(),
                         "provider": s.provider,
                         "provider_reachable": s.provider_reachable,
+                        "provider_circuit": s.provider_circuit.map(|c| c.name()),
                         "dev_mode": s.dev_mode,
                         "test_phone_configured": s.test_phone_configured,
                         "purposes": s.purposes,
@@ -867,6 +908,7 @@ impl Api {
                             "id": m.id, "otp_id": m.otp_id, "created_at": rfc3339(m.created_at),
                             "to": m.to, "provider": m.provider, "sid": m.sid, "status": m.status,
                             "error_code": m.error_code, "error_message": m.error_message,
+                            "attempts": m.attempts,
                         })
                     })
                     .collect();

@@ -278,7 +278,8 @@ fn print_human(call: &Call, v: &Value) {
                 "{}",
                 table(
                     &[
-                        "ID", "OTP", "CREATED", "TO", "PROVIDER", "SID", "STATUS", "ERROR"
+                        "ID", "OTP", "CREATED", "TO", "PROVIDER", "SID", "STATUS", "ERROR",
+                        "REQUESTS"
                     ],
                     &[
                         "id",
@@ -288,7 +289,8 @@ fn print_human(call: &Call, v: &Value) {
                         "provider",
                         "sid",
                         "status",
-                        "error_code"
+                        "error_code",
+                        "attempts"
                     ],
                     &rows
                 )

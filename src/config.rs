@@ -278,6 +278,21 @@ pub struct TwilioConfig {
     pub status_callback_url: Option<String>,
     /// The Auth Token signs callbacks; `None` when only an API key is configured.
     pub auth_token: Option<Secret>,
+    /// When Twilio fails: retries, their deadline and the circuit breaker.
+    pub faults: TwilioFaults,
+}
+
+/// How otpd rides out Twilio faults (see `twilio.rs`).
+#[derive(Debug, Clone, Copy)]
+pub struct TwilioFaults {
+    /// Every attempt and every wait for one message fit in this.
+    pub send_deadline: Duration,
+    /// The longest wait before the first retry (full jitter); it doubles per retry.
+    pub retry_backoff: Duration,
+    /// Consecutive failed requests that open the circuit.
+    pub breaker_failures: u32,
+    /// How long an open circuit refuses sends before one probe is let through.
+    pub breaker_cooldown: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -560,6 +575,10 @@ struct RawTwilio {
     api_base: String,
     timeout: String,
     status_callback_url: String,
+    send_deadline: String,
+    retry_backoff: String,
+    breaker_failures: u32,
+    breaker_cooldown: String,
 }
 
 impl Default for RawTwilio {
@@ -575,6 +594,10 @@ impl Default for RawTwilio {
             api_base: "https://api.twilio.com".into(),
             timeout: "10s".into(),
             status_callback_url: String::new(),
+            send_deadline: "10s".into(),
+            retry_backoff: "250ms".into(),
+            breaker_failures: 5,
+            breaker_cooldown: "30s".into(),
         }
     }
 }
@@ -1041,6 +1064,8 @@ impl Config {
 
     /// `None` when no credentials are configured at all; an error when half are.
     fn twilio(t: &RawTwilio) -> Result<Option<TwilioConfig>, ConfigError> {
+        // Checked even without credentials, so a bad value never waits for them.
+        let faults = Self::twilio_faults(t)?;
         let any = [
             &t.account_sid,
             &t.auth_token,
@@ -1143,7 +1168,24 @@ impl Config {
             timeout: duration("twilio.timeout", &t.timeout)?,
             status_callback_url,
             auth_token: (!t.auth_token.is_empty()).then(|| Secret(t.auth_token.clone())),
+            faults,
         }))
+    }
+
+    fn twilio_faults(t: &RawTwilio) -> Result<TwilioFaults, ConfigError> {
+        let positive = |key: &str, text: &str| match duration(key, text)? {
+            d if d.is_zero() => Err(invalid(key, "must be more than 0")),
+            d => Ok(d),
+        };
+        if !(1..=1000).contains(&t.breaker_failures) {
+            return Err(invalid("twilio.breaker_failures", "must be from 1 to 1000"));
+        }
+        Ok(TwilioFaults {
+            send_deadline: positive("twilio.send_deadline", &t.send_deadline)?,
+            retry_backoff: positive("twilio.retry_backoff", &t.retry_backoff)?,
+            breaker_failures: t.breaker_failures,
+            breaker_cooldown: positive("twilio.breaker_cooldown", &t.breaker_cooldown)?,
+        })
     }
 
     /// The effective configuration as TOML, secrets masked: what `check-config` prints.
@@ -1224,6 +1266,14 @@ mod tests {
         assert_eq!(
             error_key(load("[twilio]\naccount_sid = \"AC123\"", &s)),
             "twilio.account_sid"
+        );
+        assert_eq!(
+            error_key(load("[twilio]\nsend_deadline = \"0s\"", &s)),
+            "twilio.send_deadline"
+        );
+        assert_eq!(
+            error_key(load("[twilio]\nbreaker_failures = 0", &s)),
+            "twilio.breaker_failures"
         );
         assert!(matches!(
             load("[server]\nsocket = \"x\"", &s),

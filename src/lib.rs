@@ -22,6 +22,7 @@
 //! [`sender`] and record each step; Twilio's status callbacks, checked by [`callback`],
 //! extend that history. [`segments`] says what a body costs.
 //!
+//! [`twilio`] retries Twilio's faults within a deadline behind a circuit [`breaker`].
 //! [`config`] is parsed and validated once, before any of this starts; [`signals`]
 //! turns SIGTERM/SIGINT/SIGHUP into intents; [`logging`] picks journald or stderr;
 //! [`telemetry`] names the Prometheus metrics. [`client`] is the other side of the
@@ -30,6 +31,7 @@
 //! reads its counts through the store's operations.
 
 pub mod api;
+pub mod breaker;
 pub mod callback;
 pub mod client;
 pub mod config;

@@ -411,12 +411,23 @@ impl MessagingService {
                     provider: self.sender.provider().unwrap_or("none"),
                     sid: sent.sid,
                 },
-                Err(SendError::Twilio(TwilioError::Rejected { code, message, .. })) => {
-                    Outcome::Failed {
-                        error_code: code,
-                        error_message: message,
-                    }
-                }
+                Err(SendError::Twilio {
+                    error: TwilioError::Rejected { code, message, .. },
+                    ..
+                }) => Outcome::Failed {
+                    error_code: code,
+                    error_message: message,
+                },
+                // No request was made: wait for the breaker's probe without spending
+                // one of the message's attempts.
+                Err(SendError::Twilio {
+                    error: TwilioError::CircuitOpen { retry_after },
+                    ..
+                }) => Outcome::Retry {
+                    at: SystemTime::now() + retry_after.mul_f64(rand::random_range(1.0..1.25)),
+                    reason: "Twilio's circuit is open".into(),
+                    counted: false,
+                },
                 Err(SendError::NotConfigured) => Outcome::Failed {
                     error_code: None,
                     error_message: "no SMS provider is configured".into(),
@@ -428,6 +439,7 @@ impl MessagingService {
                 Err(e) => Outcome::Retry {
                     at: SystemTime::now() + self.retry_delay(message.attempts),
                     reason: e.to_string(),
+                    counted: true,
                 },
             },
         };

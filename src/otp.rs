@@ -14,6 +14,7 @@ use rand::Rng;
 use sha2::Sha256;
 use thiserror::Error;
 
+use crate::breaker::CircuitState;
 use crate::config::{Config, KeySource, OtpConfig, RetentionConfig};
 use crate::guard::{Guard, GuardError, Verdict};
 use crate::limiter::{Limiter, RateLimited};
@@ -94,6 +95,8 @@ pub struct Status {
     pub limiter_keys: usize,
     /// Whether the provider answered its last request; `None` before the first.
     pub provider_reachable: Option<bool>,
+    /// Twilio's circuit breaker; `None` for the other providers.
+    pub provider_circuit: Option<CircuitState>,
     pub counts: Counts,
 }
 
@@ -242,6 +245,7 @@ impl OtpService {
                     provider,
                     sid: sent.sid,
                     status: sent.status,
+                    attempts: sent.attempts,
                 };
                 self.store
                     .record_delivery(otp_id, to, delivery, now, req.caller)
@@ -250,9 +254,12 @@ impl OtpService {
             }
             Err(error) => {
                 log::warn!("otp {otp_id} for {masked} ({purpose}) not sent: {error}");
-                event("send_failed");
                 // Marked failed: this code can never verify, whatever happens next.
                 let delivery = failed(provider, &error);
+                event(match delivery {
+                    Delivery::CircuitOpen { .. } => "circuit_open",
+                    _ => "send_failed",
+                });
                 self.store
                     .record_delivery(otp_id, to, delivery, now, req.caller)
                     .await?;
@@ -388,6 +395,7 @@ impl OtpService {
                 provider,
                 sid: sent.sid.clone(),
                 status: sent.status.clone(),
+                attempts: sent.attempts,
             },
             Err(error) => failed(provider, error),
         };
@@ -420,6 +428,7 @@ impl OtpService {
             otp_ttl: self.otp.ttl,
             limiter_keys: self.limiter.key_count(),
             provider_reachable: self.sender.reachable(),
+            provider_circuit: self.sender.circuit(),
             counts: self.store.counts().await?,
         })
     }
@@ -478,15 +487,30 @@ fn refusal(name: &'static str, error: OtpError) -> OtpError {
     error
 }
 
-/// The record of a message that did not leave, with Twilio's error code if it gave one.
+/// The record of a message that did not leave, with Twilio's error code if it gave one
+/// and the number of requests made; a refusal by the open circuit is told apart.
 fn failed(provider: &'static str, error: &SendError) -> Delivery {
+    let error_code = match error {
+        SendError::Twilio {
+            error: TwilioError::Rejected { code, .. } | TwilioError::Unavailable { code, .. },
+            ..
+        } => *code,
+        SendError::Twilio {
+            error: TwilioError::CircuitOpen { .. },
+            ..
+        } => {
+            return Delivery::CircuitOpen {
+                provider,
+                error_message: error.to_string(),
+            };
+        }
+        _ => None,
+    };
     Delivery::Failed {
         provider,
-        error_code: match error {
-            SendError::Twilio(TwilioError::Rejected { code, .. }) => *code,
-            _ => None,
-        },
+        error_code,
         error_message: error.to_string(),
+        attempts: error.attempts(),
     }
 }
 

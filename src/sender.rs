@@ -1,5 +1,6 @@
 //! The provider boundary: one `send(to, body)` for Twilio and for the development outbox,
 //! plus "no provider" so a daemon without credentials says so instead of pretending.
+//! It reports how many requests each message took and the state of Twilio's circuit.
 //! Knows nothing of OTPs, the store or HTTP serving.
 
 use std::path::PathBuf;
@@ -10,17 +11,19 @@ use serde::Serialize;
 use thiserror::Error;
 use tokio::io::AsyncWriteExt;
 
+use crate::breaker::CircuitState;
 use crate::config::ProviderConfig;
 use crate::telemetry;
-use crate::twilio::{TwilioClient, TwilioError};
+use crate::twilio::{Failed, TwilioClient, TwilioError};
 use crate::types::PhoneNumber;
 
 #[derive(Debug, Error)]
 pub enum SendError {
     #[error("no SMS provider is configured")]
     NotConfigured,
-    #[error(transparent)]
-    Twilio(#[from] TwilioError),
+    /// Twilio's final error after `attempts` requests (0: the circuit was open).
+    #[error("{error}{}", match attempts { 0 | 1 => String::new(), n => format!(" (after {n} requests)") })]
+    Twilio { error: TwilioError, attempts: u32 },
     #[error("cannot write the development outbox {path}: {source}")]
     Outbox {
         path: PathBuf,
@@ -28,11 +31,30 @@ pub enum SendError {
     },
 }
 
+impl From<TwilioError> for SendError {
+    fn from(error: TwilioError) -> Self {
+        SendError::Twilio { error, attempts: 0 }
+    }
+}
+
+impl SendError {
+    /// Requests made to the provider for this message.
+    pub fn attempts(&self) -> u32 {
+        match self {
+            SendError::Twilio { attempts, .. } => *attempts,
+            SendError::NotConfigured => 0,
+            SendError::Outbox { .. } => 1,
+        }
+    }
+}
+
 /// A message the provider accepted.
 #[derive(Debug)]
 pub struct Sent {
     pub sid: String,
     pub status: String,
+    /// Requests it took (1 unless Twilio needed retries).
+    pub attempts: u32,
 }
 
 /// The configured provider, and whether it answered last time (for `/status/`).
@@ -42,7 +64,8 @@ pub struct Sender {
 }
 
 enum Provider {
-    Twilio(TwilioClient),
+    // Boxed: the client (with its breaker) dwarfs the other variants.
+    Twilio(Box<TwilioClient>),
     DevOutbox(DevOutbox),
     None,
 }
@@ -54,7 +77,9 @@ const UNREACHABLE: u8 = 2;
 impl Sender {
     pub fn new(config: &ProviderConfig) -> Result<Sender, SendError> {
         let provider = match config {
-            ProviderConfig::Twilio(twilio) => Provider::Twilio(TwilioClient::new(twilio)?),
+            ProviderConfig::Twilio(twilio) => {
+                Provider::Twilio(Box::new(TwilioClient::new(twilio)?))
+            }
             ProviderConfig::DevOutbox(path) => {
                 Provider::DevOutbox(DevOutbox { path: path.clone() })
             }
@@ -85,23 +110,36 @@ impl Sender {
         }
     }
 
+    /// Twilio's circuit breaker; `None` for the other providers.
+    pub fn circuit(&self) -> Option<CircuitState> {
+        match &self.provider {
+            Provider::Twilio(client) => Some(client.circuit()),
+            _ => None,
+        }
+    }
+
     pub async fn send(&self, to: &PhoneNumber, body: &str) -> Result<Sent, SendError> {
         let started = Instant::now();
         let result = match &self.provider {
             Provider::Twilio(client) => client
                 .send(to, body)
                 .await
-                .map(|message| Sent {
-                    sid: message.sid,
-                    status: message.status.unwrap_or_else(|| "queued".to_owned()),
+                .map(|accepted| Sent {
+                    sid: accepted.sid,
+                    status: accepted.status.unwrap_or_else(|| "queued".to_owned()),
+                    attempts: accepted.attempts,
                 })
-                .map_err(SendError::from),
+                .map_err(|Failed { error, attempts }| SendError::Twilio { error, attempts }),
             Provider::DevOutbox(outbox) => outbox.append(to, body).await,
             Provider::None => return Err(SendError::NotConfigured),
         };
         let outcome = match &result {
             Ok(_) => "accepted",
-            Err(SendError::Twilio(TwilioError::Rejected { .. })) => "rejected",
+            Err(SendError::Twilio { error, .. }) => match error {
+                TwilioError::Rejected { .. } => "rejected",
+                TwilioError::CircuitOpen { .. } => "circuit_open",
+                _ => "unavailable",
+            },
             Err(_) => "unavailable",
         };
         let provider = self.provider().unwrap_or("none");
@@ -109,10 +147,9 @@ impl Sender {
             .increment(1);
         metrics::histogram!(telemetry::PROVIDER_DURATION, "provider" => provider)
             .record(started.elapsed());
-        let reachable = if outcome == "unavailable" {
-            UNREACHABLE
-        } else {
-            REACHABLE
+        let reachable = match outcome {
+            "unavailable" | "circuit_open" => UNREACHABLE,
+            _ => REACHABLE,
         };
         self.reachable.store(reachable, Ordering::Relaxed);
         result
@@ -162,6 +199,7 @@ impl DevOutbox {
         Ok(Sent {
             sid,
             status: "delivered_to_outbox".to_owned(),
+            attempts: 1,
         })
     }
 }

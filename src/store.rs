@@ -137,6 +137,8 @@ const MIGRATIONS: &[M<'static>] = &[
     );
     CREATE INDEX message_events_by_message ON message_events (message_id, id);",
     ),
+    // How many requests each message took (retries); NULL on rows from before.
+    M::up("ALTER TABLE messages ADD COLUMN attempts INTEGER;"),
 ];
 
 /// WAL lets readers run beside the writer; NORMAL syncs at checkpoints, so a crash of
@@ -189,16 +191,23 @@ pub struct GuardEvent {
     pub caller: Option<Caller>,
 }
 
-/// How a message left (or did not leave) otpd.
+/// How a message left (or did not leave) otpd; `attempts` counts provider requests.
 pub enum Delivery {
     Sent {
         provider: &'static str,
         sid: String,
         status: String,
+        attempts: u32,
     },
     Failed {
         provider: &'static str,
         error_code: Option<i64>,
+        error_message: String,
+        attempts: u32,
+    },
+    /// Not attempted: the provider's circuit breaker is open.
+    CircuitOpen {
+        provider: &'static str,
         error_message: String,
     },
     /// A configured test number: no message, the code is usable at once.
@@ -257,6 +266,8 @@ pub struct MessageRow {
     pub status: String,
     pub error_code: Option<i64>,
     pub error_message: Option<String>,
+    /// Provider requests it took; `None` on rows from before migration 4.
+    pub attempts: Option<u32>,
 }
 
 #[derive(Debug)]
@@ -488,7 +499,14 @@ impl Store {
     ) -> Result<(), StoreError> {
         self.write("record_delivery", move |tx| {
             let (state, event, detail) = match &delivery {
-                Delivery::Sent { sid, .. } => ("sent", "sent", Some(sid.clone())),
+                Delivery::Sent { sid, attempts, .. } => (
+                    "sent",
+                    "sent",
+                    Some(match attempts {
+                        0 | 1 => sid.clone(),
+                        n => format!("{sid} (after {n} requests)"),
+                    }),
+                ),
                 Delivery::Skipped => ("sent", "sent", Some("test number: no SMS".to_owned())),
                 Delivery::Failed {
                     error_code,
@@ -502,6 +520,9 @@ impl Store {
                         None => error_message.clone(),
                     }),
                 ),
+                Delivery::CircuitOpen { error_message, .. } => {
+                    ("failed", "circuit_open", Some(error_message.clone()))
+                }
             };
             // A concurrent re-send may have superseded this code meanwhile; keep that.
             tx.prepare_cached("UPDATE otps SET state = ?2 WHERE id = ?1 AND state = 'pending'")?
@@ -532,29 +553,50 @@ impl Store {
         delivery: &Delivery,
         now: SystemTime,
     ) -> rusqlite::Result<()> {
-        let (provider, sid, status, code, message) = match delivery {
+        let (provider, sid, status, code, message, attempts) = match delivery {
             Delivery::Sent {
                 provider,
                 sid,
                 status,
-            } => (*provider, Some(sid.as_str()), status.as_str(), None, None),
+                attempts,
+            } => (
+                *provider,
+                Some(sid.as_str()),
+                status.as_str(),
+                None,
+                None,
+                *attempts,
+            ),
             Delivery::Failed {
                 provider,
                 error_code,
                 error_message,
+                attempts,
             } => (
                 *provider,
                 None,
                 "failed",
                 *error_code,
                 Some(error_message.as_str()),
+                *attempts,
+            ),
+            Delivery::CircuitOpen {
+                provider,
+                error_message,
+            } => (
+                *provider,
+                None,
+                "circuit_open",
+                None,
+                Some(error_message.as_str()),
+                0,
             ),
             Delivery::Skipped => return Ok(()),
         };
         tx.prepare_cached(
             "INSERT INTO messages (otp_id, created_at, to_number, provider, sid, status,
-                                   error_code, error_message)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                                   error_code, error_message, attempts)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
         )?
         .execute(params![
             otp_id,
@@ -564,7 +606,8 @@ impl Store {
             sid,
             status,
             code,
-            message
+            message,
+            attempts
         ])?;
         // OTP messages get the same status history as the outbox's.
         outbox::event(tx, tx.last_insert_rowid(), now, status, code, message)?;
@@ -722,7 +765,7 @@ impl Store {
         self.read("messages_since", move |c| {
             c.prepare_cached(
                 "SELECT id, otp_id, created_at, to_number, provider, sid, status, error_code,
-                        error_message
+                        error_message, attempts
                  FROM messages WHERE created_at >= ?1 ORDER BY id DESC LIMIT ?2",
             )?
             .query_map(params![millis(since), limit], |r| {
@@ -736,6 +779,7 @@ impl Store {
                     status: r.get(6)?,
                     error_code: r.get(7)?,
                     error_message: r.get(8)?,
+                    attempts: r.get(9)?,
                 })
             })?
             .collect()

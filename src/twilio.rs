@@ -1,14 +1,42 @@
 //! Twilio's Messages API over reqwest (rustls): one form-encoded POST per message, Basic
-//! auth with the Account SID + Auth Token or an API key, and Twilio's answers turned
-//! into typed results. Knows nothing of OTPs, the store or HTTP serving.
+//! auth with the Account SID + Auth Token or an API key, Twilio's answers turned into
+//! typed results, and how otpd rides out Twilio's faults: retries with backoff inside a
+//! deadline, and a circuit breaker. Knows nothing of OTPs, the store or HTTP serving.
+//!
+//! Retry rules, per message:
+//! - Retried: 429 and 5xx (honouring `Retry-After`, seconds or HTTP-date, on 429/503),
+//!   connection errors, timeouts, resets and an unreadable 2xx. Never retried: any other
+//!   4xx (invalid number 21211, unsubscribed 21610, authentication 20003, ...), because
+//!   the same request would get the same answer.
+//! - Waits: full jitter, up to `retry_backoff` doubling per retry (capped at
+//!   [`MAX_BACKOFF`]), or Twilio's `Retry-After` if longer. Every attempt and wait fits in
+//!   `send_deadline`: no wait runs past it, the last attempt's timeout is cut to it, and
+//!   when it is spent the caller gets the last error.
+//! - Duplicates: a timeout, reset or unreadable 2xx after the request left may mean Twilio
+//!   created the message; we retry anyway, because the retry carries the same code (one
+//!   code per send), so the worst case is the same code twice, while giving up would fail
+//!   a sign-up. 429s are never processed by Twilio, and connection errors never reached it.
+//! - The breaker counts every request that failed in a retryable way (a 4xx refusal is
+//!   an answer: Twilio is up); while it is open, sends fail at once without a request.
 
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime};
 
+use rand::Rng;
+use reqwest::StatusCode;
+use reqwest::header::{HeaderMap, RETRY_AFTER};
 use serde::Deserialize;
 use thiserror::Error;
 
-use crate::config::{Secret, TwilioConfig, TwilioFrom};
+use crate::breaker::{Breaker, CircuitState, Transition};
+use crate::config::{Secret, TwilioConfig, TwilioFaults, TwilioFrom};
+use crate::telemetry;
 use crate::types::PhoneNumber;
+
+/// The longest wait between two attempts, whatever the retry count.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// An attempt given less time than this would mostly add a duplicate risk: not made.
+const MIN_ATTEMPT: Duration = Duration::from_millis(200);
 
 #[derive(Debug, Error)]
 pub enum TwilioError {
@@ -20,19 +48,43 @@ pub enum TwilioError {
         message: String,
         more_info: Option<String>,
     },
-    /// No usable answer: connection failure, timeout, or a 429/5xx from Twilio.
-    #[error("Twilio is unavailable: {0}")]
-    Unavailable(String),
+    /// No usable answer: connection failure, timeout, a 429/5xx, or an unreadable 2xx.
+    /// `code` is Twilio's error code when it sent one; `retry_after` its `Retry-After`.
+    #[error("Twilio is unavailable: {reason}")]
+    Unavailable {
+        reason: String,
+        code: Option<i64>,
+        retry_after: Option<Duration>,
+    },
+    /// The circuit breaker is open: no request was made.
+    #[error("Twilio's circuit is open after repeated failures; next try in {}s", retry_after.as_secs_f64().ceil())]
+    CircuitOpen { retry_after: Duration },
     #[error("cannot build the HTTP client: {0}")]
     Client(String),
 }
 
+/// A message Twilio accepted, and how many requests that took.
+#[derive(Debug)]
+pub struct Accepted {
+    pub sid: String,
+    pub status: Option<String>,
+    pub attempts: u32,
+}
+
+/// The final error of a message, and how many requests were made (0: none, the circuit
+/// was open).
+#[derive(Debug)]
+pub struct Failed {
+    pub error: TwilioError,
+    pub attempts: u32,
+}
+
 /// The fields of the created message resource that otpd keeps.
 #[derive(Debug, Deserialize)]
-pub struct Message {
-    pub sid: String,
+struct Message {
+    sid: String,
     #[serde(default)]
-    pub status: Option<String>,
+    status: Option<String>,
 }
 
 /// Twilio's error body: `{"code": 21211, "message": "...", "more_info": "...", "status": 400}`.
@@ -50,6 +102,9 @@ pub struct TwilioClient {
     auth_secret: Secret,
     from: TwilioFrom,
     status_callback: Option<String>,
+    timeout: Duration,
+    faults: TwilioFaults,
+    breaker: Breaker,
 }
 
 impl TwilioClient {
@@ -60,6 +115,7 @@ impl TwilioClient {
             .user_agent(concat!("otpd/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| TwilioError::Client(e.to_string()))?;
+        circuit_gauge(false);
         Ok(TwilioClient {
             http,
             // The Account SID stays in the path even when an API key authenticates.
@@ -71,7 +127,86 @@ impl TwilioClient {
             auth_secret: config.auth_secret.clone(),
             from: config.from.clone(),
             status_callback: config.status_callback_url.clone(),
+            timeout: config.timeout,
+            faults: config.faults,
+            breaker: Breaker::new(
+                config.faults.breaker_failures,
+                config.faults.breaker_cooldown,
+            ),
         })
+    }
+
+    pub fn circuit(&self) -> CircuitState {
+        self.breaker.state(Instant::now())
+    }
+
+    /// Creates one outbound message (CreateMessage), retrying within the deadline.
+    pub async fn send(&self, to: &PhoneNumber, body: &str) -> Result<Accepted, Failed> {
+        let deadline = Instant::now() + self.faults.send_deadline;
+        let mut attempts = 0;
+        let mut last: Option<TwilioError> = None;
+        loop {
+            let now = Instant::now();
+            let permit = match self.breaker.admit(now) {
+                Ok(permit) => permit,
+                Err(refused) => {
+                    // Others' failures opened it while we waited: stop, with what Twilio
+                    // last told us.
+                    let error = last.unwrap_or(TwilioError::CircuitOpen {
+                        retry_after: refused.retry_after,
+                    });
+                    return Err(Failed { error, attempts });
+                }
+            };
+            attempts += 1;
+            let result = self
+                .attempt(
+                    to,
+                    body,
+                    self.timeout.min(deadline.saturating_duration_since(now)),
+                )
+                .await;
+            let now = Instant::now();
+            let (error, retry_after) = match result {
+                Ok(message) => {
+                    circuit_changed(permit.succeeded(now), &self.faults);
+                    return Ok(Accepted {
+                        sid: message.sid,
+                        status: message.status,
+                        attempts,
+                    });
+                }
+                Err(error @ TwilioError::Unavailable { retry_after, .. }) => {
+                    let opened = permit.failed(now);
+                    circuit_changed(opened, &self.faults);
+                    if opened.is_some() {
+                        // This failure (re)opened the circuit: no point waiting to be refused.
+                        return Err(Failed { error, attempts });
+                    }
+                    (error, retry_after)
+                }
+                Err(error) => {
+                    if let TwilioError::Rejected { .. } = error {
+                        // A refusal is an answer: Twilio is up.
+                        circuit_changed(permit.succeeded(now), &self.faults);
+                    }
+                    return Err(Failed { error, attempts });
+                }
+            };
+            let wait =
+                backoff(self.faults.retry_backoff, attempts).max(retry_after.unwrap_or_default());
+            if now + wait + MIN_ATTEMPT.min(self.timeout) > deadline {
+                return Err(Failed { error, attempts });
+            }
+            log::info!(
+                "Twilio request {attempts} for {} failed ({error}); retrying in {} ms",
+                to.masked(),
+                wait.as_millis()
+            );
+            metrics::counter!(telemetry::PROVIDER_RETRIES, "provider" => "twilio").increment(1);
+            tokio::time::sleep(wait).await;
+            last = Some(error);
+        }
     }
 
     fn form<'a>(&'a self, to: &'a PhoneNumber, body: &'a str) -> Vec<(&'static str, &'a str)> {
@@ -86,27 +221,46 @@ impl TwilioClient {
         form
     }
 
-    /// Creates one outbound message (CreateMessage).
-    pub async fn send(&self, to: &PhoneNumber, body: &str) -> Result<Message, TwilioError> {
+    /// One request, with its own timeout.
+    async fn attempt(
+        &self,
+        to: &PhoneNumber,
+        body: &str,
+        timeout: Duration,
+    ) -> Result<Message, TwilioError> {
+        let unavailable = |e: reqwest::Error| TwilioError::Unavailable {
+            reason: describe(e),
+            code: None,
+            retry_after: None,
+        };
         let response = self
             .http
             .post(&self.messages_url)
             .basic_auth(&self.auth_user, Some(self.auth_secret.expose()))
             .form(&self.form(to, body))
+            .timeout(timeout)
             .send()
             .await
-            // Without the URL: reqwest's message would repeat it, and it is noise here.
-            .map_err(|e| TwilioError::Unavailable(e.without_url().to_string()))?;
+            .map_err(|e| {
+                if e.is_builder() {
+                    TwilioError::Client(e.without_url().to_string())
+                } else {
+                    unavailable(e)
+                }
+            })?;
         let status = response.status();
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|e| TwilioError::Unavailable(e.without_url().to_string()))?;
+        let retry_after = match status {
+            StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE => {
+                retry_after(response.headers(), SystemTime::now())
+            }
+            _ => None,
+        };
+        let bytes = response.bytes().await.map_err(unavailable)?;
         if status.is_success() {
-            return serde_json::from_slice(&bytes).map_err(|e| {
-                TwilioError::Unavailable(format!(
-                    "unreadable answer to a {status} from Twilio: {e}"
-                ))
+            return serde_json::from_slice(&bytes).map_err(|e| TwilioError::Unavailable {
+                reason: format!("unreadable answer to a {status} from Twilio: {e}"),
+                code: None,
+                retry_after: None,
             });
         }
         let error: Option<ErrorBody> = serde_json::from_slice(&bytes).ok();
@@ -114,17 +268,115 @@ impl TwilioClient {
             .as_ref()
             .and_then(|e| e.message.clone())
             .unwrap_or_else(|| status.canonical_reason().unwrap_or("error").to_owned());
-        // 429 and 5xx say "not now", not "never": the caller may retry later.
-        if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
-            return Err(TwilioError::Unavailable(format!(
-                "HTTP {status}: {message}"
-            )));
+        let code = error.as_ref().and_then(|e| e.code);
+        // 429 and 5xx say "not now", not "never".
+        if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
+            return Err(TwilioError::Unavailable {
+                reason: format!("HTTP {status}: {message}"),
+                code,
+                retry_after,
+            });
         }
         Err(TwilioError::Rejected {
             status: status.as_u16(),
-            code: error.as_ref().and_then(|e| e.code),
+            code,
             message,
             more_info: error.and_then(|e| e.more_info),
         })
+    }
+}
+
+/// reqwest's message and its innermost cause ("error sending request: connection reset
+/// by peer"), without the URL: reqwest's message would repeat it, and it is noise here.
+fn describe(error: reqwest::Error) -> String {
+    use std::error::Error as _;
+    let error = error.without_url();
+    let mut root = error.source();
+    while let Some(deeper) = root.and_then(|e| e.source()) {
+        root = Some(deeper);
+    }
+    match root {
+        Some(root) => format!("{error}: {root}"),
+        None => error.to_string(),
+    }
+}
+
+/// Full jitter: anywhere from 0 to `base * 2^(retry - 1)`, capped at [`MAX_BACKOFF`].
+fn backoff(base: Duration, retry: u32) -> Duration {
+    let ceiling = base
+        .saturating_mul(1 << retry.saturating_sub(1).min(16))
+        .min(MAX_BACKOFF);
+    rand::rng().random_range(Duration::ZERO..=ceiling)
+}
+
+/// `Retry-After` as seconds or as an HTTP-date (RFC 9110 §10.2.3).
+fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
+    let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(at.duration_since(now).unwrap_or_default())
+}
+
+fn circuit_changed(transition: Option<Transition>, faults: &TwilioFaults) {
+    match transition {
+        Some(Transition::Opened) => {
+            log::warn!(
+                "Twilio circuit opened after {} consecutive failed requests: sends fail at once for {}",
+                faults.breaker_failures,
+                humantime::format_duration(faults.breaker_cooldown)
+            );
+            circuit_gauge(true);
+        }
+        Some(Transition::Reopened) => log::warn!(
+            "Twilio probe failed: the circuit stays open for another {}",
+            humantime::format_duration(faults.breaker_cooldown)
+        ),
+        Some(Transition::Closed) => {
+            log::info!("Twilio circuit closed: Twilio answers again");
+            circuit_gauge(false);
+        }
+        None => {}
+    }
+}
+
+fn circuit_gauge(open: bool) {
+    metrics::gauge!(telemetry::PROVIDER_CIRCUIT_OPEN, "provider" => "twilio")
+        .set(f64::from(u8::from(open)));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reqwest::header::HeaderValue;
+
+    #[test]
+    fn backoff_stays_under_its_doubling_ceiling() {
+        let base = Duration::from_millis(100);
+        for retry in 1..=10 {
+            let ceiling = (base * 2u32.pow(retry - 1)).min(MAX_BACKOFF);
+            for _ in 0..50 {
+                assert!(backoff(base, retry) <= ceiling);
+            }
+        }
+        assert!(backoff(Duration::from_secs(3600), 60) <= MAX_BACKOFF);
+    }
+
+    #[test]
+    fn retry_after_reads_seconds_and_http_dates() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let with = |value: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(RETRY_AFTER, HeaderValue::from_str(value).unwrap());
+            retry_after(&headers, now)
+        };
+        assert_eq!(with("2"), Some(Duration::from_secs(2)));
+        let later = httpdate::fmt_http_date(now + Duration::from_secs(7));
+        assert_eq!(with(&later), Some(Duration::from_secs(7)));
+        let earlier = httpdate::fmt_http_date(now - Duration::from_secs(7));
+        assert_eq!(with(&earlier), Some(Duration::ZERO));
+        assert_eq!(with("soon"), None);
+        assert_eq!(retry_after(&HeaderMap::new(), now), None);
     }
 }

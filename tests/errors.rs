@@ -190,6 +190,7 @@ async fn an_unreachable_twilio_is_503_within_the_timeout() {
     let otpd = Setup::new()
         .twilio(&mock)
         .set("twilio", "timeout = \"1s\"")
+        .set("twilio", "send_deadline = \"1500ms\"")
         .start();
     let started = Instant::now();
     let reply = otpd.send_otp(send_body(PHONE, "login", None)).await;
@@ -207,6 +208,7 @@ async fn an_unreachable_twilio_is_503_within_the_timeout() {
     let o = mock.options();
     let otpd = Setup::new()
         .twilio_at(&base, &o.account_sid, &o.auth_token)
+        .set("twilio", "send_deadline = \"500ms\"")
         .start();
     let reply = otpd.send_otp(send_body(PHONE, "login", None)).await;
     reply.assert_error(503, "twilio_unavailable");
@@ -290,8 +292,10 @@ async fn twilio_overload_and_server_errors_are_503_and_odd_refusals_502() {
         ),
     ] {
         let base = canned_twilio(status, body);
+        // A short deadline: the retries of tests/twilio_faults.rs are not the point here.
         let otpd = Setup::new()
             .twilio_at(&base, &o.account_sid, &o.auth_token)
+            .set("twilio", "send_deadline = \"500ms\"")
             .start();
         let reply = otpd.send_otp(send_body(PHONE, "login", None)).await;
         reply.assert_error(want_status, want_code);

@@ -247,7 +247,11 @@ async fn a_permanent_twilio_refusal_marks_the_message_failed_after_one_call() {
 async fn an_unreachable_twilio_is_retried_from_the_outbox_until_it_answers() {
     let mock = MockTwilio::start(MockOptions::default());
     mock.set_hang(true);
-    let daemon = setup(&mock).set("twilio", "timeout = \"300ms\"").start();
+    let daemon = setup(&mock)
+        .set("twilio", "timeout = \"300ms\"")
+        .set("twilio", "send_deadline = \"700ms\"")
+        .set("twilio", "breaker_cooldown = \"1s\"")
+        .start();
     let reply = send_sms(&daemon, json!({"to": TO, "body": "retry me"})).await;
     let id = reply.json["message_id"].as_i64().unwrap();
 

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use mock_twilio::{
-    CREATE_MESSAGE_FIELDS, MESSAGE_PROPERTIES, MockOptions, MockTwilio, TEST_API_KEY_SECRET,
+    CREATE_MESSAGE_FIELDS, Fault, MESSAGE_PROPERTIES, MockOptions, MockTwilio, TEST_API_KEY_SECRET,
     TEST_API_KEY_SID, magic,
 };
 use serde_json::Value;
@@ -759,4 +759,94 @@ fn field_lists_match_the_twilio_openapi_spec() {
             .unwrap()
             .contains(&"outbound-api".into())
     );
+}
+
+#[tokio::test]
+async fn scripted_faults_answer_the_next_requests_in_order_then_normal_service_resumes() {
+    let mock = MockTwilio::start(MockOptions::default());
+    let o = mock.options().clone();
+    let form = [("To", TO), ("From", magic::FROM_VALID), ("Body", BODY)];
+    mock.script([
+        Fault::internal_error(),
+        Fault::unavailable(),
+        Fault::too_many_requests(7),
+        Fault::error(
+            503,
+            20503,
+            "Service Unavailable",
+            Some("Wed, 21 Oct 2015 07:28:00 GMT".into()),
+        ),
+    ]);
+    for (want_status, want_code, want_retry_after) in [
+        (500, 20500, None),
+        (503, 20503, None),
+        (429, 20429, Some("7")),
+        (503, 20503, Some("Wed, 21 Oct 2015 07:28:00 GMT")),
+    ] {
+        let (status, headers, json) =
+            post(&o.account_sid, &o.auth_token, &mock.messages_url(), &form).await;
+        assert_error(status, &json, want_status, want_code);
+        assert_eq!(
+            headers.get("retry-after").map(|v| v.to_str().unwrap()),
+            want_retry_after
+        );
+    }
+    assert_eq!(mock.faults_left(), 0);
+    assert!(mock.messages().is_empty(), "a fault creates no message");
+    let (status, _) = send(&mock, &form).await;
+    assert_eq!(status, 201);
+    let requests = mock.requests();
+    assert_eq!(requests.len(), 5);
+    assert!(requests[..4].iter().all(|r| r.fault.is_some()));
+    assert!(requests[4].fault.is_none());
+    assert!(
+        requests
+            .windows(2)
+            .all(|w| w[0].received_at <= w[1].received_at)
+    );
+}
+
+#[tokio::test]
+async fn a_scripted_reset_closes_the_connection_without_an_answer() {
+    let mock = MockTwilio::start(MockOptions::default());
+    let o = mock.options().clone();
+    let form = [("To", TO), ("From", magic::FROM_VALID), ("Body", BODY)];
+    mock.script([Fault::Reset]);
+    let err = client()
+        .post(mock.messages_url())
+        .basic_auth(&o.account_sid, Some(&o.auth_token))
+        .form(&form)
+        .send()
+        .await
+        .unwrap_err();
+    let mut root: &dyn std::error::Error = &err;
+    while let Some(source) = root.source() {
+        root = source;
+    }
+    assert!(root.to_string().contains("reset"), "{err}: {root}");
+    let requests = mock.requests();
+    assert_eq!((requests.len(), requests[0].status), (1, 0));
+    assert!(mock.messages().is_empty());
+}
+
+#[tokio::test]
+async fn a_scripted_slow_body_creates_the_message_and_delivers_the_rest_late() {
+    let mock = MockTwilio::start(MockOptions::default());
+    let o = mock.options().clone();
+    let form = [("To", TO), ("From", magic::FROM_VALID), ("Body", BODY)];
+    mock.script([Fault::SlowBody(Duration::from_millis(300))]);
+    let response = client()
+        .post(mock.messages_url())
+        .basic_auth(&o.account_sid, Some(&o.auth_token))
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    // The headers came at once and the message exists; the body is still on its way.
+    assert_eq!(mock.messages().len(), 1);
+    let started = Instant::now();
+    let json: Value = response.json().await.unwrap();
+    assert!(started.elapsed() >= Duration::from_millis(250));
+    assert_eq!(json["sid"], mock.messages()[0].sid.as_str());
 }

@@ -74,9 +74,11 @@ pub enum Outcome {
         error_message: String,
     },
     /// A temporary fault: back to `queued`, due again at `at`.
+    /// `counted: false` gives the attempt back: no request was made (open circuit).
     Retry {
         at: SystemTime,
         reason: String,
+        counted: bool,
     },
 }
 
@@ -287,12 +289,22 @@ impl Store {
                     ])?;
                     event(tx, id, now, "failed", *error_code, Some(error_message))?;
                 }
-                Outcome::Retry { at, reason } => {
+                Outcome::Retry {
+                    at,
+                    reason,
+                    counted,
+                } => {
                     tx.prepare_cached(
-                        "UPDATE messages SET status = 'queued', send_at = ?2, updated_at = ?3
+                        "UPDATE messages SET status = 'queued', send_at = ?2, updated_at = ?3,
+                                send_attempts = send_attempts - ?4
                          WHERE id = ?1",
                     )?
-                    .execute(params![id, millis(*at), millis(now)])?;
+                    .execute(params![
+                        id,
+                        millis(*at),
+                        millis(now),
+                        i64::from(!*counted)
+                    ])?;
                     let detail = format!(
                         "{reason}; retry at {}",
                         humantime::format_rfc3339_seconds(*at)

@@ -26,6 +26,11 @@
 //!
 //! Unlike Twilio with test credentials, `From` numbers other than the magic ones are accepted
 //! (as with live credentials and an owned number), and `MessagingServiceSid` is supported.
+//!
+//! Faults: [`MockTwilio::script`] queues [`Fault`]s that the next requests get instead of
+//! (or, for a slow body, on top of) the normal answer: 500/503/429 with Twilio's error
+//! JSON and an optional `Retry-After`, a hang, a connection reset, a slow body. Each
+//! request consumes one fault at arrival; with the queue empty the mock behaves normally.
 
 #![allow(
     dead_code,
@@ -39,11 +44,13 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use bytes::Bytes;
-use http_body_util::{BodyExt as _, Full};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt as _, Full, StreamBody};
+use hyper::body::Frame;
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderName, HeaderValue};
 use hyper::server::conn::http1;
@@ -194,8 +201,12 @@ pub struct RecordedRequest {
     pub status: u16,
     /// Raw request body (lossy UTF-8).
     pub body: String,
-    /// JSON body answered (empty when hung).
+    /// JSON body answered (empty when hung or reset).
     pub response_body: String,
+    /// When the request (headers and body) had arrived.
+    pub received_at: Instant,
+    /// The scripted fault it got, if any.
+    pub fault: Option<Fault>,
 }
 
 impl RecordedRequest {
@@ -244,10 +255,63 @@ pub struct RecordedMessage {
     pub status: String,
 }
 
+/// A scripted misbehaviour for one request (see [`MockTwilio::script`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// This status with Twilio's error JSON (`{"code","message","more_info","status"}`)
+    /// and, if given, a `Retry-After` header (seconds or an HTTP-date). No message is created.
+    Error {
+        status: u16,
+        code: u32,
+        message: String,
+        retry_after: Option<String>,
+    },
+    /// Read the request, never answer (until the mock is dropped). No message is created.
+    Hang,
+    /// Read the request, then reset the connection (TCP RST) without an answer. No message
+    /// is created.
+    Reset,
+    /// Answer normally (a 201 creates the message) but send the body's first half, wait
+    /// this long, then the rest: Twilio accepted, the client may give up reading.
+    SlowBody(Duration),
+}
+
+impl Fault {
+    /// 500 with Twilio's code 20500.
+    pub fn internal_error() -> Fault {
+        Fault::error(500, 20500, "Internal Server Error", None)
+    }
+
+    /// 503 with Twilio's code 20503.
+    pub fn unavailable() -> Fault {
+        Fault::error(503, 20503, "Service Unavailable", None)
+    }
+
+    /// 429 with Twilio's code 20429 and `Retry-After: seconds`.
+    pub fn too_many_requests(retry_after_seconds: u64) -> Fault {
+        Fault::error(
+            429,
+            20429,
+            "Too Many Requests",
+            Some(retry_after_seconds.to_string()),
+        )
+    }
+
+    pub fn error(status: u16, code: u32, message: &str, retry_after: Option<String>) -> Fault {
+        Fault::Error {
+            status,
+            code,
+            message: message.to_owned(),
+            retry_after,
+        }
+    }
+}
+
 #[derive(Default)]
 struct State {
     latency: Duration,
     hang: bool,
+    faults: std::collections::VecDeque<Fault>,
     requests: Vec<RecordedRequest>,
     messages: Vec<RecordedMessage>,
 }
@@ -394,6 +458,16 @@ impl MockTwilio {
     pub fn set_hang(&self, hang: bool) {
         self.shared.state().hang = hang;
     }
+
+    /// Queues faults for the next requests, one each, in order (after any still queued).
+    pub fn script(&self, faults: impl IntoIterator<Item = Fault>) {
+        self.shared.state().faults.extend(faults);
+    }
+
+    /// Faults queued and not yet consumed.
+    pub fn faults_left(&self) -> usize {
+        self.shared.state().faults.len()
+    }
 }
 
 impl Drop for MockTwilio {
@@ -427,9 +501,14 @@ async fn serve(
             _ = &mut shutdown => break,
             accepted = listener.accept() => {
                 let Ok((stream, _)) = accepted else { continue };
+                // A second handle on the socket, for Fault::Reset: hyper owns the stream.
+                let Ok(handle) = stream_handle(&stream) else { continue };
+                let handle = Arc::new(handle);
                 let shared = Arc::clone(&shared);
                 tokio::spawn(async move {
-                    let service = service_fn(move |req| handle(Arc::clone(&shared), req));
+                    let service = service_fn(move |req| {
+                        handle_request(Arc::clone(&shared), Arc::clone(&handle), req)
+                    });
                     let _ = http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), service)
                         .await;
@@ -473,10 +552,70 @@ impl Outcome {
     }
 }
 
-async fn handle(
+/// A duplicate of the connection's socket (not registered with tokio).
+fn stream_handle(stream: &tokio::net::TcpStream) -> std::io::Result<socket2::Socket> {
+    socket2::SockRef::from(stream).try_clone()
+}
+
+type Body = UnsyncBoxBody<Bytes, Infallible>;
+
+/// Why the mock answered nothing: hyper then closes the connection.
+#[derive(Debug)]
+struct Reset;
+
+impl std::fmt::Display for Reset {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("scripted connection reset")
+    }
+}
+
+impl std::error::Error for Reset {}
+
+async fn handle_request(
     shared: Arc<Shared>,
+    socket: Arc<socket2::Socket>,
     req: Request<Incoming>,
-) -> Result<Response<Full<Bytes>>, Infallible> {
+) -> Result<Response<Body>, Reset> {
+    let fault = shared.state().faults.pop_front();
+    let (mut record, is_form, method) = read_request(req).await;
+    record.fault.clone_from(&fault);
+    match fault {
+        Some(Fault::Hang) => {
+            shared.state().requests.push(record);
+            // Never answer; the task is cancelled when the mock's runtime is dropped.
+            match std::future::pending::<Infallible>().await {}
+        }
+        Some(Fault::Reset) => {
+            shared.state().requests.push(record);
+            // SO_LINGER 0: closing the last handle sends RST instead of FIN.
+            let _ = socket.set_linger(Some(Duration::ZERO));
+            Err(Reset)
+        }
+        Some(Fault::Error {
+            status,
+            code,
+            message,
+            retry_after,
+        }) => {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            let mut outcome = Outcome::error(status, code, message);
+            if let Some(value) = retry_after.and_then(|v| HeaderValue::from_str(&v).ok()) {
+                outcome.headers.push((header::RETRY_AFTER, value));
+            }
+            Ok(answer(&shared, record, outcome, None).await)
+        }
+        Some(Fault::SlowBody(pause)) => {
+            let outcome = evaluate(&shared, &method, &record, is_form);
+            Ok(answer(&shared, record, outcome, Some(pause)).await)
+        }
+        None => handle(shared, record, is_form, method)
+            .await
+            .map_err(|e| match e {}),
+    }
+}
+
+/// Reads and records what arrived (status 0 until answered).
+async fn read_request(req: Request<Incoming>) -> (RecordedRequest, bool, Method) {
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let header_text = |name: header::HeaderName| {
@@ -496,7 +635,7 @@ async fn handle(
     } else {
         Vec::new()
     };
-    let mut record = RecordedRequest {
+    let record = RecordedRequest {
         method: method.to_string(),
         path,
         authorization,
@@ -505,35 +644,80 @@ async fn handle(
         status: 0,
         body: String::from_utf8_lossy(&raw).into_owned(),
         response_body: String::new(),
+        received_at: Instant::now(),
+        fault: None,
     };
+    (record, is_form, method)
+}
 
-    let (hang, latency) = {
-        let state = shared.state();
-        (state.hang, state.latency)
-    };
+async fn handle(
+    shared: Arc<Shared>,
+    record: RecordedRequest,
+    is_form: bool,
+    method: Method,
+) -> Result<Response<Body>, Infallible> {
+    let hang = shared.state().hang;
     if hang {
         shared.state().requests.push(record);
         // Never answer; the task is cancelled when the mock's runtime is dropped.
         match std::future::pending::<Infallible>().await {}
     }
-
     let outcome = evaluate(&shared, &method, &record, is_form);
+    Ok(answer(&shared, record, outcome, None).await)
+}
+
+/// Records the request with its outcome, then answers after the configured latency; with
+/// `slow`, half the body goes at once and the rest after that pause.
+async fn answer(
+    shared: &Shared,
+    mut record: RecordedRequest,
+    outcome: Outcome,
+    slow: Option<Duration>,
+) -> Response<Body> {
     let body = outcome.body.to_string();
     record.status = outcome.status.as_u16();
     record.response_body.clone_from(&body);
-    {
+    let latency = {
         let mut state = shared.state();
         state.requests.push(record);
         if let Some(message) = outcome.message {
             state.messages.push(message);
         }
-    }
+        state.latency
+    };
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
     }
 
-    let mut response = Response::new(Full::new(Bytes::from(body)));
+    let body = Bytes::from(body);
+    let length = body.len();
+    let body: Body = match slow {
+        None => Full::new(body).boxed_unsync(),
+        Some(pause) => {
+            let (first, rest) = (body.slice(..length / 2), body.slice(length / 2..));
+            let parts = futures_util::stream::unfold(0u8, move |part| {
+                let (first, rest) = (first.clone(), rest.clone());
+                async move {
+                    let data = match part {
+                        0 => first,
+                        1 => {
+                            tokio::time::sleep(pause).await;
+                            rest
+                        }
+                        _ => return None,
+                    };
+                    Some((Ok::<_, Infallible>(Frame::data(data)), part + 1))
+                }
+            });
+            StreamBody::new(parts).boxed_unsync()
+        }
+    };
+    let mut response = Response::new(body);
     *response.status_mut() = outcome.status;
+    // The full length up front, as Twilio sends it: the client waits for every byte.
+    if let Ok(value) = HeaderValue::from_str(&length.to_string()) {
+        response.headers_mut().insert(header::CONTENT_LENGTH, value);
+    }
     let headers = response.headers_mut();
     headers.insert(
         header::CONTENT_TYPE,
@@ -545,7 +729,7 @@ async fn handle(
     for (name, value) in outcome.headers {
         headers.insert(name, value);
     }
-    Ok(response)
+    response
 }
 
 fn is_form_content_type(value: &str) -> bool {
