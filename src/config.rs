@@ -258,7 +258,7 @@ pub struct MessagingConfig {
 /// Who delivers messages.
 #[derive(Debug, Clone)]
 pub enum ProviderConfig {
-    Twilio(TwilioConfig),
+    Twilio(Box<TwilioConfig>),
     /// Development mode: messages are appended to this JSON-lines file, never sent.
     DevOutbox(PathBuf),
     /// No credentials and no development mode: sends answer 503.
@@ -833,7 +833,7 @@ impl Config {
             ProviderConfig::DevOutbox(raw.dev.outbox_path.clone())
         } else {
             match Self::twilio(t)? {
-                Some(twilio) => ProviderConfig::Twilio(twilio),
+                Some(twilio) => ProviderConfig::Twilio(Box::new(twilio)),
                 None => ProviderConfig::None,
             }
         };
