@@ -19,9 +19,10 @@ use serde_json::{Value, json};
 use crate::config::ServerConfig;
 use crate::otp::{OtpError, OtpService, SendOtp, VerifyOtp};
 use crate::sender::SendError;
+use crate::store::Fault;
 use crate::telemetry;
 use crate::twilio::TwilioError;
-use crate::types::{Caller, InvalidInput, OtpCode, PhoneNumber, Purpose, UserId};
+use crate::types::{Caller, InvalidInput, OtpCode, PhoneNumber, Purpose, Region, UserId};
 
 pub struct Api {
     service: OtpService,
@@ -300,6 +301,30 @@ impl Failure {
                     "The development outbox cannot be written",
                 )
                 .details(e.to_string()),
+                // Store faults an operator can clear without a restart: each named,
+                // with a retry hint; the daemon picks up again by itself.
+                OtpError::Store(e) if e.fault() == Fault::Busy => Described::new(
+                    S::SERVICE_UNAVAILABLE,
+                    "store_busy",
+                    "The OTP store is locked by another process",
+                )
+                .details(
+                    "another process held the database's write lock longer than store.busy_timeout",
+                )
+                .retry_after(Duration::from_secs(1)),
+                OtpError::Store(e) if e.fault() == Fault::Full => Described::new(
+                    S::INSUFFICIENT_STORAGE,
+                    "store_full",
+                    "The OTP store is full",
+                )
+                .details("the disk or store.max_size is full; purge old rows or free space")
+                .retry_after(Duration::from_secs(60)),
+                OtpError::Store(e) if e.fault() == Fault::ReadOnly => Described::new(
+                    S::SERVICE_UNAVAILABLE,
+                    "store_read_only",
+                    "The OTP store cannot be written",
+                )
+                .details("the database file or its file system is read-only"),
                 OtpError::Store(_) => Described::new(
                     S::SERVICE_UNAVAILABLE,
                     "store_unavailable",
@@ -521,13 +546,9 @@ impl Api {
         let service = &self.service;
         match route {
             Route::SendOtp => {
-                let body: SendOtpBody = self.json_body(req).await?;
-                let request = SendOtp {
-                    caller,
-                    phone: PhoneNumber::parse(&body.phone_number)?,
-                    purpose: Purpose::parse(&body.purpose, service.purposes())?,
-                    user_id: UserIdField::parse(body.user_id)?,
-                };
+                let bytes = self.body_bytes(req).await?;
+                let request =
+                    send_request(&bytes, caller, service.purposes(), service.default_region())?;
                 let issued = service.send_otp(request, now).await?;
                 Ok(json_response(
                     StatusCode::OK,
@@ -539,14 +560,9 @@ impl Api {
                 ))
             }
             Route::VerifyOtp => {
-                let body: VerifyOtpBody = self.json_body(req).await?;
-                let request = VerifyOtp {
-                    caller,
-                    phone: PhoneNumber::parse(&body.phone_number)?,
-                    code: OtpCode::parse(&body.otp_code)?,
-                    purpose: Purpose::parse(&body.purpose, service.purposes())?,
-                    user_id: UserIdField::parse(body.user_id)?,
-                };
+                let bytes = self.body_bytes(req).await?;
+                let request =
+                    verify_request(&bytes, caller, service.purposes(), service.default_region())?;
                 let otp_id = service.verify_otp(request, now).await?;
                 Ok(json_response(
                     StatusCode::OK,
@@ -607,7 +623,11 @@ impl Api {
             }
             Route::Audit => {
                 let query = Query::parse(req.uri().query())?;
-                let phone = query.get("phone").map(PhoneNumber::parse).transpose()?;
+                let region = service.default_region();
+                let phone = query
+                    .get("phone")
+                    .map(|p| PhoneNumber::parse_in(p, region))
+                    .transpose()?;
                 let rows = service
                     .audit_since(query.since(now)?, phone.as_ref(), query.limit()?)
                     .await?;
@@ -650,11 +670,8 @@ impl Api {
         }
     }
 
-    /// Reads a size-capped body within the request timeout and parses it as JSON.
-    async fn json_body<T: serde::de::DeserializeOwned>(
-        &self,
-        req: Request<Incoming>,
-    ) -> Result<T, Failure> {
+    /// Reads a size-capped body within the request timeout.
+    async fn body_bytes(&self, req: Request<Incoming>) -> Result<Bytes, Failure> {
         let declared = req
             .headers()
             .get(CONTENT_LENGTH)
@@ -674,10 +691,90 @@ impl Api {
             }
             Err(_) => return Err(Failure::BodyUnreadable),
         };
-        serde_json::from_slice(&bytes).map_err(|e| match e.classify() {
-            serde_json::error::Category::Data => Failure::InvalidRequest(e),
-            _ => Failure::InvalidJson(e),
+        Ok(bytes)
+    }
+}
+
+// ---- Body bytes to typed requests: pure, so the property tests (src/properties.rs)
+// drive exactly the path a request takes, with any bytes. ----
+
+fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, Failure> {
+    serde_json::from_slice(bytes).map_err(|e| match e.classify() {
+        serde_json::error::Category::Data => Failure::InvalidRequest(e),
+        _ => Failure::InvalidJson(e),
+    })
+}
+
+fn send_request(
+    bytes: &[u8],
+    caller: Caller,
+    purposes: &[String],
+    region: Option<Region>,
+) -> Result<SendOtp, Failure> {
+    let body: SendOtpBody = parse_json(bytes)?;
+    Ok(SendOtp {
+        caller,
+        phone: PhoneNumber::parse_in(&body.phone_number, region)?,
+        purpose: Purpose::parse(&body.purpose, purposes)?,
+        user_id: UserIdField::parse(body.user_id)?,
+    })
+}
+
+fn verify_request(
+    bytes: &[u8],
+    caller: Caller,
+    purposes: &[String],
+    region: Option<Region>,
+) -> Result<VerifyOtp, Failure> {
+    let body: VerifyOtpBody = parse_json(bytes)?;
+    Ok(VerifyOtp {
+        caller,
+        phone: PhoneNumber::parse_in(&body.phone_number, region)?,
+        code: OtpCode::parse(&body.otp_code)?,
+        purpose: Purpose::parse(&body.purpose, purposes)?,
+        user_id: UserIdField::parse(body.user_id)?,
+    })
+}
+
+/// The property tests' view of the request path: the status and stable code a body
+/// gets, or the typed request it becomes.
+#[cfg(test)]
+pub(crate) mod parse {
+    use super::*;
+
+    pub(crate) type Outcome<T> = Result<T, (StatusCode, &'static str)>;
+
+    fn outcome<T>(r: Result<T, Failure>) -> Outcome<T> {
+        r.map_err(|f| {
+            let d = f.describe();
+            (d.status, d.code)
         })
+    }
+
+    pub(crate) fn send(
+        bytes: &[u8],
+        purposes: &[String],
+        region: Option<Region>,
+    ) -> Outcome<SendOtp> {
+        let caller = Caller {
+            uid: 0,
+            gid: 0,
+            pid: None,
+        };
+        outcome(send_request(bytes, caller, purposes, region))
+    }
+
+    pub(crate) fn verify(
+        bytes: &[u8],
+        purposes: &[String],
+        region: Option<Region>,
+    ) -> Outcome<VerifyOtp> {
+        let caller = Caller {
+            uid: 0,
+            gid: 0,
+            pid: None,
+        };
+        outcome(verify_request(bytes, caller, purposes, region))
     }
 }
 

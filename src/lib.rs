@@ -28,6 +28,8 @@ pub mod config;
 pub mod limiter;
 pub mod logging;
 pub mod otp;
+#[cfg(test)]
+mod properties;
 pub mod sender;
 pub mod server;
 pub mod signals;
@@ -73,8 +75,8 @@ pub async fn run(
     listener: &UnixListener,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), StartError> {
-    let path = config.store.path.clone();
-    let store = tokio::task::spawn_blocking(move || Store::open(&path))
+    let store_config = config.store.clone();
+    let store = tokio::task::spawn_blocking(move || Store::open(&store_config))
         .await
         .map_err(|_| StoreError::Closed)??;
     let sender = Sender::new(&config.provider)?;
