@@ -814,4 +814,41 @@ mod tests {
     fn migrations_are_valid() {
         Migrations::from_slice(MIGRATIONS).validate().unwrap();
     }
+
+    #[test]
+    fn sqlite_errors_are_classified_by_what_a_caller_can_do_about_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let rw = Connection::open(&path).unwrap();
+        rw.execute_batch("PRAGMA journal_mode = WAL; CREATE TABLE t (x BLOB);")
+            .unwrap();
+        let fault = |e: rusqlite::Error| StoreError::from(e).fault();
+
+        let ro =
+            Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
+        let e = ro.execute("INSERT INTO t VALUES (1)", []).unwrap_err();
+        assert_eq!(fault(e), Fault::ReadOnly);
+
+        rw.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let other = Connection::open(&path).unwrap();
+        other.busy_timeout(Duration::ZERO).unwrap();
+        let e = other.execute_batch("BEGIN IMMEDIATE").unwrap_err();
+        assert_eq!(fault(e), Fault::Busy);
+        rw.execute_batch("ROLLBACK").unwrap();
+
+        let config = StoreConfig {
+            path: path.clone(),
+            busy_timeout: Duration::from_secs(1),
+            max_size: Some(64 * 1024),
+        };
+        apply_limits(&rw, &config).unwrap();
+        let e = (0..100)
+            .find_map(|_| {
+                rw.execute("INSERT INTO t VALUES (zeroblob(4000))", [])
+                    .err()
+            })
+            .unwrap();
+        assert_eq!(fault(e), Fault::Full);
+        assert_eq!(StoreError::Closed.fault(), Fault::Other);
+    }
 }
