@@ -179,6 +179,24 @@ async fn odd_input_gets_a_clear_4xx_and_the_daemon_keeps_serving() {
             "invalid_request",
         ),
         (send, b"\xc3\x28".to_vec(), "invalid_json"),
+        // Huge but under the body cap: a 15 000-character number, and a number too big
+        // for any integer type where a user id goes.
+        (
+            send,
+            json!({"phone_number": "1".repeat(15_000), "purpose": "login"})
+                .to_string()
+                .into_bytes(),
+            "invalid_phone_number",
+        ),
+        (
+            send,
+            format!(
+                "{{\"phone_number\":\"{PHONE}\",\"purpose\":\"login\",\"user_id\":{}}}",
+                "9".repeat(5000)
+            )
+            .into_bytes(),
+            "invalid_json", // serde_json: "number out of range"
+        ),
     ];
     for (path, body, code) in cases {
         let reply = otpd.post_raw(path, body).await;
@@ -318,4 +336,67 @@ fn a_default_region_that_is_not_a_country_is_a_config_error() {
         assert_eq!(out.status.code(), Some(78), "{region}: {stderr}");
         assert!(stderr.contains("otp.default_region"), "{stderr}");
     }
+}
+
+/// Reads until the daemon closes the connection or `limit` passes; returns what it
+/// sent and whether it closed.
+fn read_until_closed(mut stream: UnixStream, limit: Duration) -> (String, bool) {
+    stream
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let started = Instant::now();
+    let mut answer = Vec::new();
+    let mut closed = false;
+    while started.elapsed() < limit {
+        let mut buf = [0u8; 4096];
+        match stream.read(&mut buf) {
+            Ok(0) => {
+                closed = true;
+                break;
+            }
+            Ok(n) => answer.extend_from_slice(&buf[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => {
+                closed = true;
+                break;
+            }
+        }
+    }
+    (String::from_utf8_lossy(&answer).into_owned(), closed)
+}
+
+#[tokio::test]
+async fn silent_and_idle_connections_are_closed_so_they_cannot_hold_the_slots() {
+    // Two slots: callers that connect and say nothing, or keep a connection idle after
+    // their request, must not lock everyone else out.
+    let otpd = Setup::new()
+        .dev()
+        .set("server", "request_timeout = \"1s\"")
+        .set("server", "max_connections = 2")
+        .start();
+    let silent = UnixStream::connect(otpd.socket()).unwrap();
+    let mut idle = UnixStream::connect(otpd.socket()).unwrap();
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let silent = std::thread::spawn(move || read_until_closed(silent, Duration::from_secs(8)));
+    let (answer, closed) = read_until_closed(idle, Duration::from_secs(8));
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(closed, "an idle keep-alive connection stayed open");
+    let (answer, closed) = silent.join().unwrap();
+    assert!(
+        closed && answer.is_empty(),
+        "a silent connection stayed open: {answer:?}"
+    );
+    // A body the route never reads is not waited for either.
+    let mut unread = UnixStream::connect(otpd.socket()).unwrap();
+    unread
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nab")
+        .unwrap();
+    let (answer, closed) = read_until_closed(unread, Duration::from_secs(8));
+    assert!(answer.starts_with("HTTP/1.1 200") && closed, "{answer}");
+    assert_eq!(otpd.get("/healthz").await.status, 200);
 }
