@@ -39,8 +39,13 @@ pub enum StoreError {
     },
     #[error("the store is shut down")]
     Closed,
+    #[error("database {path}: {source}")]
+    Database {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
     #[error(
-        "database {0} is read-only: otpd needs to write to it (check its owner, mode and file system)"
+        "database {0} is read-only: otpd needs to write to it and to its directory (check their owner, mode and file system)"
     )]
     ReadOnly(PathBuf),
 }
@@ -63,7 +68,7 @@ pub enum Fault {
 impl StoreError {
     pub fn fault(&self) -> Fault {
         let code = match self {
-            StoreError::Sqlite(e) => e.sqlite_error_code(),
+            StoreError::Sqlite(e) | StoreError::Database { source: e, .. } => e.sqlite_error_code(),
             StoreError::Migration(rusqlite_migration::Error::RusqliteError { err, .. }) => {
                 err.sqlite_error_code()
             }
@@ -146,6 +151,31 @@ const MIGRATIONS: &[M<'static>] = &[
 const PRAGMAS: &str = "PRAGMA journal_mode = WAL;
     PRAGMA synchronous = NORMAL;
     PRAGMA foreign_keys = ON;";
+
+/// Opens the writer's connection, checks that it can write, and applies the pragmas
+/// and limits. Its errors stop the start, so they name the file.
+fn open_writer(config: &StoreConfig) -> Result<Connection, StoreError> {
+    let path = &config.path;
+    let at = |source| StoreError::Database {
+        path: path.clone(),
+        source,
+    };
+    let conn = Connection::open(path).map_err(at)?;
+    // SQLite quietly falls back to read-only when the file is not writable; every
+    // later write would fail, so refuse to start instead.
+    if conn.is_readonly(rusqlite::MAIN_DB).map_err(at)? {
+        return Err(StoreError::ReadOnly(path.clone()));
+    }
+    apply_limits(&conn, config).map_err(at)?;
+    // Switching to WAL creates the -wal and -shm files beside the database: this is
+    // where a directory otpd cannot write shows up.
+    conn.execute_batch(PRAGMAS)
+        .map_err(|e| match e.sqlite_error_code() {
+            Some(ErrorCode::ReadOnly) => StoreError::ReadOnly(path.clone()),
+            _ => at(e),
+        })?;
+    Ok(conn)
+}
 
 /// Applies `store.busy_timeout` and `store.max_size` to a connection. The size cap is
 /// SQLite's `max_page_count`: past it, writes fail with SQLITE_FULL exactly as on a
@@ -342,14 +372,7 @@ impl Store {
                 });
             }
         }
-        let mut conn = Connection::open(path)?;
-        // SQLite quietly falls back to read-only when the file is not writable; every
-        // later write would fail, so refuse to start instead, naming the file.
-        if conn.is_readonly(rusqlite::MAIN_DB)? {
-            return Err(StoreError::ReadOnly(path.to_owned()));
-        }
-        apply_limits(&conn, config)?;
-        conn.execute_batch(PRAGMAS)?;
+        let mut conn = open_writer(config)?;
         Migrations::from_slice(MIGRATIONS).to_latest(&mut conn)?;
 
         let busy_timeout = config.busy_timeout;

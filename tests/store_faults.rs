@@ -209,6 +209,22 @@ async fn a_full_file_system_is_507_store_full_and_freeing_space_clears_it() {
     drop(fs);
 }
 
+/// `otpd serve` as uid/gid 65534 with `config`; returns the child.
+fn spawn_as_nobody(config: &Path) -> std::process::Child {
+    let mut cmd = Command::new("setpriv");
+    cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(otpd_bin())
+        .arg("serve")
+        .arg("--config")
+        .arg(config)
+        .env_remove("NOTIFY_SOCKET")
+        .env_remove("LISTEN_FDS")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    cmd.spawn().unwrap()
+}
+
 #[tokio::test]
 async fn a_database_otpd_cannot_write_stops_the_start_with_a_message_naming_it() {
     if !nix::unistd::Uid::effective().is_root() {
@@ -219,36 +235,73 @@ async fn a_database_otpd_cannot_write_stops_the_start_with_a_message_naming_it()
     // started as its own unprivileged user.
     let mut first = Setup::new().dev().start();
     assert!(first.stop().success());
-    let dir = first.dir.path().to_owned();
+    let data = first.dir.path().to_owned();
     let db = first.db_path();
-    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
-    std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o644)).unwrap();
-    for side in ["otpd.db-wal", "otpd.db-shm"] {
-        let _ = std::fs::remove_file(dir.join(side));
-    }
-    let config = dir.join("config.toml");
-    let as_nobody = || {
-        let mut cmd = Command::new("setpriv");
-        cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-            .arg(otpd_bin())
-            .arg("serve")
-            .arg("--config")
-            .arg(&config)
-            .env_remove("NOTIFY_SOCKET")
-            .env_remove("LISTEN_FDS")
-            .stdin(std::process::Stdio::null());
-        cmd
+    // Everything but the database where the unprivileged daemon may write.
+    let run = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(run.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let config = run.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nsocket_path = \"{run}/otpd.sock\"\n[store]\npath = \"{db}\"\n\
+             [otp]\nhmac_key_file = \"{run}/hmac.key\"\n[dev]\nenabled = true\n\
+             outbox_path = \"{run}/outbox.jsonl\"\n",
+            run = run.path().display(),
+            db = db.display()
+        ),
+    )
+    .unwrap();
+    let fails_naming_the_file = |why: &str| {
+        let out = spawn_as_nobody(&config).wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{why}: {stderr}");
+        assert!(
+            stderr.contains(&db.display().to_string()) && !stderr.contains("panicked"),
+            "{why}: {stderr}"
+        );
+        stderr.into_owned()
     };
-    let started = Instant::now();
-    let out = as_nobody().output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{stderr}");
-    assert!(
-        stderr.contains("read-only") && stderr.contains(&db.display().to_string()),
-        "{stderr}"
-    );
-    assert!(started.elapsed() < Duration::from_secs(10));
-    assert!(!stderr.contains("panicked"), "{stderr}");
+    let chmod = |path: &Path, mode| {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap()
+    };
+    for side in ["otpd.db-wal", "otpd.db-shm"] {
+        let _ = std::fs::remove_file(data.join(side));
+    }
+
+    // The file is readable but not writable.
+    chmod(&data, 0o777);
+    chmod(&db, 0o644);
+    let stderr = fails_naming_the_file("read-only file");
+    assert!(stderr.contains("is read-only"), "{stderr}");
+
+    // The file is writable but its directory is not: WAL cannot create its files.
+    chmod(&data, 0o755);
+    chmod(&db, 0o666);
+    let stderr = fails_naming_the_file("read-only directory");
+    assert!(stderr.contains("is read-only"), "{stderr}");
+
+    // Once the sysadmin gives the files to the service's user, it starts.
+    std::os::unix::fs::chown(&data, Some(65534), None).unwrap();
+    std::os::unix::fs::chown(&db, Some(65534), None).unwrap();
+    let mut child = spawn_as_nobody(&config);
+    let socket = run.path().join("otpd.sock");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::os::unix::net::UnixStream::connect(&socket).is_err() {
+        assert!(child.try_wait().unwrap().is_none(), "otpd exited");
+        assert!(Instant::now() < deadline, "otpd did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let reply = request(
+        &socket,
+        hyper::Method::POST,
+        "/api/v1/messaging/send-otp/",
+        Some(send_body(PHONE, "login", None).to_string().into_bytes()),
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{:?}", reply.json);
+    child.kill().unwrap();
+    child.wait().unwrap();
 }
 
 #[test]
