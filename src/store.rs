@@ -185,10 +185,18 @@ fn apply_limits(conn: &Connection, config: &StoreConfig) -> rusqlite::Result<()>
     if let Some(max) = config.max_size {
         let page_size: i64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
         let pages = (max / u64::try_from(page_size).unwrap_or(4096).max(1)).max(1);
-        // The pragma answers with the limit in force (never below the current size).
-        let _: i64 = conn.query_row(&format!("PRAGMA max_page_count = {pages}"), [], |r| {
-            r.get(0)
-        })?;
+        // The pragma answers with the limit in force, which is never below the current
+        // size: a database already past the cap takes new rows only in freed pages.
+        let in_force: i64 =
+            conn.query_row(&format!("PRAGMA max_page_count = {pages}"), [], |r| {
+                r.get(0)
+            })?;
+        if u64::try_from(in_force).unwrap_or(0) > pages {
+            log::warn!(
+                "store.max_size ({max} bytes) is below the database's size; sends answer \
+                 store_full until the retention job or a purge frees rows"
+            );
+        }
     }
     Ok(())
 }

@@ -400,3 +400,26 @@ async fn silent_and_idle_connections_are_closed_so_they_cannot_hold_the_slots() 
     assert!(answer.starts_with("HTTP/1.1 200") && closed, "{answer}");
     assert_eq!(otpd.get("/healthz").await.status, 200);
 }
+
+#[tokio::test]
+async fn oversized_headers_are_refused_with_431_and_the_connection_closed() {
+    let otpd = Setup::new().dev().start();
+    let socket = otpd.socket();
+    // 2 MB of one header: hyper's read buffer cap (about 400 KB) refuses it before any
+    // route runs, so the answer is hyper's own (431, empty body), not otpd's JSON.
+    let answer = std::thread::spawn(move || {
+        let mut stream = UnixStream::connect(socket).unwrap();
+        let mut req = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: ".to_vec();
+        req.extend(std::iter::repeat_n(b'a', 2_000_000));
+        req.extend(b"\r\n\r\n");
+        let _ = stream.write_all(&req); // the daemon hangs up mid-write
+        let mut answer = String::new();
+        let _ = stream.read_to_string(&mut answer);
+        answer
+    })
+    .join()
+    .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 431"), "{answer:?}");
+    assert!(answer.contains("connection: close"), "{answer:?}");
+    assert_eq!(otpd.get("/healthz").await.status, 200);
+}
