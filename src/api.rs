@@ -25,11 +25,11 @@ use crate::messaging::{
 };
 use crate::otp::{OtpError, OtpService, SendOtp, VerifyOtp};
 use crate::sender::SendError;
-use crate::store::MessageDetail;
+use crate::store::{Fault, MessageDetail, StoreError};
 use crate::telemetry;
 use crate::templates::TemplateError;
 use crate::twilio::TwilioError;
-use crate::types::{Caller, InvalidInput, OtpCode, PhoneNumber, Purpose, UserId};
+use crate::types::{Caller, InvalidInput, OtpCode, PhoneNumber, Purpose, Region, UserId};
 
 pub struct Api {
     service: OtpService,
@@ -425,7 +425,7 @@ impl Failure {
                     "The development outbox cannot be written",
                 )
                 .details(e.to_string()),
-                OtpError::Store(_) => store_unavailable(),
+                OtpError::Store(e) => store_failure(e),
             },
             Failure::Messaging(e) => match e {
                 MessagingError::Body(why) => {
@@ -512,7 +512,7 @@ impl Failure {
                         .details(e.to_string())
                 }
                 MessagingError::RateLimited(limited) => rate_limited(limited),
-                MessagingError::Store(_) => store_unavailable(),
+                MessagingError::Store(e) => store_failure(e),
             },
         }
     }
@@ -573,13 +573,38 @@ fn provider_not_configured() -> Described {
     .details("set the Twilio credentials, or run with --dev for a local outbox")
 }
 
-fn store_unavailable() -> Described {
-    Described::new(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "store_unavailable",
-        "The OTP store is unavailable",
-    )
-    .details("see the daemon's log")
+/// Store faults an operator can clear without a restart are each named, with a retry
+/// hint; the daemon picks up again by itself.
+fn store_failure(e: &StoreError) -> Described {
+    use StatusCode as S;
+    match e.fault() {
+        Fault::Busy => Described::new(
+            S::SERVICE_UNAVAILABLE,
+            "store_busy",
+            "The OTP store is locked by another process",
+        )
+        .details("another process held the database's write lock longer than store.busy_timeout")
+        .retry_after(Duration::from_secs(1)),
+        Fault::Full => Described::new(
+            S::INSUFFICIENT_STORAGE,
+            "store_full",
+            "The OTP store is full",
+        )
+        .details("the disk or store.max_size is full; purge old rows or free space")
+        .retry_after(Duration::from_secs(60)),
+        Fault::ReadOnly => Described::new(
+            S::SERVICE_UNAVAILABLE,
+            "store_read_only",
+            "The OTP store cannot be written",
+        )
+        .details("the database file or its file system is read-only"),
+        Fault::Other => Described::new(
+            S::SERVICE_UNAVAILABLE,
+            "store_unavailable",
+            "The OTP store is unavailable",
+        )
+        .details("see the daemon's log"),
+    }
 }
 
 /// Whole seconds, rounded up and never 0: "retry now" would invite a busy loop.
@@ -830,14 +855,9 @@ impl Api {
         let service = &self.service;
         match route {
             Route::SendOtp => {
-                let body: SendOtpBody = self.json_body(req).await?;
-                let request = SendOtp {
-                    caller,
-                    phone: PhoneNumber::parse(&body.phone_number)?,
-                    purpose: Purpose::parse(&body.purpose, service.purposes())?,
-                    user_id: UserIdField::parse(body.user_id)?,
-                    locale: body.locale,
-                };
+                let bytes = self.body_bytes(req).await?;
+                let request =
+                    send_request(&bytes, caller, service.purposes(), service.default_region())?;
                 let issued = service.send_otp(request, now).await?;
                 Ok(json_response(
                     StatusCode::OK,
@@ -849,14 +869,9 @@ impl Api {
                 ))
             }
             Route::VerifyOtp => {
-                let body: VerifyOtpBody = self.json_body(req).await?;
-                let request = VerifyOtp {
-                    caller,
-                    phone: PhoneNumber::parse(&body.phone_number)?,
-                    code: OtpCode::parse(&body.otp_code)?,
-                    purpose: Purpose::parse(&body.purpose, service.purposes())?,
-                    user_id: UserIdField::parse(body.user_id)?,
-                };
+                let bytes = self.body_bytes(req).await?;
+                let request =
+                    verify_request(&bytes, caller, service.purposes(), service.default_region())?;
                 let otp_id = service.verify_otp(request, now).await?;
                 Ok(json_response(
                     StatusCode::OK,
@@ -936,7 +951,7 @@ impl Api {
                     _ => return Err(MessagingError::BodyOrTemplate.into()),
                 };
                 let request = SendSms {
-                    to: PhoneNumber::parse(&body.to)?,
+                    to: PhoneNumber::parse_in(&body.to, service.default_region())?,
                     content,
                     user_id: UserIdField::parse(body.user_id)?,
                     idempotency_key: body
@@ -982,7 +997,11 @@ impl Api {
             }
             Route::Audit => {
                 let query = Query::parse(req.uri().query())?;
-                let phone = query.get("phone").map(PhoneNumber::parse).transpose()?;
+                let region = service.default_region();
+                let phone = query
+                    .get("phone")
+                    .map(|p| PhoneNumber::parse_in(p, region))
+                    .transpose()?;
                 let rows = service
                     .audit_since(query.since(now)?, phone.as_ref(), query.limit()?)
                     .await?;
@@ -1030,11 +1049,7 @@ impl Api {
         &self,
         req: Request<Incoming>,
     ) -> Result<T, Failure> {
-        let bytes = self.body_bytes(req).await?;
-        serde_json::from_slice(&bytes).map_err(|e| match e.classify() {
-            serde_json::error::Category::Data => Failure::InvalidRequest(e),
-            _ => Failure::InvalidJson(e),
-        })
+        parse_json(&self.body_bytes(req).await?)
     }
 
     /// Reads a size-capped body within the request timeout.
@@ -1059,6 +1074,90 @@ impl Api {
             Err(_) => return Err(Failure::BodyUnreadable),
         };
         Ok(bytes)
+    }
+}
+
+// ---- Body bytes to typed requests: pure, so the property tests (src/properties.rs)
+// drive exactly the path a request takes, with any bytes. ----
+
+fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, Failure> {
+    serde_json::from_slice(bytes).map_err(|e| match e.classify() {
+        serde_json::error::Category::Data => Failure::InvalidRequest(e),
+        _ => Failure::InvalidJson(e),
+    })
+}
+
+fn send_request(
+    bytes: &[u8],
+    caller: Caller,
+    purposes: &[String],
+    region: Option<Region>,
+) -> Result<SendOtp, Failure> {
+    let body: SendOtpBody = parse_json(bytes)?;
+    Ok(SendOtp {
+        caller,
+        phone: PhoneNumber::parse_in(&body.phone_number, region)?,
+        purpose: Purpose::parse(&body.purpose, purposes)?,
+        user_id: UserIdField::parse(body.user_id)?,
+        locale: body.locale,
+    })
+}
+
+fn verify_request(
+    bytes: &[u8],
+    caller: Caller,
+    purposes: &[String],
+    region: Option<Region>,
+) -> Result<VerifyOtp, Failure> {
+    let body: VerifyOtpBody = parse_json(bytes)?;
+    Ok(VerifyOtp {
+        caller,
+        phone: PhoneNumber::parse_in(&body.phone_number, region)?,
+        code: OtpCode::parse(&body.otp_code)?,
+        purpose: Purpose::parse(&body.purpose, purposes)?,
+        user_id: UserIdField::parse(body.user_id)?,
+    })
+}
+
+/// The property tests' view of the request path: the status and stable code a body
+/// gets, or the typed request it becomes.
+#[cfg(test)]
+pub(crate) mod parse {
+    use super::*;
+
+    pub(crate) type Outcome<T> = Result<T, (StatusCode, &'static str)>;
+
+    fn outcome<T>(r: Result<T, Failure>) -> Outcome<T> {
+        r.map_err(|f| {
+            let d = f.describe();
+            (d.status, d.code)
+        })
+    }
+
+    pub(crate) fn send(
+        bytes: &[u8],
+        purposes: &[String],
+        region: Option<Region>,
+    ) -> Outcome<SendOtp> {
+        let caller = Caller {
+            uid: 0,
+            gid: 0,
+            pid: None,
+        };
+        outcome(send_request(bytes, caller, purposes, region))
+    }
+
+    pub(crate) fn verify(
+        bytes: &[u8],
+        purposes: &[String],
+        region: Option<Region>,
+    ) -> Outcome<VerifyOtp> {
+        let caller = Caller {
+            uid: 0,
+            gid: 0,
+            pid: None,
+        };
+        outcome(verify_request(bytes, caller, purposes, region))
     }
 }
 

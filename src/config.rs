@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::templates::{Catalog, Localized};
-use crate::types::{OtpCode, PhoneNumber};
+use crate::types::{OtpCode, PhoneNumber, Region};
 
 #[derive(Debug, Error)]
 pub enum ConfigError {
@@ -80,6 +80,10 @@ pub struct ServerConfig {
 #[derive(Debug, Clone)]
 pub struct StoreConfig {
     pub path: PathBuf,
+    /// How long a write waits for a lock another process holds before `store_busy`.
+    pub busy_timeout: Duration,
+    /// Cap on the database file (rounded down to whole pages); `None`: the disk's size.
+    pub max_size: Option<u64>,
 }
 
 #[derive(Debug, Clone)]
@@ -92,6 +96,9 @@ pub struct OtpConfig {
     pub template: Localized,
     pub hmac_key: KeySource,
     pub test_numbers: Vec<TestNumber>,
+    /// Numbers without a country code are read in this country's national format;
+    /// `None`: callers must send international numbers.
+    pub default_region: Option<Region>,
 }
 
 /// Where the HMAC key for stored codes comes from; never from the database.
@@ -200,8 +207,8 @@ pub struct RetentionConfig {
 pub struct GuardConfig {
     pub mode: GuardMode,
     /// Empty: every country is allowed (unless denied).
-    pub allow_countries: Vec<Region>,
-    pub deny_countries: Vec<Region>,
+    pub allow_countries: Vec<GuardRegion>,
+    pub deny_countries: Vec<GuardRegion>,
     pub per_country: Option<Rate>,
     pub per_prefix: Option<Rate>,
     /// National digits after the country code that make up a number's prefix.
@@ -233,10 +240,10 @@ pub enum GuardMode {
 
 /// A destination region: an ISO 3166 code from libphonenumber's metadata, or `None`
 /// for non-geographic numbers (+800, +882, ...), written "001" as libphonenumber does.
-pub type Region = Option<phonenumber::country::Id>;
+pub type GuardRegion = Option<phonenumber::country::Id>;
 
 /// Parses "ES" (any case) or "001".
-pub fn parse_region(text: &str) -> Option<Region> {
+pub fn parse_region(text: &str) -> Option<GuardRegion> {
     let text = text.trim().to_ascii_uppercase();
     if text == "001" {
         return Some(None);
@@ -422,12 +429,16 @@ impl Default for RawServer {
 #[serde(default, deny_unknown_fields)]
 struct RawStore {
     path: PathBuf,
+    busy_timeout: String,
+    max_size: String,
 }
 
 impl Default for RawStore {
     fn default() -> Self {
         RawStore {
             path: "/var/lib/otpd/otpd.db".into(),
+            busy_timeout: "5s".into(),
+            max_size: "0".into(),
         }
     }
 }
@@ -443,6 +454,7 @@ struct RawOtp {
     /// Empty: `hmac.key` beside the database.
     hmac_key_file: PathBuf,
     test_numbers: Vec<RawTestNumber>,
+    default_region: String,
 }
 
 impl Default for RawOtp {
@@ -458,6 +470,7 @@ impl Default for RawOtp {
                 .into(),
             hmac_key_file: PathBuf::new(),
             test_numbers: Vec::new(),
+            default_region: String::new(),
         }
     }
 }
@@ -639,6 +652,34 @@ fn duration(key: &str, text: &str) -> Result<Duration, ConfigError> {
     })
 }
 
+/// A size in bytes: "0", "65536", "512KiB", "100MiB", "2GiB" (powers of 1024; "KB",
+/// "MB" and "GB" are read the same way, as SQLite and most sysadmins mean them).
+fn byte_size(key: &str, text: &str) -> Result<u64, ConfigError> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let scale: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "K" | "KB" | "KiB" => 1 << 10,
+        "M" | "MB" | "MiB" => 1 << 20,
+        "G" | "GB" | "GiB" => 1 << 30,
+        _ => 0,
+    };
+    number
+        .parse::<u64>()
+        .ok()
+        .filter(|_| scale > 0)
+        .and_then(|n| n.checked_mul(scale))
+        .ok_or_else(|| {
+            invalid(
+                key,
+                format!("{text:?} is not a size such as \"0\", \"512KiB\" or \"100MiB\""),
+            )
+        })
+}
+
 /// A user name or numeric uid; empty means "leave it".
 fn user_id(key: &str, name: &str) -> Result<Option<u32>, ConfigError> {
     if name.is_empty() {
@@ -747,6 +788,17 @@ impl Config {
         }
         let store = StoreConfig {
             path: raw.store.path.clone(),
+            busy_timeout: duration("store.busy_timeout", &raw.store.busy_timeout)?,
+            max_size: match byte_size("store.max_size", &raw.store.max_size)? {
+                0 => None,
+                n if n < 64 * 1024 => {
+                    return Err(invalid(
+                        "store.max_size",
+                        "must be 0 (no limit) or at least 64KiB: the schema alone needs that",
+                    ));
+                }
+                n => Some(n),
+            },
         };
 
         let templates = Self::templates(&raw)?;
@@ -1051,7 +1103,17 @@ impl Config {
                 until: timestamp(&format!("{key}.until"), &t.until)?,
             });
         }
+        let default_region = match o.default_region.as_str() {
+            "" => None,
+            code => Some(Region::parse(code).ok_or_else(|| {
+                invalid(
+                    "otp.default_region",
+                    format!("{code:?} is not an ISO 3166-1 country code such as \"ES\" or \"US\""),
+                )
+            })?),
+        };
         Ok(OtpConfig {
+            default_region,
             length: o.length,
             ttl,
             max_attempts: o.max_attempts,

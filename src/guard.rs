@@ -16,7 +16,7 @@ use governor::clock::Clock;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use thiserror::Error;
 
-use crate::config::{GuardConfig, GuardMode, Rate, Region};
+use crate::config::{GuardConfig, GuardMode, GuardRegion as Region, Rate};
 use crate::store::{Store, StoreError};
 use crate::telemetry;
 use crate::types::PhoneNumber;
@@ -332,7 +332,12 @@ mod tests {
     #[tokio::test]
     async fn the_daily_cap_starts_again_at_utc_midnight() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("otpd.db")).unwrap();
+        let store = Store::open(&crate::config::StoreConfig {
+            path: dir.path().join("otpd.db"),
+            busy_timeout: Duration::from_secs(5),
+            max_size: None,
+        })
+        .unwrap();
         let guard = Guard::new(&GuardConfig {
             daily_message_cap: Some(2),
             ..config()
@@ -373,7 +378,12 @@ mod tests {
     #[tokio::test]
     async fn a_send_refused_by_another_rule_does_not_count_against_the_daily_cap() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("otpd.db")).unwrap();
+        let store = Store::open(&crate::config::StoreConfig {
+            path: dir.path().join("otpd.db"),
+            busy_timeout: Duration::from_secs(5),
+            max_size: None,
+        })
+        .unwrap();
         let guard = Guard::new(&GuardConfig {
             daily_message_cap: Some(1),
             deny_countries: vec![Some(Id::ES)],

@@ -40,6 +40,8 @@ pub mod limiter;
 pub mod logging;
 pub mod messaging;
 pub mod otp;
+#[cfg(test)]
+mod properties;
 pub mod segments;
 pub mod sender;
 pub mod server;
@@ -89,8 +91,8 @@ pub async fn run(
     listener: &UnixListener,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), StartError> {
-    let path = config.store.path.clone();
-    let store = tokio::task::spawn_blocking(move || Store::open(&path))
+    let store_config = config.store.clone();
+    let store = tokio::task::spawn_blocking(move || Store::open(&store_config))
         .await
         .map_err(|_| StoreError::Closed)??;
     let sender = Arc::new(Sender::new(&config.provider)?);

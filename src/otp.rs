@@ -25,7 +25,7 @@ use crate::store::{
 };
 use crate::telemetry;
 use crate::twilio::TwilioError;
-use crate::types::{Caller, OtpCode, PhoneNumber, Purpose, UserId};
+use crate::types::{Caller, OtpCode, PhoneNumber, Purpose, Region, UserId};
 
 #[derive(Debug, Error)]
 pub enum OtpError {
@@ -136,6 +136,11 @@ impl OtpService {
         &self.otp.purposes
     }
 
+    /// Where numbers without a country code are read from (`otp.default_region`).
+    pub fn default_region(&self) -> Option<Region> {
+        self.otp.default_region
+    }
+
     pub fn limiter(&self) -> &Limiter {
         &self.limiter
     }
@@ -148,16 +153,8 @@ impl OtpService {
         &self.guard
     }
 
-    /// HMAC-SHA256 over the code and what it is bound to, so a hash copied to another
-    /// row (or a stolen database) is worth nothing without the key.
     fn mac(&self, phone: &str, purpose: &str, code: &str) -> Hmac<Sha256> {
-        let mut mac = Hmac::<Sha256>::new_from_slice(&self.key)
-            .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
-        for part in [phone, purpose, code] {
-            mac.update(part.as_bytes());
-            mac.update(&[0]);
-        }
-        mac
+        code_mac(&self.key, phone, purpose, code)
     }
 
     pub async fn send_otp(&self, req: SendOtp, now: SystemTime) -> Result<Issued, OtpError> {
@@ -346,11 +343,13 @@ impl OtpService {
                 ));
             }
         };
-        // verify_slice compares in constant time.
-        let code_matches = self
-            .mac(req.phone.as_str(), req.purpose.as_str(), req.code.as_str())
-            .verify_slice(&code_hash)
-            .is_ok();
+        let code_matches = code_matches(
+            &self.key,
+            req.phone.as_str(),
+            req.purpose.as_str(),
+            req.code.as_str(),
+            &code_hash,
+        );
         // A code sent for a user verifies only for that user; one sent without a user
         // (sign-up, before the account exists) verifies for any caller.
         let user_matches = match (&bound_user, &req.user_id) {
@@ -512,6 +511,32 @@ fn failed(provider: &'static str, error: &SendError) -> Delivery {
         error_message: error.to_string(),
         attempts: error.attempts(),
     }
+}
+
+/// HMAC-SHA256 over the code and what it is bound to, so a hash copied to another
+/// row (or a stolen database) is worth nothing without the key. The NUL after each
+/// part keeps ("+3460", "0login") and ("+34600", "login") apart.
+pub(crate) fn code_mac(key: &[u8], phone: &str, purpose: &str, code: &str) -> Hmac<Sha256> {
+    let mut mac = Hmac::<Sha256>::new_from_slice(key)
+        .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
+    for part in [phone, purpose, code] {
+        mac.update(part.as_bytes());
+        mac.update(&[0]);
+    }
+    mac
+}
+
+/// Whether `code` is the one `stored` was made from; constant time (`verify_slice`).
+pub(crate) fn code_matches(
+    key: &[u8],
+    phone: &str,
+    purpose: &str,
+    code: &str,
+    stored: &[u8],
+) -> bool {
+    code_mac(key, phone, purpose, code)
+        .verify_slice(stored)
+        .is_ok()
 }
 
 /// Each digit drawn uniformly from the thread-local CSPRNG (ChaCha, seeded by the OS).

@@ -9,17 +9,18 @@
 //! Either way, no SQLite call ever runs on an async executor thread.
 
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, mpsc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use r2d2_sqlite::SqliteConnectionManager;
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use rusqlite::{Connection, ErrorCode, OptionalExtension, TransactionBehavior, params};
 use rusqlite_migration::{M, Migrations};
 use thiserror::Error;
 use tokio::sync::oneshot;
 
+use crate::config::StoreConfig;
 use crate::telemetry;
 use crate::types::Caller;
 
@@ -41,6 +42,49 @@ pub enum StoreError {
     },
     #[error("the store is shut down")]
     Closed,
+    #[error("database {path}: {source}")]
+    Database {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    #[error(
+        "database {0} is read-only: otpd needs to write to it and to its directory (check their owner, mode and file system)"
+    )]
+    ReadOnly(PathBuf),
+}
+
+/// What a failed store operation means for a caller. SQLite's own error codes say it
+/// precisely; each fault gets its own answer so an operator can tell a held lock from
+/// a full disk from a read-only file at a glance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Another connection held the write lock for longer than `store.busy_timeout`.
+    Busy,
+    /// The disk, or `store.max_size`, is full.
+    Full,
+    /// The file (or its file system) cannot be written.
+    ReadOnly,
+    /// Anything else: corruption, I/O errors, a closed store.
+    Other,
+}
+
+impl StoreError {
+    pub fn fault(&self) -> Fault {
+        let code = match self {
+            StoreError::Sqlite(e) | StoreError::Database { source: e, .. } => e.sqlite_error_code(),
+            StoreError::Migration(rusqlite_migration::Error::RusqliteError { err, .. }) => {
+                err.sqlite_error_code()
+            }
+            StoreError::ReadOnly(_) => return Fault::ReadOnly,
+            _ => None,
+        };
+        match code {
+            Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => Fault::Busy,
+            Some(ErrorCode::DiskFull) => Fault::Full,
+            Some(ErrorCode::ReadOnly) => Fault::ReadOnly,
+            _ => Fault::Other,
+        }
+    }
 }
 
 /// Versioned schema; append only. `user_version` records how far a file has come.
@@ -143,10 +187,59 @@ const MIGRATIONS: &[M<'static>] = &[
 
 /// WAL lets readers run beside the writer; NORMAL syncs at checkpoints, so a crash of
 /// the process loses nothing and a power loss can lose only the last commits.
+/// (`busy_timeout` comes from `store.busy_timeout`, see [`apply_limits`].)
 const PRAGMAS: &str = "PRAGMA journal_mode = WAL;
     PRAGMA synchronous = NORMAL;
-    PRAGMA foreign_keys = ON;
-    PRAGMA busy_timeout = 5000;";
+    PRAGMA foreign_keys = ON;";
+
+/// Opens the writer's connection, checks that it can write, and applies the pragmas
+/// and limits. Its errors stop the start, so they name the file.
+fn open_writer(config: &StoreConfig) -> Result<Connection, StoreError> {
+    let path = &config.path;
+    let at = |source| StoreError::Database {
+        path: path.clone(),
+        source,
+    };
+    let conn = Connection::open(path).map_err(at)?;
+    // SQLite quietly falls back to read-only when the file is not writable; every
+    // later write would fail, so refuse to start instead.
+    if conn.is_readonly(rusqlite::MAIN_DB).map_err(at)? {
+        return Err(StoreError::ReadOnly(path.clone()));
+    }
+    apply_limits(&conn, config).map_err(at)?;
+    // Switching to WAL creates the -wal and -shm files beside the database: this is
+    // where a directory otpd cannot write shows up.
+    conn.execute_batch(PRAGMAS)
+        .map_err(|e| match e.sqlite_error_code() {
+            Some(ErrorCode::ReadOnly) => StoreError::ReadOnly(path.clone()),
+            _ => at(e),
+        })?;
+    Ok(conn)
+}
+
+/// Applies `store.busy_timeout` and `store.max_size` to a connection. The size cap is
+/// SQLite's `max_page_count`: past it, writes fail with SQLITE_FULL exactly as on a
+/// full disk, while reads and purges (which free pages for reuse) keep working.
+fn apply_limits(conn: &Connection, config: &StoreConfig) -> rusqlite::Result<()> {
+    conn.busy_timeout(config.busy_timeout)?;
+    if let Some(max) = config.max_size {
+        let page_size: i64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
+        let pages = (max / u64::try_from(page_size).unwrap_or(4096).max(1)).max(1);
+        // The pragma answers with the limit in force, which is never below the current
+        // size: a database already past the cap takes new rows only in freed pages.
+        let in_force: i64 =
+            conn.query_row(&format!("PRAGMA max_page_count = {pages}"), [], |r| {
+                r.get(0)
+            })?;
+        if u64::try_from(in_force).unwrap_or(0) > pages {
+            log::warn!(
+                "store.max_size ({max} bytes) is below the database's size; sends answer \
+                 store_full until the retention job or a purge frees rows"
+            );
+        }
+    }
+    Ok(())
+}
 
 type Job = Box<dyn FnOnce(&mut Connection) + Send>;
 
@@ -328,7 +421,8 @@ fn audit(
 
 impl Store {
     /// Opens (creating if needed) the database, migrates it, and starts the writer.
-    pub fn open(path: &Path) -> Result<Store, StoreError> {
+    pub fn open(config: &StoreConfig) -> Result<Store, StoreError> {
+        let path = config.path.as_path();
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|source| StoreError::Open {
                 path: path.to_owned(),
@@ -352,12 +446,14 @@ impl Store {
                 });
             }
         }
-        let mut conn = Connection::open(path)?;
-        conn.execute_batch(PRAGMAS)?;
+        let mut conn = open_writer(config)?;
         Migrations::from_slice(MIGRATIONS).to_latest(&mut conn)?;
 
-        let manager = SqliteConnectionManager::file(path)
-            .with_init(|c| c.execute_batch("PRAGMA busy_timeout = 5000; PRAGMA query_only = ON;"));
+        let busy_timeout = config.busy_timeout;
+        let manager = SqliteConnectionManager::file(path).with_init(move |c| {
+            c.busy_timeout(busy_timeout)?;
+            c.execute_batch("PRAGMA query_only = ON;")
+        });
         let readers = r2d2::Pool::builder()
             .max_size(4)
             .min_idle(Some(1))
@@ -934,5 +1030,42 @@ mod tests {
             ),
             "{plan:?}"
         );
+    }
+
+    #[test]
+    fn sqlite_errors_are_classified_by_what_a_caller_can_do_about_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let rw = Connection::open(&path).unwrap();
+        rw.execute_batch("PRAGMA journal_mode = WAL; CREATE TABLE t (x BLOB);")
+            .unwrap();
+        let fault = |e: rusqlite::Error| StoreError::from(e).fault();
+
+        let ro =
+            Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
+        let e = ro.execute("INSERT INTO t VALUES (1)", []).unwrap_err();
+        assert_eq!(fault(e), Fault::ReadOnly);
+
+        rw.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let other = Connection::open(&path).unwrap();
+        other.busy_timeout(Duration::ZERO).unwrap();
+        let e = other.execute_batch("BEGIN IMMEDIATE").unwrap_err();
+        assert_eq!(fault(e), Fault::Busy);
+        rw.execute_batch("ROLLBACK").unwrap();
+
+        let config = StoreConfig {
+            path: path.clone(),
+            busy_timeout: Duration::from_secs(1),
+            max_size: Some(64 * 1024),
+        };
+        apply_limits(&rw, &config).unwrap();
+        let e = (0..100)
+            .find_map(|_| {
+                rw.execute("INSERT INTO t VALUES (zeroblob(4000))", [])
+                    .err()
+            })
+            .unwrap();
+        assert_eq!(fault(e), Fault::Full);
+        assert_eq!(StoreError::Closed.fault(), Fault::Other);
     }
 }

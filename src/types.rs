@@ -28,16 +28,46 @@ pub struct Caller {
     pub pid: Option<i32>,
 }
 
+/// The country whose national format otpd accepts for numbers typed without a country
+/// code (`otp.default_region`, an ISO 3166-1 code such as "ES").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Region(phonenumber::country::Id);
+
+impl Region {
+    /// An upper-case ISO 3166-1 alpha-2 code that libphonenumber has a numbering plan for.
+    pub fn parse(code: &str) -> Option<Region> {
+        if code.len() != 2 || !code.bytes().all(|b| b.is_ascii_uppercase()) {
+            return None;
+        }
+        let id: phonenumber::country::Id = code.parse().ok()?;
+        phonenumber::metadata::DATABASE
+            .by_id(id.as_ref())
+            .map(|_| Region(id))
+    }
+
+    pub fn as_str(&self) -> &str {
+        self.0.as_ref()
+    }
+}
+
 /// A phone number that a real numbering-plan library accepted, held in E.164 form.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct PhoneNumber(String);
 
 impl PhoneNumber {
-    /// Longest input worth handing to the parser; E.164 itself is at most 16 characters.
-    const MAX_INPUT: usize = 32;
+    /// Longest input worth looking at: E.164 itself is at most 16 characters, and
+    /// this leaves room for any grouping people type.
+    const MAX_INPUT: usize = 64;
 
-    /// Parses an international number ("+34 600 11 12 22", "+1 (415) 555-0100").
+    /// Parses an international number ("+34 600 11 12 22", "+1 (415) 555-0100",
+    /// "0034 600 111 222").
     pub fn parse(input: &str) -> Result<Self, InvalidInput> {
+        Self::parse_in(input, None)
+    }
+
+    /// Like [`PhoneNumber::parse`], and with a `region` also the national formats of
+    /// that country ("600 11 12 22", "(415) 555-0100", "020 7946 0958").
+    pub fn parse_in(input: &str, region: Option<Region>) -> Result<Self, InvalidInput> {
         let input = input.trim();
         if input.is_empty() {
             return Err(InvalidInput::PhoneNumber("phone_number is empty"));
@@ -45,23 +75,46 @@ impl PhoneNumber {
         if input.len() > Self::MAX_INPUT {
             return Err(InvalidInput::PhoneNumber("phone_number is too long"));
         }
-        // The parser also accepts vanity letters ("1-800-FLOWERS") and extensions; a
-        // verification code must go to exactly the digits the user typed.
-        if !input
+        // ASCII only: the parser would also read vanity letters ("1-800-FLOWERS"),
+        // extensions and non-ASCII digits (fullwidth, Arabic-Indic). A code must go to
+        // exactly the digits the caller sent, and the backend (not otpd) owns how its
+        // forms turn what a person typed into ASCII.
+        let (plus, rest) = match input.strip_prefix('+') {
+            Some(rest) => (true, rest),
+            None => (false, input),
+        };
+        if !rest
             .chars()
-            .all(|c| c.is_ascii_digit() || matches!(c, '+' | ' ' | '-' | '(' | ')' | '.'))
+            .all(|c| c.is_ascii_digit() || matches!(c, ' ' | '-' | '(' | ')' | '.'))
         {
             return Err(InvalidInput::PhoneNumber(
                 "phone_number may hold only digits, spaces, dashes, dots, brackets and a leading +",
             ));
         }
-        if !input.starts_with('+') {
+        // Spaces, dashes and dots only group digits: dropped here, so they mean nothing
+        // wherever they fall ("+3-4600…" too). Brackets stay: "+44 (0) 20…" marks a
+        // trunk prefix that the parser knows to drop.
+        let compact: String = input
+            .chars()
+            .filter(|c| !matches!(c, ' ' | '-' | '.'))
+            .collect();
+        let input = compact.as_str();
+        let rest = input.strip_prefix('+').unwrap_or(input);
+        // "00" is the international call prefix in most of the world (ITU-T E.164's
+        // recommendation); no numbering plan starts a national number with it.
+        let digits_start = rest.trim_start_matches('(');
+        let parsed = if plus {
+            phonenumber::parse(None, input)
+        } else if let Some(international) = digits_start.strip_prefix("00") {
+            phonenumber::parse(None, format!("+{international}"))
+        } else if let Some(region) = region {
+            phonenumber::parse(Some(region.0), input)
+        } else {
             return Err(InvalidInput::PhoneNumber(
-                "phone_number must be in international format, starting with + and the country code",
+                "phone_number must be in international format, starting with + (or 00) and the country code",
             ));
         }
-        let parsed = phonenumber::parse(None, input)
-            .map_err(|_| InvalidInput::PhoneNumber("phone_number is not a phone number"))?;
+        .map_err(|_| InvalidInput::PhoneNumber("phone_number is not a phone number"))?;
         if parsed.extension().is_some() || !parsed.is_valid() {
             return Err(InvalidInput::PhoneNumber(
                 "phone_number is not a valid number for its country",
@@ -191,6 +244,34 @@ mod tests {
             ("+44 20 7946 0958", "+442079460958"),
         ] {
             assert_eq!(PhoneNumber::parse(input).map(|p| p.0), Ok(want.to_owned()));
+        }
+    }
+
+    #[test]
+    fn national_numbers_need_a_default_region() {
+        let es = Region::parse("ES");
+        let us = Region::parse("US");
+        let gb = Region::parse("GB");
+        for (input, region, want) in [
+            ("600 11 12 22", es, "+34600111222"),
+            ("600-111-222", es, "+34600111222"),
+            ("0034 600 111 222", None, "+34600111222"),
+            ("(0034) 600 111 222", None, "+34600111222"),
+            ("0034 600 111 222", us, "+34600111222"),
+            ("(415) 555-0100", us, "+14155550100"),
+            ("1 415 555 0100", us, "+14155550100"),
+            ("011 34 600 111 222", us, "+34600111222"),
+            ("020 7946 0958", gb, "+442079460958"),
+            ("+44 (0) 20 7946 0958", None, "+442079460958"),
+            ("+34 600 11 12 22", gb, "+34600111222"),
+        ] {
+            let got = PhoneNumber::parse_in(input, region).map(|p| p.0);
+            assert_eq!(got, Ok(want.to_owned()), "{input:?} in {region:?}");
+        }
+        assert!(PhoneNumber::parse("600 11 12 22").is_err());
+        assert!(PhoneNumber::parse_in("600 11 12 22", us).is_err());
+        for bad in ["es", "E", "ESP", "XX", "ZZ", ""] {
+            assert_eq!(Region::parse(bad), None, "{bad:?}");
         }
     }
 

@@ -285,6 +285,13 @@ impl Daemon {
         self.wait_exit(Duration::from_secs(15))
     }
 
+    /// SIGKILL: the crash case, with no chance to flush, checkpoint or clean up.
+    pub fn kill_9(&mut self) {
+        let child = self.child.as_mut().unwrap();
+        child.kill().unwrap();
+        self.wait_exit(Duration::from_secs(10));
+    }
+
     /// Stops (SIGTERM) and starts again on the same directory, database and key.
     pub fn restart(mut self) -> Daemon {
         let status = self.stop();
@@ -383,9 +390,22 @@ impl Reply {
 
 /// One request over the Unix socket with hyperlocal's client.
 pub async fn request(socket: &Path, method: Method, path: &str, body: Option<Vec<u8>>) -> Reply {
+    try_request(socket, method, path, body)
+        .await
+        .expect("request over the socket")
+}
+
+/// Like [`request`], but a daemon that is gone (killed mid-request) is an `Err`, not a
+/// panic: the caller saw no answer.
+pub async fn try_request(
+    socket: &Path,
+    method: Method,
+    path: &str,
+    body: Option<Vec<u8>>,
+) -> Result<Reply, String> {
     let json = [("content-type", "application/json")];
     let headers: &[(&str, &str)] = if body.is_some() { &json } else { &[] };
-    request_with(socket, method, path, headers, body).await
+    try_request_with(socket, method, path, headers, body).await
 }
 
 /// One request with the caller's own headers (e.g. a form body and a signature).
@@ -396,6 +416,18 @@ pub async fn request_with(
     headers: &[(&str, &str)],
     body: Option<Vec<u8>>,
 ) -> Reply {
+    try_request_with(socket, method, path, headers, body)
+        .await
+        .expect("request over the socket")
+}
+
+async fn try_request_with(
+    socket: &Path,
+    method: Method,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<Vec<u8>>,
+) -> Result<Reply, String> {
     let client: Client<UnixConnector, Full<Bytes>> = Client::unix();
     let mut builder = Request::builder()
         .method(method)
@@ -406,17 +438,22 @@ pub async fn request_with(
     let req = builder
         .body(Full::new(Bytes::from(body.unwrap_or_default())))
         .unwrap();
-    let response = client.request(req).await.expect("request over the socket");
+    let response = client.request(req).await.map_err(|e| e.to_string())?;
     let status = response.status();
     let headers = response.headers().clone();
-    let raw = response.into_body().collect().await.unwrap().to_bytes();
+    let raw = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
     let json = serde_json::from_slice(&raw).unwrap_or(Value::Null);
-    Reply {
+    Ok(Reply {
         status,
         headers,
         json,
         raw,
-    }
+    })
 }
 
 /// The first run of 4+ digits in an SMS body: the code.
