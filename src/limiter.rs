@@ -4,8 +4,10 @@
 
 use std::fmt;
 use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use governor::clock::Clock;
 use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
 use thiserror::Error;
@@ -46,11 +48,15 @@ pub struct RateLimited {
     pub retry_after: Duration,
 }
 
+/// Each limit sits behind an `ArcSwap` so a reload can replace only the limits whose
+/// quota changed; a check holds the old limiter's `Arc` for its few instructions.
 pub struct Limiter {
-    send_per_phone: DefaultKeyedRateLimiter<String>,
-    send_per_user: DefaultKeyedRateLimiter<String>,
-    verify_per_phone: DefaultKeyedRateLimiter<String>,
-    send_global: DefaultDirectRateLimiter,
+    send_per_phone: ArcSwap<DefaultKeyedRateLimiter<String>>,
+    send_per_user: ArcSwap<DefaultKeyedRateLimiter<String>>,
+    verify_per_phone: ArcSwap<DefaultKeyedRateLimiter<String>>,
+    send_global: ArcSwap<DefaultDirectRateLimiter>,
+    /// The quotas in force; std Mutex: only `reconfigure` takes it, never across an await.
+    limits: Mutex<LimitsConfig>,
 }
 
 /// "N per period" as GCRA: a burst of N, refilled one cell every period / N.
@@ -71,6 +77,10 @@ fn keyed(
         .map_err(|not_until| refused(limit, not_until.wait_time_from(limiter.clock().now())))
 }
 
+fn keyed_limiter(rate: Rate) -> ArcSwap<DefaultKeyedRateLimiter<String>> {
+    ArcSwap::from_pointee(RateLimiter::keyed(quota(rate)))
+}
+
 fn refused(limit: Limit, retry_after: Duration) -> RateLimited {
     metrics::counter!(telemetry::RATE_LIMITED, "limit" => limit.as_str()).increment(1);
     RateLimited { limit, retry_after }
@@ -79,44 +89,85 @@ fn refused(limit: Limit, retry_after: Duration) -> RateLimited {
 impl Limiter {
     pub fn new(limits: &LimitsConfig) -> Self {
         Limiter {
-            send_per_phone: RateLimiter::keyed(quota(limits.send_per_phone)),
-            send_per_user: RateLimiter::keyed(quota(limits.send_per_user)),
-            verify_per_phone: RateLimiter::keyed(quota(limits.verify_per_phone)),
-            send_global: RateLimiter::direct(quota(limits.send_global)),
+            send_per_phone: keyed_limiter(limits.send_per_phone),
+            send_per_user: keyed_limiter(limits.send_per_user),
+            verify_per_phone: keyed_limiter(limits.verify_per_phone),
+            send_global: ArcSwap::from_pointee(RateLimiter::direct(quota(limits.send_global))),
+            limits: Mutex::new(limits.clone()),
         }
+    }
+
+    /// Applies reloaded limits: a limit whose quota changed starts afresh with the new
+    /// quota; the others keep their limiter, so their keys keep their state.
+    pub fn reconfigure(&self, new: &LimitsConfig) {
+        let Ok(mut current) = self.limits.lock() else {
+            return;
+        };
+        let changed = |limit: Limit, old: Rate, new: Rate| {
+            if old != new {
+                log::info!("rate limit {limit} changed; its counters restart");
+            }
+            old != new
+        };
+        if changed(
+            Limit::SendPerPhone,
+            current.send_per_phone,
+            new.send_per_phone,
+        ) {
+            self.send_per_phone
+                .store(Arc::new(RateLimiter::keyed(quota(new.send_per_phone))));
+        }
+        if changed(Limit::SendPerUser, current.send_per_user, new.send_per_user) {
+            self.send_per_user
+                .store(Arc::new(RateLimiter::keyed(quota(new.send_per_user))));
+        }
+        if changed(
+            Limit::VerifyPerPhone,
+            current.verify_per_phone,
+            new.verify_per_phone,
+        ) {
+            self.verify_per_phone
+                .store(Arc::new(RateLimiter::keyed(quota(new.verify_per_phone))));
+        }
+        if changed(Limit::SendGlobal, current.send_global, new.send_global) {
+            self.send_global
+                .store(Arc::new(RateLimiter::direct(quota(new.send_global))));
+        }
+        *current = new.clone();
     }
 
     /// Takes one send from each limit that applies, most specific first, so a single
     /// abusive phone or user is refused before it can eat into the global ceiling.
     pub fn check_send(&self, phone: &str, user: Option<&str>) -> Result<(), RateLimited> {
-        keyed(&self.send_per_phone, phone, Limit::SendPerPhone)?;
+        keyed(&self.send_per_phone.load(), phone, Limit::SendPerPhone)?;
         if let Some(user) = user {
-            keyed(&self.send_per_user, user, Limit::SendPerUser)?;
+            keyed(&self.send_per_user.load(), user, Limit::SendPerUser)?;
         }
         self.check_global()
     }
 
     /// The cost guard alone, for messages that have no phone/user owner (test-twilio).
     pub fn check_global(&self) -> Result<(), RateLimited> {
-        self.send_global.check().map_err(|not_until| {
+        let global = self.send_global.load();
+        global.check().map_err(|not_until| {
             refused(
                 Limit::SendGlobal,
-                not_until.wait_time_from(self.send_global.clock().now()),
+                not_until.wait_time_from(global.clock().now()),
             )
         })
     }
 
     pub fn check_verify(&self, phone: &str) -> Result<(), RateLimited> {
-        keyed(&self.verify_per_phone, phone, Limit::VerifyPerPhone)
+        keyed(&self.verify_per_phone.load(), phone, Limit::VerifyPerPhone)
     }
 
     /// Forgets keys whose limit has fully refilled: they behave exactly like unseen
     /// keys, so dropping them loses nothing and keeps memory bounded.
     pub fn prune(&self) {
         for limiter in [
-            &self.send_per_phone,
-            &self.send_per_user,
-            &self.verify_per_phone,
+            self.send_per_phone.load(),
+            self.send_per_user.load(),
+            self.verify_per_phone.load(),
         ] {
             limiter.retain_recent();
             limiter.shrink_to_fit();
@@ -125,7 +176,9 @@ impl Limiter {
 
     /// Keys currently held, for status and tests.
     pub fn key_count(&self) -> usize {
-        self.send_per_phone.len() + self.send_per_user.len() + self.verify_per_phone.len()
+        self.send_per_phone.load().len()
+            + self.send_per_user.load().len()
+            + self.verify_per_phone.load().len()
     }
 }
 
@@ -181,5 +234,27 @@ mod tests {
         // Still draining: kept, and still limited.
         assert_eq!(l.key_count(), 1);
         assert!(l.check_verify("+34600111222").is_err());
+    }
+
+    #[test]
+    fn reconfigure_restarts_only_the_limits_that_changed() {
+        let l = limiter();
+        let _ = l.check_verify("+34600111222");
+        assert!(l.check_send("+34600111222", None).is_ok());
+        assert!(l.check_send("+34600111222", None).is_ok());
+        assert!(l.check_send("+34600111222", None).is_err());
+        l.reconfigure(&LimitsConfig {
+            send_per_phone: rate(3, 600),
+            send_per_user: rate(3, 3600),
+            verify_per_phone: rate(1, 60),
+            send_global: rate(100, 1),
+        });
+        // Unchanged limit: the key keeps its state.
+        assert!(l.check_verify("+34600111222").is_err());
+        // Changed limit: the new quota, from a fresh start.
+        for _ in 0..3 {
+            assert!(l.check_send("+34600111222", None).is_ok());
+        }
+        assert!(l.check_send("+34600111222", None).is_err());
     }
 }

@@ -95,6 +95,9 @@ enum Command {
         #[command(flatten)]
         daemon: Daemon,
     },
+    /// Write the man page and shell completions into DIR (used to build the package).
+    #[command(hide = true)]
+    GenerateAssets { dir: PathBuf },
 }
 
 /// How the client commands reach the daemon, and how they print.
@@ -126,16 +129,25 @@ struct ConfigSource {
 }
 
 impl ConfigSource {
-    fn load(&self) -> Result<Config, ExitCode> {
-        let path = match (&self.config, self.dev) {
+    fn path(&self) -> Option<PathBuf> {
+        match (&self.config, self.dev) {
             (Some(path), _) => Some(path.clone()),
             (None, true) => None,
             (None, false) => Some(PathBuf::from(DEFAULT_CONFIG)),
-        };
-        Config::load(path.as_deref(), self.dev, &Sources::from_process()).map_err(|e| {
+        }
+    }
+
+    fn load(&self) -> Result<Config, ExitCode> {
+        self.loader()().map_err(|e| {
             eprintln!("otpd: configuration error: {e}");
             ExitCode::from(EX_CONFIG)
         })
+    }
+
+    /// Start-up and SIGHUP load the configuration the same way.
+    fn loader(&self) -> otpd::LoadConfig {
+        let (path, dev) = (self.path(), self.dev);
+        Box::new(move || Config::load(path.as_deref(), dev, &Sources::from_process()))
     }
 }
 
@@ -150,7 +162,7 @@ fn main() -> ExitCode {
             Err(code) => code,
         },
         Command::Serve { source } => match source.load() {
-            Ok(config) => serve(&config),
+            Ok(config) => serve(&config, source.loader()),
             Err(code) => code,
         },
         Command::SendOtp {
@@ -193,11 +205,41 @@ fn main() -> ExitCode {
             limit,
         }),
         Command::Purge { daemon } => daemon.call(Call::Purge),
+        Command::GenerateAssets { dir } => match generate_assets(&dir) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("otpd: cannot write to {}: {e}", dir.display());
+                ExitCode::FAILURE
+            }
+        },
     }
 }
 
-fn serve(config: &Config) -> ExitCode {
+/// `otpd.1` and completions for bash, zsh and fish, from the clap definition.
+fn generate_assets(dir: &std::path::Path) -> std::io::Result<()> {
+    use clap::CommandFactory;
+    use clap_complete::Shell;
+    std::fs::create_dir_all(dir)?;
+    let mut command = Cli::command();
+    let mut page = Vec::new();
+    clap_mangen::Man::new(command.clone()).render(&mut page)?;
+    std::fs::write(dir.join("otpd.1"), page)?;
+    for shell in [Shell::Bash, Shell::Zsh, Shell::Fish] {
+        clap_complete::generate_to(shell, &mut command, "otpd", dir)?;
+    }
+    Ok(())
+}
+
+fn serve(config: &Config, load: otpd::LoadConfig) -> ExitCode {
     otpd::logging::init(&config.server.log_level);
+    // Before the runtime's threads exist: taking the socket unsets LISTEN_FDS.
+    let passed = match otpd::server::passed_socket() {
+        Ok(passed) => passed,
+        Err(e) => {
+            log::error!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -209,20 +251,33 @@ fn serve(config: &Config) -> ExitCode {
         }
     };
     let result = runtime.block_on(async {
-        let mut intents = Intents::install().map_err(|e| format!("cannot install signal handlers: {e}"))?;
+        let mut intents =
+            Intents::install().map_err(|e| format!("cannot install signal handlers: {e}"))?;
         let server = &config.server;
-        let socket = otpd::server::bind(&server.socket_path, server.socket_mode, server.socket_uid, server.socket_gid)
-            .map_err(|e| e.to_string())?;
+        let socket = otpd::server::listen(
+            passed,
+            &server.socket_path,
+            server.socket_mode,
+            server.socket_uid,
+            server.socket_gid,
+        )
+        .map_err(|e| e.to_string())?;
+        let (reload, requests) = tokio::sync::mpsc::unbounded_channel();
         let shutdown = async move {
             while let Some(intent) = intents.next().await {
                 match intent {
                     Intent::Shutdown => break,
-                    Intent::Reload => log::warn!("SIGHUP: configuration reload is not supported yet; restart otpd to apply changes"),
+                    Intent::Reload => {
+                        let _ = reload.send(());
+                    }
                 }
             }
         };
-        otpd::run(config, &socket.listener, shutdown).await.map_err(|e| e.to_string())
-        // `socket` drops here and removes the socket file.
+        let reloads = otpd::Reloads { requests, load };
+        otpd::run(config, socket.listener(), shutdown, Some(reloads))
+            .await
+            .map_err(|e| e.to_string())
+        // `socket` drops here and removes the socket file (unless systemd passed it).
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -251,7 +251,7 @@ impl MessagingService {
         let (message_id, status, replayed) = match enqueued {
             Enqueued::New { id } => {
                 self.wake.notify_one();
-                log::info!("queued message {id} ({} segments)", segments.count);
+                log::info!(message_id = id; "queued message {id} ({} segments)", segments.count);
                 (id, "queued".to_owned(), false)
             }
             Enqueued::Replayed { id, status } => (id, status, true),
@@ -444,12 +444,14 @@ impl MessagingService {
             },
         };
         match &outcome {
-            Outcome::Sent { .. } => log::info!("message {} sent", message.id),
+            Outcome::Sent { .. } => {
+                log::info!(message_id = message.id; "message {} sent", message.id)
+            }
             Outcome::Failed { error_message, .. } => {
-                log::warn!("message {} failed: {error_message}", message.id)
+                log::warn!(message_id = message.id, error = error_message.as_str(); "message {} failed: {error_message}", message.id)
             }
             Outcome::Retry { reason, .. } => {
-                log::warn!("message {} will be retried: {reason}", message.id)
+                log::warn!(message_id = message.id; "message {} will be retried: {reason}", message.id)
             }
         }
         if let Err(e) = self

@@ -208,7 +208,7 @@ impl OtpService {
             self.store
                 .record_delivery(otp_id, to, Delivery::Skipped, now, req.caller)
                 .await?;
-            log::info!("otp {otp_id} for {masked} ({purpose}): test number, no SMS sent");
+            log::info!(otp_id = otp_id, purpose = purpose, phone:% = masked; "otp {otp_id} for {masked} ({purpose}): test number, no SMS sent");
             event("test_number");
             return Ok(Issued { otp_id, expires_at });
         }
@@ -234,6 +234,7 @@ impl OtpService {
         match self.sender.send(&req.phone, &body).await {
             Ok(sent) => {
                 log::info!(
+                    otp_id = otp_id, purpose = purpose, phone:% = masked, twilio_sid = sent.sid.as_str();
                     "otp {otp_id} for {masked} ({purpose}) sent via {provider}, sid {}",
                     sent.sid
                 );
@@ -250,7 +251,7 @@ impl OtpService {
                 Ok(Issued { otp_id, expires_at })
             }
             Err(error) => {
-                log::warn!("otp {otp_id} for {masked} ({purpose}) not sent: {error}");
+                log::warn!(otp_id = otp_id, purpose = purpose, phone:% = masked, error:% = error; "otp {otp_id} for {masked} ({purpose}) not sent: {error}");
                 // Marked failed: this code can never verify, whatever happens next.
                 let delivery = failed(provider, &error);
                 event(match delivery {
@@ -360,7 +361,7 @@ impl OtpService {
         let masked = req.phone.masked();
         if code_matches && user_matches {
             if self.store.consume(id, now, req.caller).await? {
-                log::info!("otp {id} for {masked} ({}) verified", req.purpose.as_str());
+                log::info!(otp_id = id, purpose = req.purpose.as_str(), phone:% = masked; "otp {id} for {masked} ({}) verified", req.purpose.as_str());
                 event("verified");
                 return Ok(id);
             }
@@ -371,6 +372,7 @@ impl OtpService {
             .record_failed_attempt(id, attempts_remaining, now, req.caller)
             .await?;
         log::info!(
+            otp_id = id, purpose = req.purpose.as_str(), phone:% = masked;
             "otp {id} for {masked} ({}): wrong code, {attempts_remaining} attempts remaining",
             req.purpose.as_str()
         );

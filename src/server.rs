@@ -1,5 +1,5 @@
-//! The Unix socket: binding it safely (stale-socket probe, then bind, then chmod), the
-//! accept loop with a connection cap, peer credentials, hyper's HTTP/1.1 connections,
+//! The Unix socket: inheriting it from systemd (`LISTEN_FDS`) or binding it safely
+//! (stale-socket probe, then bind, then chmod), the accept loop with a connection cap, peer credentials, hyper's HTTP/1.1 connections,
 //! and the graceful drain at shutdown. Knows the api's entry point and nothing below.
 
 use std::future::Future;
@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
@@ -26,6 +27,8 @@ pub enum ServerError {
     InUse(PathBuf),
     #[error("{0} exists and is not a socket; refusing to replace it")]
     NotASocket(PathBuf),
+    #[error("cannot use the socket passed by systemd (LISTEN_FDS): {0}")]
+    Activation(std::io::Error),
     #[error("cannot bind {path}: {source}")]
     Bind {
         path: PathBuf,
@@ -46,6 +49,54 @@ impl Drop for BoundSocket {
                 log::warn!("cannot remove {}: {e}", self.path.display());
             }
         }
+    }
+}
+
+/// The socket otpd serves on: passed by systemd, or bound by otpd (and removed on drop).
+pub enum Listening {
+    /// Socket activation: the path, mode and owner are the `.socket` unit's business,
+    /// so otpd neither chmods nor unlinks it.
+    Activated(UnixListener),
+    Bound(BoundSocket),
+}
+
+impl Listening {
+    pub fn listener(&self) -> &UnixListener {
+        match self {
+            Listening::Activated(listener) => listener,
+            Listening::Bound(bound) => &bound.listener,
+        }
+    }
+}
+
+/// The first socket systemd passed through `LISTEN_FDS` (for our pid), if any.
+/// listenfd checks LISTEN_PID and the fd's type and wraps it without unsafe code; it
+/// also unsets the variables, so call this before any other thread starts.
+pub fn passed_socket() -> Result<Option<std::os::unix::net::UnixListener>, ServerError> {
+    listenfd::ListenFd::from_env()
+        .take_unix_listener(0)
+        .map_err(ServerError::Activation)
+}
+
+/// Serves on the `passed` socket if there is one, else binds `path` as [`bind`] does.
+/// Call inside the tokio runtime.
+pub fn listen(
+    passed: Option<std::os::unix::net::UnixListener>,
+    path: &Path,
+    mode: u32,
+    owner: Option<u32>,
+    group: Option<u32>,
+) -> Result<Listening, ServerError> {
+    match passed {
+        Some(std_listener) => {
+            std_listener
+                .set_nonblocking(true)
+                .map_err(ServerError::Activation)?;
+            let listener = UnixListener::from_std(std_listener).map_err(ServerError::Activation)?;
+            log::info!("using the socket passed by systemd");
+            Ok(Listening::Activated(listener))
+        }
+        None => bind(path, mode, owner, group).map(Listening::Bound),
     }
 }
 
@@ -102,10 +153,11 @@ pub struct ServeOptions {
 }
 
 /// Serves until `shutdown` resolves, then stops accepting and lets in-flight requests
-/// finish for at most `drain_timeout`.
+/// finish for at most `drain_timeout`. Each request takes the [`Api`] current when it
+/// arrives, so a reload applies to the next request, even on a kept-alive connection.
 pub async fn serve(
     listener: &UnixListener,
-    api: Arc<Api>,
+    api: Arc<ArcSwap<Api>>,
     options: ServeOptions,
     shutdown: impl Future<Output = ()>,
 ) {
@@ -148,7 +200,7 @@ pub async fn serve(
             }
         };
         let api = api.clone();
-        let service = service_fn(move |req| api.clone().handle(req, caller));
+        let service = service_fn(move |req| api.load_full().handle(req, caller));
         let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
         tokio::spawn(async move {
             let open = metrics::gauge!(telemetry::OPEN_CONNECTIONS);

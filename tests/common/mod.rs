@@ -130,6 +130,13 @@ impl Setup {
         text
     }
 
+    /// Writes this configuration to `dir/config.toml` (paths inside `dir`) and returns its path.
+    pub fn write_config(&self, dir: &Path) -> PathBuf {
+        let config = dir.join("config.toml");
+        std::fs::write(&config, self.config_text(dir)).unwrap();
+        config
+    }
+
     pub fn start(self) -> Daemon {
         let dir = tempfile::tempdir().expect("temp dir");
         Daemon::spawn(self, dir)
@@ -150,7 +157,12 @@ pub fn otpd_bin() -> &'static str {
 
 /// A `Command` for the binary with none of the host's Twilio/otpd variables.
 pub fn otpd_command() -> Command {
-    let mut cmd = Command::new(otpd_bin());
+    clean_command(otpd_bin())
+}
+
+/// A `Command` for `program` with none of the host's Twilio/otpd/systemd variables.
+pub fn clean_command(program: impl AsRef<std::ffi::OsStr>) -> Command {
+    let mut cmd = Command::new(program);
     for var in [
         "TWILIO_ACCOUNT_SID",
         "TWILIO_AUTH_TOKEN",
@@ -162,6 +174,8 @@ pub fn otpd_command() -> Command {
         "NOTIFY_SOCKET",
         "JOURNAL_STREAM",
         "LISTEN_FDS",
+        "LISTEN_PID",
+        "WATCHDOG_USEC",
         "RUST_LOG",
     ] {
         cmd.env_remove(var);
@@ -180,8 +194,7 @@ pub fn check_config(path: &Path) -> std::process::Output {
 
 impl Daemon {
     fn spawn(setup: Setup, dir: tempfile::TempDir) -> Daemon {
-        let config = dir.path().join("config.toml");
-        std::fs::write(&config, setup.config_text(dir.path())).unwrap();
+        let config = setup.write_config(dir.path());
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -226,6 +239,11 @@ impl Daemon {
             std::thread::sleep(Duration::from_millis(20));
         }
         panic!("otpd did not listen within 20 s:\n{}", self.log());
+    }
+
+    /// The daemon's config file (what SIGHUP re-reads).
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("config.toml")
     }
 
     pub fn socket(&self) -> PathBuf {
