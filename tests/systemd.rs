@@ -237,7 +237,7 @@ async fn serves_on_a_socket_passed_by_systemd() {
         .stderr(log)
         .spawn()
         .unwrap();
-    let mut child = KillOnDrop(&mut child);
+    let child = KillOnDrop(&mut child);
     wait_for_path(&passed);
 
     let reply = request(&passed, Method::GET, "/healthz", None).await;
