@@ -23,8 +23,9 @@
 //! extend that history. [`segments`] says what a body costs.
 //!
 //! [`twilio`] retries Twilio's faults within a deadline behind a circuit [`breaker`].
-//! [`config`] is parsed and validated once, before any of this starts; [`signals`]
-//! turns SIGTERM/SIGINT/SIGHUP into intents; [`logging`] picks journald or stderr;
+//! [`config`] is parsed and validated once, before any of this starts, and again on
+//! SIGHUP: a reload builds a new [`api::Api`] over the same store and limiter and swaps
+//! it in (see [`run`]); [`signals`] turns SIGTERM/SIGINT/SIGHUP into intents; [`logging`] picks journald or stderr;
 //! [`telemetry`] names the Prometheus metrics. [`client`] is the other side of the
 //! socket: the CLI's `otpd status`, `otpd send-otp`, ...
 //! Nothing in store, limiter, guard, sender or twilio imports api or otp; the guard
