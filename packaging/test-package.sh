@@ -62,6 +62,8 @@ score=$(systemd-analyze security --offline=true systemd/otpd.service 2>&1 |
 echo "otpd.service exposure: $score (bar: $SCORE_BAR)"
 awk -v s="$score" -v bar="$SCORE_BAR" 'BEGIN { exit !(s <= bar) }' ||
     fail "security score $score is above $SCORE_BAR"
+grep -q "exposure level for otpd.service: $score OK" README.md ||
+    fail "README.md does not print the current score ($score)"
 
 before=$(snapshot)
 
