@@ -103,7 +103,8 @@ systemd-analyze verify "$unitdir/otpd.socket" "$unitdir/otpd.service"
 
 step "the installed daemon serves as otpd (the unit's user, paths and config)"
 install -d -o otpd -g otpd -m 0755 /run/otpd
-runuser -u otpd -- otpd serve --config /etc/otpd/config.toml >"$work/serve.log" 2>&1 &
+# setpriv execs otpd itself (runuser would stay between, and answer SIGTERM itself).
+setpriv --reuid=otpd --regid=otpd --init-groups otpd serve --config /etc/otpd/config.toml >"$work/serve.log" 2>&1 &
 pid=$!
 for _ in $(seq 200); do
     [ -S /run/otpd/otpd.sock ] && break
