@@ -106,6 +106,49 @@ async fn systemd_is_told_ready_reloading_and_stopping() {
 }
 
 #[tokio::test]
+async fn the_watchdog_is_pinged_when_systemd_sets_one() {
+    let notify = NotifySocket::new();
+    let dir = tempfile::tempdir().unwrap();
+    let config = Setup::new().dev().write_config(dir.path());
+    // systemd names the pid the watchdog is for; a shell that execs otpd knows it.
+    let mut child = clean_command("sh")
+        .args(["-c", "WATCHDOG_PID=$$ exec \"$0\" serve --config \"$1\""])
+        .arg(otpd_bin())
+        .arg(&config)
+        .env("NOTIFY_SOCKET", notify.path())
+        .env("WATCHDOG_USEC", "200000")
+        .current_dir(dir.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _child = KillOnDrop(&mut child);
+    notify.wait_for("READY=1");
+    notify.wait_for("WATCHDOG=1");
+}
+
+#[tokio::test]
+async fn no_watchdog_pings_unless_systemd_asks() {
+    let notify = NotifySocket::new();
+    let mut otpd = limited(Setup::new(), &notify);
+    notify.wait_for("READY=1");
+    otpd.signal("TERM");
+    // Everything otpd said between READY=1 and STOPPING=1: no WATCHDOG=1.
+    let mut said = Vec::new();
+    loop {
+        let message = notify.next();
+        let stopping = message.lines().any(|l| l == "STOPPING=1");
+        said.push(message);
+        if stopping {
+            break;
+        }
+    }
+    assert!(!said.iter().any(|m| m.contains("WATCHDOG=1")), "{said:?}");
+    assert!(otpd.wait_exit(Duration::from_secs(20)).success());
+}
+
+#[tokio::test]
 async fn sighup_applies_new_limits_and_templates_and_keeps_unchanged_limits() {
     let notify = NotifySocket::new();
     let setup = Setup::new().dev();
