@@ -200,6 +200,67 @@ async fn sighup_applies_new_limits_and_templates_and_keeps_unchanged_limits() {
 }
 
 #[tokio::test]
+async fn sighup_moves_sends_to_twilio_with_new_credentials_and_new_outbox_workers() {
+    let mock = MockTwilio::start(MockOptions::default());
+    let notify = NotifySocket::new();
+    let otpd = Setup::new()
+        .dev()
+        .env("NOTIFY_SOCKET", notify.path())
+        .start();
+    notify.wait_for("READY=1");
+    assert_eq!(
+        otpd.send_otp(send_body(PHONE, "login", None)).await.status,
+        200
+    );
+    assert_eq!(otpd.outbox().len(), 1);
+
+    reload(&otpd, Some(&Setup::new().twilio(&mock)), &notify);
+    assert_eq!(
+        otpd.send_otp(send_body(PHONE, "login", None)).await.status,
+        200
+    );
+    let requests = mock.requests();
+    assert_eq!(requests.len(), 1, "the code did not go to Twilio");
+    assert_eq!(requests[0].field("To"), Some(PHONE));
+
+    // A plain SMS goes through the outbox workers: the new set sends it, once, to Twilio.
+    let body = "Reloaded workers send this.";
+    let reply = otpd
+        .post(
+            "/api/v1/messaging/send-sms/",
+            &serde_json::json!({"to": PHONE, "body": body}),
+        )
+        .await;
+    assert_eq!(reply.status, 202, "{:?}", reply.json);
+    let id = reply.json["message_id"].as_i64().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let m = otpd.get(&format!("/api/v1/messaging/messages/{id}")).await;
+        if m.json["status"] == "sent" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never sent: {:?}\n{}",
+            m.json,
+            otpd.log()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let sent = mock
+        .requests()
+        .iter()
+        .filter(|r| r.field("Body") == Some(body))
+        .count();
+    assert_eq!(sent, 1);
+    assert_eq!(
+        otpd.outbox().len(),
+        1,
+        "the old dev outbox got a message after the reload"
+    );
+}
+
+#[tokio::test]
 async fn a_broken_config_is_rejected_on_sighup_and_the_old_one_keeps_serving() {
     let notify = NotifySocket::new();
     let otpd = limited(Setup::new(), &notify);
