@@ -119,6 +119,7 @@ pub async fn run(
         store,
         limiter,
         config: config.clone(),
+        started: config.clone(),
         workers: Workers::start(messaging),
     };
 
@@ -193,6 +194,8 @@ struct Live {
     store: Store,
     limiter: Arc<Limiter>,
     config: Config,
+    /// The start-up configuration: what settings that need a restart are still bound to.
+    started: Config,
     workers: Workers,
 }
 
@@ -221,7 +224,7 @@ impl Live {
         // Everything that can fail comes before anything is swapped.
         let metrics = self.apis.load().metrics().clone();
         let (api, messaging) = build(&new, &self.store, &self.limiter, metrics)?;
-        warn_needs_restart(&self.config, &new);
+        warn_needs_restart(&self.started, &new);
         self.limiter.reconfigure(&new.limits);
         // Requests already running finish on the Api they started with.
         self.apis.store(api);

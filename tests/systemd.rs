@@ -312,6 +312,14 @@ async fn a_reload_says_what_needs_a_restart() {
         otpd.log()
             .contains("server.socket_mode changed: needs restart")
     );
+    // Still not applied at the next reload, so still said.
+    reload(&otpd, None, &notify);
+    assert_eq!(
+        otpd.log()
+            .matches("server.socket_mode changed: needs restart")
+            .count(),
+        2
+    );
     // The socket itself is untouched and still serves.
     assert_eq!(otpd.get("/healthz").await.status, 200);
 }
