@@ -251,9 +251,13 @@ impl OtpService {
                 Ok(Issued { otp_id, expires_at })
             }
             Err(error) => {
-                log::warn!(otp_id = otp_id, purpose = purpose, phone:% = masked, error:% = error; "otp {otp_id} for {masked} ({purpose}) not sent: {error}");
                 // Marked failed: this code can never verify, whatever happens next.
                 let delivery = failed(provider, &error);
+                let error_code = match delivery {
+                    Delivery::Failed { error_code, .. } => error_code,
+                    _ => None,
+                };
+                log::warn!(otp_id = otp_id, purpose = purpose, phone:% = masked, error:% = error, error_code = error_code; "otp {otp_id} for {masked} ({purpose}) not sent: {error}");
                 event(match delivery {
                     Delivery::CircuitOpen { .. } => "circuit_open",
                     _ => "send_failed",

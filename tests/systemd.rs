@@ -436,3 +436,33 @@ fn which(program: &str) -> Option<std::path::PathBuf> {
         .map(|dir| Path::new(dir).join(program))
         .find(|p| p.is_file())
 }
+
+#[tokio::test]
+async fn twilio_log_lines_carry_the_sid_and_the_error_code() {
+    let mock = MockTwilio::start(MockOptions::default());
+    let otpd = Setup::new().twilio(&mock).start();
+    let reply = otpd.send_otp(send_body(PHONE, "login", None)).await;
+    assert_eq!(reply.status, 200, "{:?}", reply.json);
+    let sid = mock.messages()[0].sid.clone();
+    let log = otpd.log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("sent via twilio") && l.contains(&format!("twilio_sid={sid}"))),
+        "{log}"
+    );
+
+    // Twilio's magic invalid From: every message is rejected with 21212.
+    let rejecting = Setup::new()
+        .twilio(&mock)
+        .set("twilio", "from_number = \"+15005550001\"")
+        .start();
+    let reply = rejecting.send_otp(send_body(PHONE, "login", None)).await;
+    assert_eq!(reply.status, 502, "{:?}", reply.json);
+    let log = rejecting.log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("not sent") && l.contains("error_code=21212")),
+        "{log}"
+    );
+    assert!(!log.contains(PHONE), "a full phone number reached the log");
+}
