@@ -176,7 +176,8 @@ async fn sighup_applies_new_limits_and_templates_and_keeps_unchanged_limits() {
         .set(
             "otp",
             "message_template = \"Reloaded: {code} ({minutes} min)\"",
-        );
+        )
+        .set("otp", "purposes = [\"login\", \"signup\"]");
     reload(&otpd, Some(&changed), &notify);
 
     // The changed limit has its new quota: three more sends, then 429.
@@ -191,6 +192,14 @@ async fn sighup_applies_new_limits_and_templates_and_keeps_unchanged_limits() {
     otpd.verify_otp(verify_body(PHONE, "000000", "login", None))
         .await
         .assert_error(429, "rate_limited");
+    // The new purposes: one added, one gone.
+    let reply = otpd
+        .send_otp(send_body("+34600111223", "signup", None))
+        .await;
+    assert_eq!(reply.status, 200, "{:?}", reply.json);
+    otpd.send_otp(send_body("+34600111224", "registration", None))
+        .await
+        .assert_error(400, "invalid_purpose");
     // The new template is used.
     let outbox = otpd.outbox();
     let last = outbox.last().unwrap()["body"].as_str().unwrap().to_owned();
