@@ -21,7 +21,7 @@ use crate::config::ServerConfig;
 use crate::guard::GuardError;
 use crate::limiter::RateLimited;
 use crate::messaging::{
-    Channel, Content, IdempotencyKey, MessagingError, MessagingService, SendSms, SmsBody,
+    Content, IdempotencyKey, MessagingError, MessagingService, SendSms, SmsBody,
 };
 use crate::otp::{OtpError, OtpService, SendOtp, VerifyOtp};
 use crate::sender::SendError;
@@ -29,7 +29,7 @@ use crate::store::{Fault, MessageDetail, StoreError};
 use crate::telemetry;
 use crate::templates::TemplateError;
 use crate::twilio::TwilioError;
-use crate::types::{Caller, InvalidInput, OtpCode, PhoneNumber, Purpose, Region, UserId};
+use crate::types::{Caller, Channel, InvalidInput, OtpCode, PhoneNumber, Purpose, Region, UserId};
 
 pub struct Api {
     service: OtpService,
@@ -244,6 +244,7 @@ impl Failure {
                     ),
                     InvalidInput::UserId(why) => ("invalid_user_id", why.to_string()),
                     InvalidInput::OtpCode(why) => ("invalid_otp_code", why.to_string()),
+                    InvalidInput::Channel(why) => ("invalid_channel", why.clone()),
                 };
                 Described::new(S::BAD_REQUEST, code, e.to_string()).details(details)
             }
@@ -353,6 +354,9 @@ impl Failure {
                 )
                 .details("set twilio.test_phone_number or TEST_PHONE_NUMBER"),
                 OtpError::Send(SendError::NotConfigured) => provider_not_configured(),
+                OtpError::Send(SendError::ChannelNotConfigured(channel)) => {
+                    channel_not_configured(*channel)
+                }
                 OtpError::Send(SendError::Twilio {
                     error:
                         TwilioError::Rejected {
@@ -455,10 +459,7 @@ impl Failure {
                     Described::new(S::BAD_REQUEST, "invalid_send_at", "Invalid send_at")
                         .details(why.clone())
                 }
-                MessagingError::Channel(why) => {
-                    Described::new(S::BAD_REQUEST, "invalid_channel", "Invalid channel")
-                        .details(why.clone())
-                }
+                MessagingError::ChannelNotConfigured(channel) => channel_not_configured(*channel),
                 MessagingError::KeyConflict { message_id } => Described::new(
                     S::CONFLICT,
                     "idempotency_key_reused",
@@ -562,6 +563,17 @@ fn rate_limited(limited: &RateLimited) -> Described {
     ))
     .extra(json!({"limit": limited.limit.as_str()}))
     .retry_after(limited.retry_after)
+}
+
+fn channel_not_configured(channel: Channel) -> Described {
+    Described::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "channel_not_configured",
+        "This channel is not configured",
+    )
+    .details(format!(
+        "{channel} needs a sender: set twilio.whatsapp_from (or messaging_service_sid)"
+    ))
 }
 
 fn provider_not_configured() -> Described {
@@ -701,6 +713,9 @@ struct SendOtpBody {
     user_id: Option<UserIdField>,
     #[serde(default)]
     locale: Option<String>,
+    /// "sms" or "whatsapp"; absent: `messaging.channels` in order.
+    #[serde(default)]
+    channel: Option<String>,
 }
 
 /// Template variables: strings, or numbers written as the caller wrote them.
@@ -865,6 +880,7 @@ impl Api {
                         "message": "OTP sent successfully",
                         "otp_id": issued.otp_id,
                         "expires_at": rfc3339(issued.expires_at),
+                        "channel": issued.channel.as_str(),
                     }),
                 ))
             }
@@ -921,9 +937,9 @@ impl Api {
                     .map(|m| {
                         json!({
                             "id": m.id, "otp_id": m.otp_id, "created_at": rfc3339(m.created_at),
-                            "to": m.to, "provider": m.provider, "sid": m.sid, "status": m.status,
-                            "error_code": m.error_code, "error_message": m.error_message,
-                            "attempts": m.attempts,
+                            "to": m.to, "channel": m.channel, "provider": m.provider, "sid": m.sid,
+                            "status": m.status, "error_code": m.error_code,
+                            "error_message": m.error_message, "attempts": m.attempts,
                         })
                     })
                     .collect();
@@ -959,7 +975,7 @@ impl Api {
                         .map(IdempotencyKey::parse)
                         .transpose()?,
                     send_at: body.send_at.as_deref().map(send_at).transpose()?,
-                    channel: Channel::parse(body.channel.as_deref().unwrap_or("sms"))?,
+                    channel: body.channel.as_deref().map(Channel::parse).transpose()?,
                 };
                 let accepted = self.messaging.send_sms(request, now).await?;
                 Ok(json_response(
@@ -1100,6 +1116,7 @@ fn send_request(
         purpose: Purpose::parse(&body.purpose, purposes)?,
         user_id: UserIdField::parse(body.user_id)?,
         locale: body.locale,
+        channel: body.channel.as_deref().map(Channel::parse).transpose()?,
     })
 }
 

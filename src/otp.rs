@@ -25,7 +25,7 @@ use crate::store::{
 };
 use crate::telemetry;
 use crate::twilio::TwilioError;
-use crate::types::{Caller, OtpCode, PhoneNumber, Purpose, Region, UserId};
+use crate::types::{Caller, Channel, OtpCode, PhoneNumber, Purpose, Region, UserId};
 
 #[derive(Debug, Error)]
 pub enum OtpError {
@@ -69,6 +69,8 @@ pub struct SendOtp {
     pub user_id: Option<UserId>,
     /// The SMS language; falls back to its language, then `messaging.default_locale`.
     pub locale: Option<String>,
+    /// Only this channel; `None`: `messaging.channels` in order.
+    pub channel: Option<Channel>,
 }
 
 pub struct VerifyOtp {
@@ -82,6 +84,8 @@ pub struct VerifyOtp {
 pub struct Issued {
     pub otp_id: i64,
     pub expires_at: SystemTime,
+    /// The channel that carried the code (for a test number: the one it would have).
+    pub channel: Channel,
 }
 
 /// What `/status/` reports; shaped into JSON by the api.
@@ -109,6 +113,7 @@ pub struct OtpService {
     limiter: Arc<Limiter>,
     guard: Guard,
     sender: Arc<Sender>,
+    channels: Vec<Channel>,
 }
 
 const TEST_MESSAGE: &str = "Test message from otpd: your Twilio settings work.";
@@ -129,6 +134,7 @@ impl OtpService {
             guard: Guard::new(&config.guard),
             store,
             sender,
+            channels: config.messaging.channels.clone(),
         })
     }
 
@@ -166,6 +172,13 @@ impl OtpService {
         if test.is_none() && self.sender.provider().is_none() {
             return Err(SendError::NotConfigured.into());
         }
+        let channels = match req.channel {
+            Some(channel) if test.is_none() && !self.sender.supports(channel) => {
+                return Err(SendError::ChannelNotConfigured(channel).into());
+            }
+            Some(channel) => vec![channel],
+            None => self.channels.clone(),
+        };
         self.limiter
             .check_send(req.phone.as_str(), req.user_id.as_ref().map(UserId::as_str))?;
         // The cost guard, after the caller's own limits (a flood stops there) and before
@@ -206,11 +219,15 @@ impl OtpService {
 
         if test.is_some() {
             self.store
-                .record_delivery(otp_id, to, Delivery::Skipped, now, req.caller)
+                .record_delivery(otp_id, to, channels[0], Delivery::Skipped, now, req.caller)
                 .await?;
             log::info!("otp {otp_id} for {masked} ({purpose}): test number, no SMS sent");
             event("test_number");
-            return Ok(Issued { otp_id, expires_at });
+            return Ok(Issued {
+                otp_id,
+                expires_at,
+                channel: channels[0],
+            });
         }
 
         let minutes = self.otp.ttl.as_secs().div_ceil(60);
@@ -231,38 +248,70 @@ impl OtpService {
             unreachable!("the otp template was validated at start-up")
         };
         let provider = self.sender.provider().unwrap_or("none");
-        match self.sender.send(&req.phone, &body).await {
-            Ok(sent) => {
-                log::info!(
-                    "otp {otp_id} for {masked} ({purpose}) sent via {provider}, sid {}",
-                    sent.sid
-                );
-                event("sent");
-                let delivery = Delivery::Sent {
-                    provider,
-                    sid: sent.sid,
-                    status: sent.status,
-                    attempts: sent.attempts,
-                };
-                self.store
-                    .record_delivery(otp_id, to, delivery, now, req.caller)
-                    .await?;
-                Ok(Issued { otp_id, expires_at })
-            }
-            Err(error) => {
-                log::warn!("otp {otp_id} for {masked} ({purpose}) not sent: {error}");
-                // Marked failed: this code can never verify, whatever happens next.
-                let delivery = failed(provider, &error);
-                event(match delivery {
-                    Delivery::CircuitOpen { .. } => "circuit_open",
-                    _ => "send_failed",
-                });
-                self.store
-                    .record_delivery(otp_id, to, delivery, now, req.caller)
-                    .await?;
-                Err(error.into())
+        let mut channels = channels.into_iter().peekable();
+        while let Some(channel) = channels.next() {
+            let result = self.sender.send(&req.phone, channel, &body).await;
+            match result {
+                Ok(sent) => {
+                    log::info!(
+                        "otp {otp_id} for {masked} ({purpose}) sent via {provider} {channel}, sid {}",
+                        sent.sid
+                    );
+                    event("sent");
+                    let delivery = Delivery::Sent {
+                        provider,
+                        sid: sent.sid,
+                        status: sent.status,
+                        attempts: sent.attempts,
+                    };
+                    self.store
+                        .record_delivery(otp_id, to, channel, delivery, now, req.caller)
+                        .await?;
+                    return Ok(Issued {
+                        otp_id,
+                        expires_at,
+                        channel,
+                    });
+                }
+                // Twilio refused this channel for this number: the next one may reach it.
+                // Outages are not a reason to switch: every channel is the same Twilio.
+                Err(
+                    ref error @ SendError::Twilio {
+                        error: TwilioError::Rejected { .. },
+                        ..
+                    },
+                ) if channels.peek().is_some() => {
+                    log::warn!(
+                        "otp {otp_id} for {masked} ({purpose}) not sent by {channel}, trying the next channel: {error}"
+                    );
+                    event("channel_fallback");
+                    self.store
+                        .record_fallback(
+                            otp_id,
+                            to.clone(),
+                            channel,
+                            failed(provider, error),
+                            now,
+                            req.caller,
+                        )
+                        .await?;
+                }
+                Err(error) => {
+                    log::warn!("otp {otp_id} for {masked} ({purpose}) not sent: {error}");
+                    // Marked failed: this code can never verify, whatever happens next.
+                    let delivery = failed(provider, &error);
+                    event(match delivery {
+                        Delivery::CircuitOpen { .. } => "circuit_open",
+                        _ => "send_failed",
+                    });
+                    self.store
+                        .record_delivery(otp_id, to, channel, delivery, now, req.caller)
+                        .await?;
+                    return Err(error.into());
+                }
             }
         }
+        unreachable!("messaging.channels is never empty")
     }
 
     /// Asks the guard about a code's SMS; returns the destination region to store.
@@ -388,7 +437,7 @@ impl OtpService {
         // Only the daily cap: the message costs money, but goes to the operator's number.
         let verdict = self.guard.check_test_message(now, &self.store).await?;
         self.audit_guard(verdict, to, None, None, None, now).await?;
-        let result = self.sender.send(to, TEST_MESSAGE).await;
+        let result = self.sender.send(to, Channel::Sms, TEST_MESSAGE).await;
         let delivery = match &result {
             Ok(sent) => Delivery::Sent {
                 provider,
