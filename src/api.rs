@@ -280,73 +280,7 @@ impl Failure {
                 .extra(json!({"verified": false}))
                 .retry_after(*retry_after),
                 OtpError::RateLimited(limited) => rate_limited(limited),
-                OtpError::Guard(g) => {
-                    let d = match g {
-                        // 422, not 403: the caller may use otpd; this destination is
-                        // refused by policy, and sending again will not change that.
-                        GuardError::CountryNotAllowed { country } => Described::new(
-                            S::UNPROCESSABLE_ENTITY,
-                            "country_not_allowed",
-                            "SMS to this country is not allowed",
-                        )
-                        .details(format!(
-                            "{country} is not allowed by guard.allow_countries / deny_countries"
-                        ))
-                        .extra(json!({"country": country})),
-                        GuardError::CountryLimited {
-                            country,
-                            retry_after,
-                        } => Described::new(
-                            S::TOO_MANY_REQUESTS,
-                            "country_rate_limited",
-                            "Too many SMS to this country",
-                        )
-                        .details(format!(
-                            "guard.per_country reached for {country}; retry in {} s",
-                            retry_seconds(*retry_after)
-                        ))
-                        .extra(json!({"country": country}))
-                        .retry_after(*retry_after),
-                        GuardError::PrefixLimited { retry_after } => Described::new(
-                            S::TOO_MANY_REQUESTS,
-                            "prefix_rate_limited",
-                            "Too many SMS to numbers in this range",
-                        )
-                        .details(format!(
-                            "guard.per_prefix reached; retry in {} s",
-                            retry_seconds(*retry_after)
-                        ))
-                        .retry_after(*retry_after),
-                        // 503, not 429: the whole service is out of budget until UTC
-                        // midnight, whoever asks; 5xx is what operators' alerts watch.
-                        GuardError::DailyCapReached { cap, retry_after } => Described::new(
-                            S::SERVICE_UNAVAILABLE,
-                            "daily_cap_reached",
-                            "The daily SMS cap is reached",
-                        )
-                        .details(format!(
-                            "guard.daily_message_cap of {cap} messages reached; resets at 00:00 UTC"
-                        ))
-                        .retry_after(*retry_after),
-                        GuardError::UnverifiedBudgetExhausted {
-                            country,
-                            budget,
-                            retry_after,
-                        } => Described::new(
-                            S::TOO_MANY_REQUESTS,
-                            "unverified_budget_exhausted",
-                            "Too many unverified codes to this country",
-                        )
-                        .details(format!(
-                            "{budget} codes sent to {country} within guard.unverified_window were not verified"
-                        ))
-                        .extra(json!({"country": country}))
-                        .retry_after(*retry_after),
-                    };
-                    let mut extra = d.extra.clone();
-                    extra["rule"] = json!(g.rule());
-                    d.extra(extra)
-                }
+                OtpError::Guard(g) => guard_refused(g),
                 OtpError::NoTestNumber => Described::new(
                     S::SERVICE_UNAVAILABLE,
                     "test_phone_not_configured",
@@ -460,6 +394,7 @@ impl Failure {
                         .details(why.clone())
                 }
                 MessagingError::ChannelNotConfigured(channel) => channel_not_configured(*channel),
+                MessagingError::Guard(g) => guard_refused(g),
                 MessagingError::KeyConflict { message_id } => Described::new(
                     S::CONFLICT,
                     "idempotency_key_reused",
@@ -563,6 +498,76 @@ fn rate_limited(limited: &RateLimited) -> Described {
     ))
     .extra(json!({"limit": limited.limit.as_str()}))
     .retry_after(limited.retry_after)
+}
+
+/// The cost guard's refusals, for codes and plain messages alike.
+fn guard_refused(g: &GuardError) -> Described {
+    use StatusCode as S;
+    let d = match g {
+        // 422, not 403: the caller may use otpd; this destination is
+        // refused by policy, and sending again will not change that.
+        GuardError::CountryNotAllowed { country } => Described::new(
+            S::UNPROCESSABLE_ENTITY,
+            "country_not_allowed",
+            "SMS to this country is not allowed",
+        )
+        .details(format!(
+            "{country} is not allowed by guard.allow_countries / deny_countries"
+        ))
+        .extra(json!({"country": country})),
+        GuardError::CountryLimited {
+            country,
+            retry_after,
+        } => Described::new(
+            S::TOO_MANY_REQUESTS,
+            "country_rate_limited",
+            "Too many SMS to this country",
+        )
+        .details(format!(
+            "guard.per_country reached for {country}; retry in {} s",
+            retry_seconds(*retry_after)
+        ))
+        .extra(json!({"country": country}))
+        .retry_after(*retry_after),
+        GuardError::PrefixLimited { retry_after } => Described::new(
+            S::TOO_MANY_REQUESTS,
+            "prefix_rate_limited",
+            "Too many SMS to numbers in this range",
+        )
+        .details(format!(
+            "guard.per_prefix reached; retry in {} s",
+            retry_seconds(*retry_after)
+        ))
+        .retry_after(*retry_after),
+        // 503, not 429: the whole service is out of budget until UTC
+        // midnight, whoever asks; 5xx is what operators' alerts watch.
+        GuardError::DailyCapReached { cap, retry_after } => Described::new(
+            S::SERVICE_UNAVAILABLE,
+            "daily_cap_reached",
+            "The daily SMS cap is reached",
+        )
+        .details(format!(
+            "guard.daily_message_cap of {cap} messages reached; resets at 00:00 UTC"
+        ))
+        .retry_after(*retry_after),
+        GuardError::UnverifiedBudgetExhausted {
+            country,
+            budget,
+            retry_after,
+        } => Described::new(
+            S::TOO_MANY_REQUESTS,
+            "unverified_budget_exhausted",
+            "Too many unverified codes to this country",
+        )
+        .details(format!(
+            "{budget} codes sent to {country} within guard.unverified_window were not verified"
+        ))
+        .extra(json!({"country": country}))
+        .retry_after(*retry_after),
+    };
+    let mut extra = d.extra.clone();
+    extra["rule"] = json!(g.rule());
+    d.extra(extra)
 }
 
 fn channel_not_configured(channel: Channel) -> Described {
@@ -967,6 +972,7 @@ impl Api {
                     _ => return Err(MessagingError::BodyOrTemplate.into()),
                 };
                 let request = SendSms {
+                    caller,
                     to: PhoneNumber::parse_in(&body.to, service.default_region())?,
                     content,
                     user_id: UserIdField::parse(body.user_id)?,

@@ -17,8 +17,9 @@
 //!                         (governor)  (cost guard)  (SQLite)      (or dev outbox)
 //! ```
 //!
-//! Plain SMS take a second path through the same parts: [`api`] → [`messaging`] commits
-//! the message to the [`store`]'s outbox and answers 202; its workers send through the
+//! Plain SMS take a second path through the same parts: [`api`] → [`messaging`] asks the
+//! [`guard`] (country lists, daily cap), commits the message to the [`store`]'s outbox
+//! and answers 202; its workers send through the
 //! [`sender`] and record each step; Twilio's status callbacks, checked by [`callback`],
 //! extend that history. [`segments`] says what a body costs.
 //!
@@ -61,6 +62,7 @@ use tokio::net::UnixListener;
 
 use crate::api::Api;
 use crate::config::{Config, ProviderConfig};
+use crate::guard::Guard;
 use crate::limiter::Limiter;
 use crate::messaging::MessagingService;
 use crate::otp::{KeyError, OtpService};
@@ -97,13 +99,16 @@ pub async fn run(
         .map_err(|_| StoreError::Closed)??;
     let sender = Arc::new(Sender::new(&config.provider)?);
     let limiter = Arc::new(Limiter::new(&config.limits));
+    // One guard for both paths: codes and plain messages count against one daily cap.
+    let guard = Arc::new(Guard::new(&config.guard));
     let messaging = Arc::new(MessagingService::new(
         config,
         store.clone(),
         sender.clone(),
         limiter.clone(),
+        guard.clone(),
     ));
-    let service = OtpService::new(config, store, sender, limiter)?;
+    let service = OtpService::new(config, store, sender, limiter, guard)?;
     announce(config);
     let api = Arc::new(Api::new(
         service,

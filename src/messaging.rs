@@ -18,6 +18,7 @@ use tokio::task::JoinSet;
 
 use crate::callback::{self, StatusUpdate};
 use crate::config::{Config, MessagingConfig, ProviderConfig, Secret};
+use crate::guard::{Guard, GuardError, Subject};
 use crate::limiter::{Limiter, RateLimited};
 use crate::segments::{self, Segments};
 use crate::sender::{SendError, Sender};
@@ -67,6 +68,8 @@ pub enum MessagingError {
     BodyOrTemplate,
     #[error(transparent)]
     RateLimited(#[from] RateLimited),
+    #[error(transparent)]
+    Guard(#[from] GuardError),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -127,6 +130,7 @@ pub enum Content {
 }
 
 pub struct SendSms {
+    pub caller: Caller,
     pub to: PhoneNumber,
     pub content: Content,
     pub user_id: Option<UserId>,
@@ -151,12 +155,19 @@ pub struct MessagingService {
     store: Store,
     sender: Arc<Sender>,
     limiter: Arc<Limiter>,
+    guard: Arc<Guard>,
     callbacks: Option<(String, Secret)>,
     wake: Notify,
 }
 
 impl MessagingService {
-    pub fn new(config: &Config, store: Store, sender: Arc<Sender>, limiter: Arc<Limiter>) -> Self {
+    pub fn new(
+        config: &Config,
+        store: Store,
+        sender: Arc<Sender>,
+        limiter: Arc<Limiter>,
+        guard: Arc<Guard>,
+    ) -> Self {
         let callbacks = match &config.provider {
             ProviderConfig::Twilio(t) => t.status_callback_url.clone().zip(t.auth_token.clone()),
             _ => None,
@@ -167,6 +178,7 @@ impl MessagingService {
             store,
             sender,
             limiter,
+            guard,
             callbacks,
             wake: Notify::new(),
         }
@@ -210,7 +222,7 @@ impl MessagingService {
             body: body.text,
             channel: channels[0].as_str().to_owned(),
             fallback: join(&channels[1..]),
-            user_id: req.user_id.map(|u| u.as_str().to_owned()),
+            user_id: req.user_id.as_ref().map(|u| u.as_str().to_owned()),
             idempotency_key: req.idempotency_key.map(|k| k.0),
             request_hash,
             send_at,
@@ -232,6 +244,10 @@ impl MessagingService {
             Some((id, hash, status)) => Enqueued::replay(id, &hash, &outgoing.request_hash, status),
             None => {
                 self.limiter.check_global()?;
+                if self.guard.is_active() {
+                    self.guard_message(&req.to, req.user_id.as_ref(), req.caller, now)
+                        .await?;
+                }
                 self.store.enqueue(outgoing).await?
             }
         };
@@ -253,6 +269,28 @@ impl MessagingService {
             send_at,
             replayed,
         })
+    }
+
+    /// The cost guard's country lists and daily cap; every refusal is audited.
+    async fn guard_message(
+        &self,
+        to: &PhoneNumber,
+        user_id: Option<&UserId>,
+        caller: Caller,
+        now: SystemTime,
+    ) -> Result<(), MessagingError> {
+        let dest = self.guard.destination(to);
+        let verdict = self.guard.check_message(&dest, now, &self.store).await?;
+        let who = Subject {
+            phone: to,
+            purpose: None,
+            user_id: user_id.map(UserId::as_str),
+            caller: Some(caller),
+        };
+        match self.guard.audit(verdict, who, now, &self.store).await? {
+            Some(e) => Err(e.into()),
+            None => Ok(()),
+        }
     }
 
     /// Renders a configured template; the `otp` template is only for codes.

@@ -16,12 +16,11 @@ use thiserror::Error;
 
 use crate::breaker::CircuitState;
 use crate::config::{Config, KeySource, OtpConfig, RetentionConfig};
-use crate::guard::{Guard, GuardError, Verdict};
+use crate::guard::{Guard, GuardError, Subject, Verdict};
 use crate::limiter::{Limiter, RateLimited};
 use crate::sender::{SendError, Sender};
 use crate::store::{
-    Attempt, AuditRow, Counts, Cutoffs, Delivery, GuardEvent, MessageRow, NewCode, Purged, Store,
-    StoreError,
+    Attempt, AuditRow, Counts, Cutoffs, Delivery, MessageRow, NewCode, Purged, Store, StoreError,
 };
 use crate::telemetry;
 use crate::twilio::TwilioError;
@@ -111,7 +110,7 @@ pub struct OtpService {
     key: Vec<u8>,
     store: Store,
     limiter: Arc<Limiter>,
-    guard: Guard,
+    guard: Arc<Guard>,
     sender: Arc<Sender>,
     channels: Vec<Channel>,
 }
@@ -124,6 +123,7 @@ impl OtpService {
         store: Store,
         sender: Arc<Sender>,
         limiter: Arc<Limiter>,
+        guard: Arc<Guard>,
     ) -> Result<Self, KeyError> {
         Ok(OtpService {
             otp: config.otp.clone(),
@@ -131,7 +131,7 @@ impl OtpService {
             test_phone: config.test_phone_number.clone(),
             key: load_key(&config.otp.hmac_key)?,
             limiter,
-            guard: Guard::new(&config.guard),
+            guard,
             store,
             sender,
             channels: config.messaging.channels.clone(),
@@ -340,23 +340,13 @@ impl OtpService {
         caller: Option<Caller>,
         now: SystemTime,
     ) -> Result<(), OtpError> {
-        let events = (verdict.blocked.iter().map(|e| ("guard_blocked", e)))
-            .chain(verdict.would_block.iter().map(|e| ("guard_would_block", e)));
-        for (event, e) in events {
-            log::warn!("{event} {} for {}: {e}", e.rule(), phone.masked());
-            self.store
-                .record_guard_event(GuardEvent {
-                    at: now,
-                    event,
-                    phone: phone.as_str().to_owned(),
-                    purpose: purpose.map(|p| p.as_str().to_owned()),
-                    user_id: user_id.map(|u| u.as_str().to_owned()),
-                    detail: e.rule(),
-                    caller,
-                })
-                .await?;
-        }
-        match verdict.blocked {
+        let who = Subject {
+            phone,
+            purpose: purpose.map(Purpose::as_str),
+            user_id: user_id.map(UserId::as_str),
+            caller,
+        };
+        match self.guard.audit(verdict, who, now, &self.store).await? {
             Some(e) => Err(e.into()),
             None => Ok(()),
         }
