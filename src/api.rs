@@ -21,7 +21,7 @@ use crate::config::ServerConfig;
 use crate::guard::GuardError;
 use crate::limiter::RateLimited;
 use crate::messaging::{
-    Channel, Content, IdempotencyKey, MessagingError, MessagingService, SendSms, SmsBody,
+    Content, IdempotencyKey, MessagingError, MessagingService, SendSms, SmsBody,
 };
 use crate::otp::{OtpError, OtpService, SendOtp, VerifyOtp};
 use crate::sender::SendError;
@@ -29,7 +29,7 @@ use crate::store::{Fault, MessageDetail, StoreError};
 use crate::telemetry;
 use crate::templates::TemplateError;
 use crate::twilio::TwilioError;
-use crate::types::{Caller, InvalidInput, OtpCode, PhoneNumber, Purpose, Region, UserId};
+use crate::types::{Caller, Channel, InvalidInput, OtpCode, PhoneNumber, Purpose, Region, UserId};
 
 pub struct Api {
     service: OtpService,
@@ -244,6 +244,7 @@ impl Failure {
                     ),
                     InvalidInput::UserId(why) => ("invalid_user_id", why.to_string()),
                     InvalidInput::OtpCode(why) => ("invalid_otp_code", why.to_string()),
+                    InvalidInput::Channel(why) => ("invalid_channel", why.clone()),
                 };
                 Described::new(S::BAD_REQUEST, code, e.to_string()).details(details)
             }
@@ -279,73 +280,7 @@ impl Failure {
                 .extra(json!({"verified": false}))
                 .retry_after(*retry_after),
                 OtpError::RateLimited(limited) => rate_limited(limited),
-                OtpError::Guard(g) => {
-                    let d = match g {
-                        // 422, not 403: the caller may use otpd; this destination is
-                        // refused by policy, and sending again will not change that.
-                        GuardError::CountryNotAllowed { country } => Described::new(
-                            S::UNPROCESSABLE_ENTITY,
-                            "country_not_allowed",
-                            "SMS to this country is not allowed",
-                        )
-                        .details(format!(
-                            "{country} is not allowed by guard.allow_countries / deny_countries"
-                        ))
-                        .extra(json!({"country": country})),
-                        GuardError::CountryLimited {
-                            country,
-                            retry_after,
-                        } => Described::new(
-                            S::TOO_MANY_REQUESTS,
-                            "country_rate_limited",
-                            "Too many SMS to this country",
-                        )
-                        .details(format!(
-                            "guard.per_country reached for {country}; retry in {} s",
-                            retry_seconds(*retry_after)
-                        ))
-                        .extra(json!({"country": country}))
-                        .retry_after(*retry_after),
-                        GuardError::PrefixLimited { retry_after } => Described::new(
-                            S::TOO_MANY_REQUESTS,
-                            "prefix_rate_limited",
-                            "Too many SMS to numbers in this range",
-                        )
-                        .details(format!(
-                            "guard.per_prefix reached; retry in {} s",
-                            retry_seconds(*retry_after)
-                        ))
-                        .retry_after(*retry_after),
-                        // 503, not 429: the whole service is out of budget until UTC
-                        // midnight, whoever asks; 5xx is what operators' alerts watch.
-                        GuardError::DailyCapReached { cap, retry_after } => Described::new(
-                            S::SERVICE_UNAVAILABLE,
-                            "daily_cap_reached",
-                            "The daily SMS cap is reached",
-                        )
-                        .details(format!(
-                            "guard.daily_message_cap of {cap} messages reached; resets at 00:00 UTC"
-                        ))
-                        .retry_after(*retry_after),
-                        GuardError::UnverifiedBudgetExhausted {
-                            country,
-                            budget,
-                            retry_after,
-                        } => Described::new(
-                            S::TOO_MANY_REQUESTS,
-                            "unverified_budget_exhausted",
-                            "Too many unverified codes to this country",
-                        )
-                        .details(format!(
-                            "{budget} codes sent to {country} within guard.unverified_window were not verified"
-                        ))
-                        .extra(json!({"country": country}))
-                        .retry_after(*retry_after),
-                    };
-                    let mut extra = d.extra.clone();
-                    extra["rule"] = json!(g.rule());
-                    d.extra(extra)
-                }
+                OtpError::Guard(g) => guard_refused(g),
                 OtpError::NoTestNumber => Described::new(
                     S::SERVICE_UNAVAILABLE,
                     "test_phone_not_configured",
@@ -353,6 +288,9 @@ impl Failure {
                 )
                 .details("set twilio.test_phone_number or TEST_PHONE_NUMBER"),
                 OtpError::Send(SendError::NotConfigured) => provider_not_configured(),
+                OtpError::Send(SendError::ChannelNotConfigured(channel)) => {
+                    channel_not_configured(*channel)
+                }
                 OtpError::Send(SendError::Twilio {
                     error:
                         TwilioError::Rejected {
@@ -455,10 +393,8 @@ impl Failure {
                     Described::new(S::BAD_REQUEST, "invalid_send_at", "Invalid send_at")
                         .details(why.clone())
                 }
-                MessagingError::Channel(why) => {
-                    Described::new(S::BAD_REQUEST, "invalid_channel", "Invalid channel")
-                        .details(why.clone())
-                }
+                MessagingError::ChannelNotConfigured(channel) => channel_not_configured(*channel),
+                MessagingError::Guard(g) => guard_refused(g),
                 MessagingError::KeyConflict { message_id } => Described::new(
                     S::CONFLICT,
                     "idempotency_key_reused",
@@ -562,6 +498,87 @@ fn rate_limited(limited: &RateLimited) -> Described {
     ))
     .extra(json!({"limit": limited.limit.as_str()}))
     .retry_after(limited.retry_after)
+}
+
+/// The cost guard's refusals, for codes and plain messages alike.
+fn guard_refused(g: &GuardError) -> Described {
+    use StatusCode as S;
+    let d = match g {
+        // 422, not 403: the caller may use otpd; this destination is
+        // refused by policy, and sending again will not change that.
+        GuardError::CountryNotAllowed { country } => Described::new(
+            S::UNPROCESSABLE_ENTITY,
+            "country_not_allowed",
+            "SMS to this country is not allowed",
+        )
+        .details(format!(
+            "{country} is not allowed by guard.allow_countries / deny_countries"
+        ))
+        .extra(json!({"country": country})),
+        GuardError::CountryLimited {
+            country,
+            retry_after,
+        } => Described::new(
+            S::TOO_MANY_REQUESTS,
+            "country_rate_limited",
+            "Too many SMS to this country",
+        )
+        .details(format!(
+            "guard.per_country reached for {country}; retry in {} s",
+            retry_seconds(*retry_after)
+        ))
+        .extra(json!({"country": country}))
+        .retry_after(*retry_after),
+        GuardError::PrefixLimited { retry_after } => Described::new(
+            S::TOO_MANY_REQUESTS,
+            "prefix_rate_limited",
+            "Too many SMS to numbers in this range",
+        )
+        .details(format!(
+            "guard.per_prefix reached; retry in {} s",
+            retry_seconds(*retry_after)
+        ))
+        .retry_after(*retry_after),
+        // 503, not 429: the whole service is out of budget until UTC
+        // midnight, whoever asks; 5xx is what operators' alerts watch.
+        GuardError::DailyCapReached { cap, retry_after } => Described::new(
+            S::SERVICE_UNAVAILABLE,
+            "daily_cap_reached",
+            "The daily SMS cap is reached",
+        )
+        .details(format!(
+            "guard.daily_message_cap of {cap} messages reached; resets at 00:00 UTC"
+        ))
+        .retry_after(*retry_after),
+        GuardError::UnverifiedBudgetExhausted {
+            country,
+            budget,
+            retry_after,
+        } => Described::new(
+            S::TOO_MANY_REQUESTS,
+            "unverified_budget_exhausted",
+            "Too many unverified codes to this country",
+        )
+        .details(format!(
+            "{budget} codes sent to {country} within guard.unverified_window were not verified"
+        ))
+        .extra(json!({"country": country}))
+        .retry_after(*retry_after),
+    };
+    let mut extra = d.extra.clone();
+    extra["rule"] = json!(g.rule());
+    d.extra(extra)
+}
+
+fn channel_not_configured(channel: Channel) -> Described {
+    Described::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "channel_not_configured",
+        "This channel is not configured",
+    )
+    .details(format!(
+        "{channel} needs a sender: set twilio.whatsapp_from (or messaging_service_sid)"
+    ))
 }
 
 fn provider_not_configured() -> Described {
@@ -701,6 +718,9 @@ struct SendOtpBody {
     user_id: Option<UserIdField>,
     #[serde(default)]
     locale: Option<String>,
+    /// "sms" or "whatsapp"; absent: `messaging.channels` in order.
+    #[serde(default)]
+    channel: Option<String>,
 }
 
 /// Template variables: strings, or numbers written as the caller wrote them.
@@ -865,6 +885,7 @@ impl Api {
                         "message": "OTP sent successfully",
                         "otp_id": issued.otp_id,
                         "expires_at": rfc3339(issued.expires_at),
+                        "channel": issued.channel.as_str(),
                     }),
                 ))
             }
@@ -921,9 +942,9 @@ impl Api {
                     .map(|m| {
                         json!({
                             "id": m.id, "otp_id": m.otp_id, "created_at": rfc3339(m.created_at),
-                            "to": m.to, "provider": m.provider, "sid": m.sid, "status": m.status,
-                            "error_code": m.error_code, "error_message": m.error_message,
-                            "attempts": m.attempts,
+                            "to": m.to, "channel": m.channel, "provider": m.provider, "sid": m.sid,
+                            "status": m.status, "error_code": m.error_code,
+                            "error_message": m.error_message, "attempts": m.attempts,
                         })
                     })
                     .collect();
@@ -951,6 +972,7 @@ impl Api {
                     _ => return Err(MessagingError::BodyOrTemplate.into()),
                 };
                 let request = SendSms {
+                    caller,
                     to: PhoneNumber::parse_in(&body.to, service.default_region())?,
                     content,
                     user_id: UserIdField::parse(body.user_id)?,
@@ -959,7 +981,7 @@ impl Api {
                         .map(IdempotencyKey::parse)
                         .transpose()?,
                     send_at: body.send_at.as_deref().map(send_at).transpose()?,
-                    channel: Channel::parse(body.channel.as_deref().unwrap_or("sms"))?,
+                    channel: body.channel.as_deref().map(Channel::parse).transpose()?,
                 };
                 let accepted = self.messaging.send_sms(request, now).await?;
                 Ok(json_response(
@@ -1100,6 +1122,7 @@ fn send_request(
         purpose: Purpose::parse(&body.purpose, purposes)?,
         user_id: UserIdField::parse(body.user_id)?,
         locale: body.locale,
+        channel: body.channel.as_deref().map(Channel::parse).transpose()?,
     })
 }
 

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::templates::{Catalog, Localized};
-use crate::types::{OtpCode, PhoneNumber, Region};
+use crate::types::{Channel, OtpCode, PhoneNumber, Region};
 
 #[derive(Debug, Error)]
 pub enum ConfigError {
@@ -251,9 +251,12 @@ pub fn parse_region(text: &str) -> Option<GuardRegion> {
     text.parse().ok().map(Some)
 }
 
-/// The outbox workers behind `send-sms`.
-#[derive(Debug, Clone, Copy)]
+/// The outbox workers behind `send-sms`, and the channels every send may use.
+#[derive(Debug, Clone)]
 pub struct MessagingConfig {
+    /// Tried in this order when a request names no channel; a channel that Twilio
+    /// refuses for a number (a 4xx) falls through to the next.
+    pub channels: Vec<Channel>,
     /// Messages sent at the same time.
     pub workers: usize,
     /// Sends tried per message before it is marked failed.
@@ -279,6 +282,8 @@ pub struct TwilioConfig {
     pub auth_user: String,
     pub auth_secret: Secret,
     pub from: TwilioFrom,
+    /// The WhatsApp sender; without it WhatsApp goes through the messaging service, if any.
+    pub whatsapp_from: Option<PhoneNumber>,
     pub api_base: String,
     pub timeout: Duration,
     /// The public URL Twilio posts status callbacks to (passed as `StatusCallback`).
@@ -287,6 +292,13 @@ pub struct TwilioConfig {
     pub auth_token: Option<Secret>,
     /// When Twilio fails: retries, their deadline and the circuit breaker.
     pub faults: TwilioFaults,
+}
+
+impl TwilioConfig {
+    /// WhatsApp needs its own sender, or a messaging service that has one.
+    pub fn sends_whatsapp(&self) -> bool {
+        self.whatsapp_from.is_some() || matches!(self.from, TwilioFrom::MessagingService(_))
+    }
 }
 
 /// How otpd rides out Twilio faults (see `twilio.rs`).
@@ -559,6 +571,7 @@ impl Default for RawGuard {
 #[serde(default, deny_unknown_fields)]
 struct RawMessaging {
     default_locale: String,
+    channels: Vec<String>,
     workers: usize,
     max_attempts: u32,
     retry_delay: String,
@@ -568,6 +581,7 @@ impl Default for RawMessaging {
     fn default() -> Self {
         RawMessaging {
             default_locale: "en".into(),
+            channels: vec!["sms".into()],
             workers: 4,
             max_attempts: 5,
             retry_delay: "30s".into(),
@@ -584,6 +598,7 @@ struct RawTwilio {
     api_key_secret: String,
     from_number: String,
     messaging_service_sid: String,
+    whatsapp_from: String,
     test_phone_number: String,
     api_base: String,
     timeout: String,
@@ -603,6 +618,7 @@ impl Default for RawTwilio {
             api_key_secret: String::new(),
             from_number: String::new(),
             messaging_service_sid: String::new(),
+            whatsapp_from: String::new(),
             test_phone_number: String::new(),
             api_base: "https://api.twilio.com".into(),
             timeout: "10s".into(),
@@ -833,7 +849,30 @@ impl Config {
                 "must be between 1 and 100",
             ));
         }
+        let mut channels = Vec::new();
+        for name in &m.channels {
+            let channel = Channel::parse(name).map_err(|_| {
+                invalid(
+                    "messaging.channels",
+                    format!("{name:?}: use \"sms\" or \"whatsapp\""),
+                )
+            })?;
+            if channels.contains(&channel) {
+                return Err(invalid(
+                    "messaging.channels",
+                    format!("{name:?} is listed twice"),
+                ));
+            }
+            channels.push(channel);
+        }
+        if channels.is_empty() {
+            return Err(invalid(
+                "messaging.channels",
+                "must list at least one channel",
+            ));
+        }
         let messaging = MessagingConfig {
+            channels,
             workers: m.workers,
             max_attempts: m.max_attempts,
             retry_delay: duration("messaging.retry_delay", &m.retry_delay)?,
@@ -889,6 +928,16 @@ impl Config {
                 None => ProviderConfig::None,
             }
         };
+
+        if let ProviderConfig::Twilio(twilio) = &provider {
+            if messaging.channels.contains(&Channel::WhatsApp) && !twilio.sends_whatsapp() {
+                return Err(invalid(
+                    "messaging.channels",
+                    "lists whatsapp, but neither twilio.whatsapp_from nor \
+                     twilio.messaging_service_sid is set",
+                ));
+            }
+        }
 
         let mut effective = raw;
         effective.dev.enabled = dev;
@@ -1189,6 +1238,13 @@ impl Config {
                     .map_err(|_| invalid("twilio.from_number", "is not a valid E.164 number"))?,
             ),
         };
+        let whatsapp_from = match t.whatsapp_from.trim() {
+            "" => None,
+            number => Some(
+                PhoneNumber::parse(number)
+                    .map_err(|_| invalid("twilio.whatsapp_from", "is not a valid E.164 number"))?,
+            ),
+        };
         let api_base = t.api_base.trim_end_matches('/').to_owned();
         let scheme_ok = reqwest::Url::parse(&api_base)
             .map(|u| matches!(u.scheme(), "https" | "http") && u.host().is_some())
@@ -1226,6 +1282,7 @@ impl Config {
             auth_user,
             auth_secret: Secret(auth_secret),
             from,
+            whatsapp_from,
             api_base,
             timeout: duration("twilio.timeout", &t.timeout)?,
             status_callback_url,

@@ -4,8 +4,12 @@
 //! and the country's budget of sent-but-never-verified codes. In record mode it lets
 //! everything through and reports what it would have refused; the service audits both.
 //!
-//! It reads counts through the store's narrow operations and knows nothing of HTTP or
-//! SQL. The caller's own limits (per phone, per user, global) stay in the limiter,
+//! Plain messages (`send-sms`) go through the country lists and the daily cap only:
+//! the backend writes them to its own users, so the pumping rules do not fit them, but
+//! they cost the same money and count against the same day.
+//!
+//! It reads counts and writes its audit events through the store's narrow operations
+//! and knows nothing of HTTP or SQL. The caller's own limits (per phone, per user, global) stay in the limiter,
 //! which runs first, so a flood is refused there before it can reach the guard.
 
 use std::num::NonZeroU32;
@@ -17,9 +21,9 @@ use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use thiserror::Error;
 
 use crate::config::{GuardConfig, GuardMode, GuardRegion as Region, Rate};
-use crate::store::{Store, StoreError};
+use crate::store::{GuardEvent, Store, StoreError};
 use crate::telemetry;
-use crate::types::PhoneNumber;
+use crate::types::{Caller, PhoneNumber};
 
 /// A send the guard refuses; each variant has its own API error code.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
@@ -63,6 +67,14 @@ pub struct Verdict {
     pub blocked: Option<GuardError>,
     /// Rules that would have refused it (record mode); the send goes ahead.
     pub would_block: Vec<GuardError>,
+}
+
+/// Who a guarded send was for, as the audit trail records it.
+pub struct Subject<'a> {
+    pub phone: &'a PhoneNumber,
+    pub purpose: Option<&'a str>,
+    pub user_id: Option<&'a str>,
+    pub caller: Option<Caller>,
 }
 
 /// Where a number goes, as the guard sees it.
@@ -166,14 +178,7 @@ impl Guard {
         let mut verdict = Verdict::default();
         let c = &self.config;
         let country = || dest.region_code();
-        let allowed = (c.allow_countries.is_empty() || c.allow_countries.contains(&dest.region))
-            && !c.deny_countries.contains(&dest.region);
-        if !allowed
-            && self.refuse(
-                &mut verdict,
-                GuardError::CountryNotAllowed { country: country() },
-            )
-        {
+        if self.country_refused(&mut verdict, dest) {
             return Ok(verdict);
         }
         if let Some(budget) = c.unverified_per_country {
@@ -216,6 +221,65 @@ impl Guard {
             self.refuse(&mut verdict, e);
         }
         Ok(verdict)
+    }
+
+    /// A plain message to `dest`: the country lists, then the daily cap.
+    pub async fn check_message(
+        &self,
+        dest: &Destination,
+        now: SystemTime,
+        store: &Store,
+    ) -> Result<Verdict, StoreError> {
+        let mut verdict = Verdict::default();
+        if self.country_refused(&mut verdict, dest) {
+            return Ok(verdict);
+        }
+        if let Err(e) = self.count_message(now, store).await? {
+            self.refuse(&mut verdict, e);
+        }
+        Ok(verdict)
+    }
+
+    /// The allow- and deny-lists; true when the send must stop here.
+    fn country_refused(&self, verdict: &mut Verdict, dest: &Destination) -> bool {
+        let c = &self.config;
+        let allowed = (c.allow_countries.is_empty() || c.allow_countries.contains(&dest.region))
+            && !c.deny_countries.contains(&dest.region);
+        !allowed
+            && self.refuse(
+                verdict,
+                GuardError::CountryNotAllowed {
+                    country: dest.region_code(),
+                },
+            )
+    }
+
+    /// Audits every refusal and would-be refusal of `verdict`; returns the refusal
+    /// that stops the send, if any.
+    pub async fn audit(
+        &self,
+        verdict: Verdict,
+        who: Subject<'_>,
+        now: SystemTime,
+        store: &Store,
+    ) -> Result<Option<GuardError>, StoreError> {
+        let events = (verdict.blocked.iter().map(|e| ("guard_blocked", e)))
+            .chain(verdict.would_block.iter().map(|e| ("guard_would_block", e)));
+        for (event, e) in events {
+            log::warn!("{event} {} for {}: {e}", e.rule(), who.phone.masked());
+            store
+                .record_guard_event(GuardEvent {
+                    at: now,
+                    event,
+                    phone: who.phone.as_str().to_owned(),
+                    purpose: who.purpose.map(str::to_owned),
+                    user_id: who.user_id.map(str::to_owned),
+                    detail: e.rule(),
+                    caller: who.caller,
+                })
+                .await?;
+        }
+        Ok(verdict.blocked)
     }
 
     /// The daily cap alone, for the test message: it costs money like any other, but

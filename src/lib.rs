@@ -17,8 +17,9 @@
 //!                         (governor)  (cost guard)  (SQLite)      (or dev outbox)
 //! ```
 //!
-//! Plain SMS take a second path through the same parts: [`api`] → [`messaging`] commits
-//! the message to the [`store`]'s outbox and answers 202; its workers send through the
+//! Plain SMS take a second path through the same parts: [`api`] → [`messaging`] asks the
+//! [`guard`] (country lists, daily cap), commits the message to the [`store`]'s outbox
+//! and answers 202; its workers send through the
 //! [`sender`] and record each step; Twilio's status callbacks, checked by [`callback`],
 //! extend that history. [`segments`] says what a body costs.
 //!
@@ -66,6 +67,7 @@ use tokio::task::JoinHandle;
 
 use crate::api::Api;
 use crate::config::{Config, ConfigError, ProviderConfig};
+use crate::guard::Guard;
 use crate::limiter::Limiter;
 use crate::messaging::MessagingService;
 use crate::otp::{KeyError, OtpService};
@@ -176,13 +178,18 @@ fn build(
     metrics: PrometheusHandle,
 ) -> Result<(Arc<Api>, Arc<MessagingService>), StartError> {
     let sender = Arc::new(Sender::new(&config.provider)?);
+    // One guard for both paths: codes and plain messages count against one daily cap.
+    // Built per configuration: a reload restarts its in-memory (per-country/prefix)
+    // counters; the daily cap is counted in the store and carries over.
+    let guard = Arc::new(Guard::new(&config.guard));
     let messaging = Arc::new(MessagingService::new(
         config,
         store.clone(),
         sender.clone(),
         limiter.clone(),
+        guard.clone(),
     ));
-    let service = OtpService::new(config, store.clone(), sender, limiter.clone())?;
+    let service = OtpService::new(config, store.clone(), sender, limiter.clone(), guard)?;
     let api = Api::new(service, messaging.clone(), &config.server, metrics);
     Ok((Arc::new(api), messaging))
 }

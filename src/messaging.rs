@@ -18,13 +18,14 @@ use tokio::task::JoinSet;
 
 use crate::callback::{self, StatusUpdate};
 use crate::config::{Config, MessagingConfig, ProviderConfig, Secret};
+use crate::guard::{Guard, GuardError, Subject};
 use crate::limiter::{Limiter, RateLimited};
 use crate::segments::{self, Segments};
 use crate::sender::{SendError, Sender};
 use crate::store::{Claimed, Enqueued, MessageDetail, NewOutgoing, Outcome, Store, StoreError};
 use crate::templates::{Catalog, TemplateError};
 use crate::twilio::TwilioError;
-use crate::types::{Caller, PhoneNumber, UserId};
+use crate::types::{Caller, Channel, PhoneNumber, UserId};
 
 /// Twilio schedules messages at most 35 days ahead; otpd keeps the same horizon.
 const MAX_SCHEDULE_AHEAD: Duration = Duration::from_secs(35 * 24 * 3600);
@@ -45,8 +46,8 @@ pub enum MessagingError {
     IdempotencyKey(&'static str),
     #[error("invalid send_at: {0}")]
     SendAt(String),
-    #[error("invalid channel: {0}")]
-    Channel(String),
+    #[error("no sender is configured for {0}")]
+    ChannelNotConfigured(Channel),
     #[error("idempotency key already used for a different request (message {message_id})")]
     KeyConflict { message_id: i64 },
     #[error("no message {0}")]
@@ -67,6 +68,8 @@ pub enum MessagingError {
     BodyOrTemplate,
     #[error(transparent)]
     RateLimited(#[from] RateLimited),
+    #[error(transparent)]
+    Guard(#[from] GuardError),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -116,28 +119,6 @@ impl IdempotencyKey {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Channel {
-    Sms,
-}
-
-impl Channel {
-    pub fn parse(text: &str) -> Result<Self, MessagingError> {
-        match text {
-            "sms" => Ok(Channel::Sms),
-            other => Err(MessagingError::Channel(format!(
-                "{other:?}: only \"sms\" is supported"
-            ))),
-        }
-    }
-
-    fn as_str(self) -> &'static str {
-        match self {
-            Channel::Sms => "sms",
-        }
-    }
-}
-
 /// What to send: a text, or a configured template to render.
 pub enum Content {
     Text(SmsBody),
@@ -149,12 +130,14 @@ pub enum Content {
 }
 
 pub struct SendSms {
+    pub caller: Caller,
     pub to: PhoneNumber,
     pub content: Content,
     pub user_id: Option<UserId>,
     pub idempotency_key: Option<IdempotencyKey>,
     pub send_at: Option<SystemTime>,
-    pub channel: Channel,
+    /// Only this channel; `None`: `messaging.channels` in order.
+    pub channel: Option<Channel>,
 }
 
 pub struct Accepted {
@@ -172,22 +155,30 @@ pub struct MessagingService {
     store: Store,
     sender: Arc<Sender>,
     limiter: Arc<Limiter>,
+    guard: Arc<Guard>,
     callbacks: Option<(String, Secret)>,
     wake: Notify,
 }
 
 impl MessagingService {
-    pub fn new(config: &Config, store: Store, sender: Arc<Sender>, limiter: Arc<Limiter>) -> Self {
+    pub fn new(
+        config: &Config,
+        store: Store,
+        sender: Arc<Sender>,
+        limiter: Arc<Limiter>,
+        guard: Arc<Guard>,
+    ) -> Self {
         let callbacks = match &config.provider {
             ProviderConfig::Twilio(t) => t.status_callback_url.clone().zip(t.auth_token.clone()),
             _ => None,
         };
         MessagingService {
-            config: config.messaging,
+            config: config.messaging.clone(),
             templates: config.templates.clone(),
             store,
             sender,
             limiter,
+            guard,
             callbacks,
             wake: Notify::new(),
         }
@@ -203,6 +194,13 @@ impl MessagingService {
         if self.sender.provider().is_none() {
             return Err(MessagingError::NotConfigured);
         }
+        let channels = match req.channel {
+            Some(channel) if !self.sender.supports(channel) => {
+                return Err(MessagingError::ChannelNotConfigured(channel));
+            }
+            Some(channel) => vec![channel],
+            None => self.config.channels.clone(),
+        };
         let send_at = req.send_at.unwrap_or(now).max(now);
         if send_at > now + MAX_SCHEDULE_AHEAD {
             return Err(MessagingError::SendAt(
@@ -222,8 +220,9 @@ impl MessagingService {
         let outgoing = NewOutgoing {
             to: req.to.as_str().to_owned(),
             body: body.text,
-            channel: req.channel.as_str().to_owned(),
-            user_id: req.user_id.map(|u| u.as_str().to_owned()),
+            channel: channels[0].as_str().to_owned(),
+            fallback: join(&channels[1..]),
+            user_id: req.user_id.as_ref().map(|u| u.as_str().to_owned()),
             idempotency_key: req.idempotency_key.map(|k| k.0),
             request_hash,
             send_at,
@@ -245,6 +244,10 @@ impl MessagingService {
             Some((id, hash, status)) => Enqueued::replay(id, &hash, &outgoing.request_hash, status),
             None => {
                 self.limiter.check_global()?;
+                if self.guard.is_active() {
+                    self.guard_message(&req.to, req.user_id.as_ref(), req.caller, now)
+                        .await?;
+                }
                 self.store.enqueue(outgoing).await?
             }
         };
@@ -266,6 +269,28 @@ impl MessagingService {
             send_at,
             replayed,
         })
+    }
+
+    /// The cost guard's country lists and daily cap; every refusal is audited.
+    async fn guard_message(
+        &self,
+        to: &PhoneNumber,
+        user_id: Option<&UserId>,
+        caller: Caller,
+        now: SystemTime,
+    ) -> Result<(), MessagingError> {
+        let dest = self.guard.destination(to);
+        let verdict = self.guard.check_message(&dest, now, &self.store).await?;
+        let who = Subject {
+            phone: to,
+            purpose: None,
+            user_id: user_id.map(UserId::as_str),
+            caller: Some(caller),
+        };
+        match self.guard.audit(verdict, who, now, &self.store).await? {
+            Some(e) => Err(e.into()),
+            None => Ok(()),
+        }
     }
 
     /// Renders a configured template; the `otp` template is only for codes.
@@ -401,16 +426,33 @@ impl MessagingService {
     }
 
     async fn send_one(self: Arc<Self>, message: Claimed) {
-        let outcome = match PhoneNumber::parse(&message.to) {
-            Err(_) => Outcome::Failed {
+        let to = PhoneNumber::parse(&message.to);
+        let channel = Channel::parse(&message.channel);
+        let outcome = match (to, channel) {
+            (Err(_), _) | (_, Err(_)) => Outcome::Failed {
                 error_code: None,
-                error_message: "stored number no longer parses".into(),
+                error_message: "stored number or channel no longer parses".into(),
             },
-            Ok(to) => match self.sender.send(&to, &message.body).await {
+            (Ok(to), Ok(channel)) => match self.sender.send(&to, channel, &message.body).await {
                 Ok(sent) => Outcome::Sent {
                     provider: self.sender.provider().unwrap_or("none"),
                     sid: sent.sid,
                 },
+                // Twilio refused this channel for this number: the next one may reach it.
+                Err(
+                    error @ SendError::Twilio {
+                        error: TwilioError::Rejected { .. },
+                        ..
+                    },
+                ) if message.fallback.as_deref().is_some_and(|f| !f.is_empty()) => {
+                    let fallback = message.fallback.as_deref().unwrap_or_default();
+                    let (next, rest) = fallback.split_once(',').unwrap_or((fallback, ""));
+                    Outcome::Fallback {
+                        next: next.to_owned(),
+                        rest: Some(rest.to_owned()).filter(|r| !r.is_empty()),
+                        reason: format!("{channel} refused: {error}"),
+                    }
+                }
                 Err(SendError::Twilio {
                     error: TwilioError::Rejected { code, message, .. },
                     ..
@@ -428,10 +470,12 @@ impl MessagingService {
                     reason: "Twilio's circuit is open".into(),
                     counted: false,
                 },
-                Err(SendError::NotConfigured) => Outcome::Failed {
-                    error_code: None,
-                    error_message: "no SMS provider is configured".into(),
-                },
+                Err(e @ (SendError::NotConfigured | SendError::ChannelNotConfigured(_))) => {
+                    Outcome::Failed {
+                        error_code: None,
+                        error_message: e.to_string(),
+                    }
+                }
                 Err(e) if message.attempts >= self.config.max_attempts => Outcome::Failed {
                     error_code: None,
                     error_message: format!("gave up after {} attempts: {e}", message.attempts),
@@ -452,6 +496,9 @@ impl MessagingService {
             }
             Outcome::Retry { reason, .. } => {
                 log::warn!(message_id = message.id; "message {} will be retried: {reason}", message.id)
+            }
+            Outcome::Fallback { reason, next, .. } => {
+                log::warn!("message {} {reason}; trying {next}", message.id)
             }
         }
         if let Err(e) = self
@@ -475,13 +522,19 @@ impl MessagingService {
     }
 }
 
+/// Channels as the store keeps them: comma-separated, `None` when there are none.
+fn join(channels: &[Channel]) -> Option<String> {
+    let names: Vec<&str> = channels.iter().map(|c| c.as_str()).collect();
+    Some(names.join(",")).filter(|s| !s.is_empty())
+}
+
 /// What the caller asked for, hashed: a reused key must come with the same request.
 fn fingerprint(req: &SendSms, body: &SmsBody) -> String {
     let mut hash = Sha256::new();
     for part in [
         req.to.as_str(),
         body.text.as_str(),
-        req.channel.as_str(),
+        req.channel.map_or("", Channel::as_str),
         req.user_id.as_ref().map_or("", |u| u.as_str()),
     ] {
         hash.update(part.as_bytes());

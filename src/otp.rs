@@ -16,16 +16,15 @@ use thiserror::Error;
 
 use crate::breaker::CircuitState;
 use crate::config::{Config, KeySource, OtpConfig, RetentionConfig};
-use crate::guard::{Guard, GuardError, Verdict};
+use crate::guard::{Guard, GuardError, Subject, Verdict};
 use crate::limiter::{Limiter, RateLimited};
 use crate::sender::{SendError, Sender};
 use crate::store::{
-    Attempt, AuditRow, Counts, Cutoffs, Delivery, GuardEvent, MessageRow, NewCode, Purged, Store,
-    StoreError,
+    Attempt, AuditRow, Counts, Cutoffs, Delivery, MessageRow, NewCode, Purged, Store, StoreError,
 };
 use crate::telemetry;
 use crate::twilio::TwilioError;
-use crate::types::{Caller, OtpCode, PhoneNumber, Purpose, Region, UserId};
+use crate::types::{Caller, Channel, OtpCode, PhoneNumber, Purpose, Region, UserId};
 
 #[derive(Debug, Error)]
 pub enum OtpError {
@@ -69,6 +68,8 @@ pub struct SendOtp {
     pub user_id: Option<UserId>,
     /// The SMS language; falls back to its language, then `messaging.default_locale`.
     pub locale: Option<String>,
+    /// Only this channel; `None`: `messaging.channels` in order.
+    pub channel: Option<Channel>,
 }
 
 pub struct VerifyOtp {
@@ -82,6 +83,8 @@ pub struct VerifyOtp {
 pub struct Issued {
     pub otp_id: i64,
     pub expires_at: SystemTime,
+    /// The channel that carried the code (for a test number: the one it would have).
+    pub channel: Channel,
 }
 
 /// What `/status/` reports; shaped into JSON by the api.
@@ -107,8 +110,9 @@ pub struct OtpService {
     key: Vec<u8>,
     store: Store,
     limiter: Arc<Limiter>,
-    guard: Guard,
+    guard: Arc<Guard>,
     sender: Arc<Sender>,
+    channels: Vec<Channel>,
 }
 
 const TEST_MESSAGE: &str = "Test message from otpd: your Twilio settings work.";
@@ -119,6 +123,7 @@ impl OtpService {
         store: Store,
         sender: Arc<Sender>,
         limiter: Arc<Limiter>,
+        guard: Arc<Guard>,
     ) -> Result<Self, KeyError> {
         Ok(OtpService {
             otp: config.otp.clone(),
@@ -126,9 +131,10 @@ impl OtpService {
             test_phone: config.test_phone_number.clone(),
             key: load_key(&config.otp.hmac_key)?,
             limiter,
-            guard: Guard::new(&config.guard),
+            guard,
             store,
             sender,
+            channels: config.messaging.channels.clone(),
         })
     }
 
@@ -166,6 +172,13 @@ impl OtpService {
         if test.is_none() && self.sender.provider().is_none() {
             return Err(SendError::NotConfigured.into());
         }
+        let channels = match req.channel {
+            Some(channel) if test.is_none() && !self.sender.supports(channel) => {
+                return Err(SendError::ChannelNotConfigured(channel).into());
+            }
+            Some(channel) => vec![channel],
+            None => self.channels.clone(),
+        };
         self.limiter
             .check_send(req.phone.as_str(), req.user_id.as_ref().map(UserId::as_str))?;
         // The cost guard, after the caller's own limits (a flood stops there) and before
@@ -206,11 +219,15 @@ impl OtpService {
 
         if test.is_some() {
             self.store
-                .record_delivery(otp_id, to, Delivery::Skipped, now, req.caller)
+                .record_delivery(otp_id, to, channels[0], Delivery::Skipped, now, req.caller)
                 .await?;
             log::info!(otp_id = otp_id, purpose = purpose, phone:% = masked; "otp {otp_id} for {masked} ({purpose}): test number, no SMS sent");
             event("test_number");
-            return Ok(Issued { otp_id, expires_at });
+            return Ok(Issued {
+                otp_id,
+                expires_at,
+                channel: channels[0],
+            });
         }
 
         let minutes = self.otp.ttl.as_secs().div_ceil(60);
@@ -231,43 +248,76 @@ impl OtpService {
             unreachable!("the otp template was validated at start-up")
         };
         let provider = self.sender.provider().unwrap_or("none");
-        match self.sender.send(&req.phone, &body).await {
-            Ok(sent) => {
-                log::info!(
-                    otp_id = otp_id, purpose = purpose, phone:% = masked, twilio_sid = sent.sid.as_str();
-                    "otp {otp_id} for {masked} ({purpose}) sent via {provider}, sid {}",
-                    sent.sid
-                );
-                event("sent");
-                let delivery = Delivery::Sent {
-                    provider,
-                    sid: sent.sid,
-                    status: sent.status,
-                    attempts: sent.attempts,
-                };
-                self.store
-                    .record_delivery(otp_id, to, delivery, now, req.caller)
-                    .await?;
-                Ok(Issued { otp_id, expires_at })
-            }
-            Err(error) => {
-                // Marked failed: this code can never verify, whatever happens next.
-                let delivery = failed(provider, &error);
-                let error_code = match delivery {
-                    Delivery::Failed { error_code, .. } => error_code,
-                    _ => None,
-                };
-                log::warn!(otp_id = otp_id, purpose = purpose, phone:% = masked, error:% = error, error_code = error_code; "otp {otp_id} for {masked} ({purpose}) not sent: {error}");
-                event(match delivery {
-                    Delivery::CircuitOpen { .. } => "circuit_open",
-                    _ => "send_failed",
-                });
-                self.store
-                    .record_delivery(otp_id, to, delivery, now, req.caller)
-                    .await?;
-                Err(error.into())
+        let mut channels = channels.into_iter().peekable();
+        while let Some(channel) = channels.next() {
+            let result = self.sender.send(&req.phone, channel, &body).await;
+            match result {
+                Ok(sent) => {
+                    log::info!(
+                        otp_id = otp_id, purpose = purpose, phone:% = masked, channel:% = channel, twilio_sid = sent.sid.as_str();
+                        "otp {otp_id} for {masked} ({purpose}) sent via {provider} {channel}, sid {}",
+                        sent.sid
+                    );
+                    event("sent");
+                    let delivery = Delivery::Sent {
+                        provider,
+                        sid: sent.sid,
+                        status: sent.status,
+                        attempts: sent.attempts,
+                    };
+                    self.store
+                        .record_delivery(otp_id, to, channel, delivery, now, req.caller)
+                        .await?;
+                    return Ok(Issued {
+                        otp_id,
+                        expires_at,
+                        channel,
+                    });
+                }
+                // Twilio refused this channel for this number: the next one may reach it.
+                // Outages are not a reason to switch: every channel is the same Twilio.
+                Err(
+                    ref error @ SendError::Twilio {
+                        error: TwilioError::Rejected { .. },
+                        ..
+                    },
+                ) if channels.peek().is_some() => {
+                    log::warn!(
+                        otp_id = otp_id, purpose = purpose, phone:% = masked, channel:% = channel, error:% = error;
+                        "otp {otp_id} for {masked} ({purpose}) not sent by {channel}, trying the next channel: {error}"
+                    );
+                    event("channel_fallback");
+                    self.store
+                        .record_fallback(
+                            otp_id,
+                            to.clone(),
+                            channel,
+                            failed(provider, error),
+                            now,
+                            req.caller,
+                        )
+                        .await?;
+                }
+                Err(error) => {
+                    // Marked failed: this code can never verify, whatever happens next.
+                    let delivery = failed(provider, &error);
+                    let error_code = match delivery {
+                        Delivery::Failed { error_code, .. } => error_code,
+                        _ => None,
+                    };
+                    log::warn!(otp_id = otp_id, purpose = purpose, phone:% = masked, error:% = error, error_code = error_code; "otp {otp_id} for {masked} ({purpose}) not sent: {error}");
+                    event(match delivery {
+                        Delivery::CircuitOpen { .. } => "circuit_open",
+                        _ => "send_failed",
+                    });
+                    self.store
+                        .record_delivery(otp_id, to, channel, delivery, now, req.caller)
+                        .await?;
+                    return Err(error.into());
+                }
             }
         }
+        unreachable!("messaging.channels is never empty")
     }
 
     /// Asks the guard about a code's SMS; returns the destination region to store.
@@ -296,23 +346,13 @@ impl OtpService {
         caller: Option<Caller>,
         now: SystemTime,
     ) -> Result<(), OtpError> {
-        let events = (verdict.blocked.iter().map(|e| ("guard_blocked", e)))
-            .chain(verdict.would_block.iter().map(|e| ("guard_would_block", e)));
-        for (event, e) in events {
-            log::warn!("{event} {} for {}: {e}", e.rule(), phone.masked());
-            self.store
-                .record_guard_event(GuardEvent {
-                    at: now,
-                    event,
-                    phone: phone.as_str().to_owned(),
-                    purpose: purpose.map(|p| p.as_str().to_owned()),
-                    user_id: user_id.map(|u| u.as_str().to_owned()),
-                    detail: e.rule(),
-                    caller,
-                })
-                .await?;
-        }
-        match verdict.blocked {
+        let who = Subject {
+            phone,
+            purpose: purpose.map(Purpose::as_str),
+            user_id: user_id.map(UserId::as_str),
+            caller,
+        };
+        match self.guard.audit(verdict, who, now, &self.store).await? {
             Some(e) => Err(e.into()),
             None => Ok(()),
         }
@@ -394,7 +434,7 @@ impl OtpService {
         // Only the daily cap: the message costs money, but goes to the operator's number.
         let verdict = self.guard.check_test_message(now, &self.store).await?;
         self.audit_guard(verdict, to, None, None, None, now).await?;
-        let result = self.sender.send(to, TEST_MESSAGE).await;
+        let result = self.sender.send(to, Channel::Sms, TEST_MESSAGE).await;
         let delivery = match &result {
             Ok(sent) => Delivery::Sent {
                 provider,

@@ -15,12 +15,14 @@ use crate::breaker::CircuitState;
 use crate::config::ProviderConfig;
 use crate::telemetry;
 use crate::twilio::{Failed, TwilioClient, TwilioError};
-use crate::types::PhoneNumber;
+use crate::types::{Channel, PhoneNumber};
 
 #[derive(Debug, Error)]
 pub enum SendError {
     #[error("no SMS provider is configured")]
     NotConfigured,
+    #[error("no sender is configured for {0}")]
+    ChannelNotConfigured(Channel),
     /// Twilio's final error after `attempts` requests (0: the circuit was open).
     #[error("{error}{}", match attempts { 0 | 1 => String::new(), n => format!(" (after {n} requests)") })]
     Twilio { error: TwilioError, attempts: u32 },
@@ -42,7 +44,7 @@ impl SendError {
     pub fn attempts(&self) -> u32 {
         match self {
             SendError::Twilio { attempts, .. } => *attempts,
-            SendError::NotConfigured => 0,
+            SendError::NotConfigured | SendError::ChannelNotConfigured(_) => 0,
             SendError::Outbox { .. } => 1,
         }
     }
@@ -118,11 +120,28 @@ impl Sender {
         }
     }
 
-    pub async fn send(&self, to: &PhoneNumber, body: &str) -> Result<Sent, SendError> {
+    /// Whether a message can go out on `channel` (the development outbox takes any).
+    pub fn supports(&self, channel: Channel) -> bool {
+        match &self.provider {
+            Provider::Twilio(client) => client.supports(channel),
+            Provider::DevOutbox(_) => true,
+            Provider::None => false,
+        }
+    }
+
+    pub async fn send(
+        &self,
+        to: &PhoneNumber,
+        channel: Channel,
+        body: &str,
+    ) -> Result<Sent, SendError> {
+        if self.provider().is_some() && !self.supports(channel) {
+            return Err(SendError::ChannelNotConfigured(channel));
+        }
         let started = Instant::now();
         let result = match &self.provider {
             Provider::Twilio(client) => client
-                .send(to, body)
+                .send(to, channel, body)
                 .await
                 .map(|accepted| Sent {
                     sid: accepted.sid,
@@ -130,7 +149,7 @@ impl Sender {
                     attempts: accepted.attempts,
                 })
                 .map_err(|Failed { error, attempts }| SendError::Twilio { error, attempts }),
-            Provider::DevOutbox(outbox) => outbox.append(to, body).await,
+            Provider::DevOutbox(outbox) => outbox.append(to, channel, body).await,
             Provider::None => return Err(SendError::NotConfigured),
         };
         let outcome = match &result {
@@ -166,16 +185,23 @@ struct OutboxLine<'a> {
     sid: &'a str,
     at: String,
     to: &'a str,
+    channel: &'a str,
     body: &'a str,
 }
 
 impl DevOutbox {
-    async fn append(&self, to: &PhoneNumber, body: &str) -> Result<Sent, SendError> {
+    async fn append(
+        &self,
+        to: &PhoneNumber,
+        channel: Channel,
+        body: &str,
+    ) -> Result<Sent, SendError> {
         let sid = format!("DEV{:032x}", rand::random::<u128>());
         let line = OutboxLine {
             sid: &sid,
             at: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
             to: to.as_str(),
+            channel: channel.as_str(),
             body,
         };
         let mut bytes = serde_json::to_vec(&line).unwrap_or_default();

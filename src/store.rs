@@ -22,7 +22,7 @@ use tokio::sync::oneshot;
 
 use crate::config::StoreConfig;
 use crate::telemetry;
-use crate::types::Caller;
+use crate::types::{Caller, Channel};
 
 mod outbox;
 pub use outbox::{Claimed, Enqueued, MessageDetail, NewOutgoing, Outcome, StatusEvent};
@@ -183,6 +183,8 @@ const MIGRATIONS: &[M<'static>] = &[
     ),
     // How many requests each message took (retries); NULL on rows from before.
     M::up("ALTER TABLE messages ADD COLUMN attempts INTEGER;"),
+    // Channels still to try, comma-separated, when Twilio refuses the current one.
+    M::up("ALTER TABLE messages ADD COLUMN fallback TEXT;"),
 ];
 
 /// WAL lets readers run beside the writer; NORMAL syncs at checkpoints, so a crash of
@@ -354,6 +356,7 @@ pub struct MessageRow {
     pub otp_id: Option<i64>,
     pub created_at: SystemTime,
     pub to: String,
+    pub channel: String,
     pub provider: String,
     pub sid: Option<String>,
     pub status: String,
@@ -589,6 +592,7 @@ impl Store {
         &self,
         otp_id: i64,
         to: String,
+        channel: Channel,
         delivery: Delivery,
         now: SystemTime,
         caller: Caller,
@@ -623,8 +627,37 @@ impl Store {
             // A concurrent re-send may have superseded this code meanwhile; keep that.
             tx.prepare_cached("UPDATE otps SET state = ?2 WHERE id = ?1 AND state = 'pending'")?
                 .execute(params![otp_id, state])?;
-            Self::insert_message(tx, Some(otp_id), &to, &delivery, now)?;
+            Self::insert_message(tx, Some(otp_id), &to, channel, &delivery, now)?;
             audit(tx, now, otp_id, event, detail.as_deref(), caller)
+        })
+        .await
+    }
+
+    /// Records a channel that refused the code's message when another is tried next:
+    /// the message row shows the refusal, the code stays pending for the next channel.
+    pub async fn record_fallback(
+        &self,
+        otp_id: i64,
+        to: String,
+        channel: Channel,
+        delivery: Delivery,
+        now: SystemTime,
+        caller: Caller,
+    ) -> Result<(), StoreError> {
+        self.write("record_fallback", move |tx| {
+            let detail = match &delivery {
+                Delivery::Failed {
+                    error_code: Some(code),
+                    error_message,
+                    ..
+                } => format!("{channel} refused, {code}: {error_message}"),
+                Delivery::Failed { error_message, .. } => {
+                    format!("{channel} refused: {error_message}")
+                }
+                _ => format!("{channel} refused"),
+            };
+            Self::insert_message(tx, Some(otp_id), &to, channel, &delivery, now)?;
+            audit(tx, now, otp_id, "channel_fallback", Some(&detail), caller)
         })
         .await
     }
@@ -637,7 +670,7 @@ impl Store {
         now: SystemTime,
     ) -> Result<(), StoreError> {
         self.write("record_message", move |tx| {
-            Self::insert_message(tx, None, &to, &delivery, now)
+            Self::insert_message(tx, None, &to, Channel::Sms, &delivery, now)
         })
         .await
     }
@@ -646,6 +679,7 @@ impl Store {
         tx: &rusqlite::Transaction<'_>,
         otp_id: Option<i64>,
         to: &str,
+        channel: Channel,
         delivery: &Delivery,
         now: SystemTime,
     ) -> rusqlite::Result<()> {
@@ -691,8 +725,8 @@ impl Store {
         };
         tx.prepare_cached(
             "INSERT INTO messages (otp_id, created_at, to_number, provider, sid, status,
-                                   error_code, error_message, attempts)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                                   error_code, error_message, attempts, channel)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
         )?
         .execute(params![
             otp_id,
@@ -703,7 +737,8 @@ impl Store {
             status,
             code,
             message,
-            attempts
+            attempts,
+            channel.as_str()
         ])?;
         // OTP messages get the same status history as the outbox's.
         outbox::event(tx, tx.last_insert_rowid(), now, status, code, message)?;
@@ -861,7 +896,7 @@ impl Store {
         self.read("messages_since", move |c| {
             c.prepare_cached(
                 "SELECT id, otp_id, created_at, to_number, provider, sid, status, error_code,
-                        error_message, attempts
+                        error_message, attempts, channel
                  FROM messages WHERE created_at >= ?1 ORDER BY id DESC LIMIT ?2",
             )?
             .query_map(params![millis(since), limit], |r| {
@@ -876,6 +911,7 @@ impl Store {
                     error_code: r.get(7)?,
                     error_message: r.get(8)?,
                     attempts: r.get(9)?,
+                    channel: r.get(10)?,
                 })
             })?
             .collect()

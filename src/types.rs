@@ -17,6 +17,8 @@ pub enum InvalidInput {
     UserId(&'static str),
     #[error("Invalid OTP code")]
     OtpCode(&'static str),
+    #[error("Invalid channel")]
+    Channel(String),
 }
 
 /// The process on the other end of the socket (SO_PEERCRED): logged with requests,
@@ -169,6 +171,46 @@ impl Purpose {
 
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+}
+
+/// How a message reaches the phone. WhatsApp goes through Twilio's same Messages API,
+/// with `whatsapp:` in front of both addresses and its own sender.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Channel {
+    Sms,
+    WhatsApp,
+}
+
+impl Channel {
+    pub const ALL: [Channel; 2] = [Channel::Sms, Channel::WhatsApp];
+
+    pub fn parse(input: &str) -> Result<Self, InvalidInput> {
+        Channel::ALL
+            .into_iter()
+            .find(|c| c.as_str() == input)
+            .ok_or_else(|| InvalidInput::Channel(format!("{input:?}: use \"sms\" or \"whatsapp\"")))
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Channel::Sms => "sms",
+            Channel::WhatsApp => "whatsapp",
+        }
+    }
+
+    /// The address Twilio expects for `number` on this channel.
+    pub fn address(self, number: &str) -> String {
+        match self {
+            Channel::Sms => number.to_owned(),
+            Channel::WhatsApp => format!("whatsapp:{number}"),
+        }
+    }
+}
+
+impl fmt::Display for Channel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 

@@ -124,7 +124,7 @@ async fn oversize_bodies_unknown_routes_and_wrong_methods_get_json_errors() {
     assert_eq!(reply.headers.get("allow").unwrap(), "GET");
 
     // Unknown fields are ignored, so a backend can forward its request unchanged.
-    let extra = json!({"phone_number": PHONE, "purpose": "login", "channel": "sms"});
+    let extra = json!({"phone_number": PHONE, "purpose": "login", "source": "web"});
     assert_eq!(
         otpd.post("/api/v1/messaging/send-otp", &extra).await.status,
         200

@@ -333,3 +333,51 @@ fn bad_guard_settings_are_refused_naming_the_key() {
         assert!(stderr.contains(key), "{text}: {stderr}");
     }
 }
+
+#[tokio::test]
+async fn plain_messages_obey_the_country_lists_and_share_the_daily_cap() {
+    let mock = MockTwilio::start(MockOptions::default());
+    let otpd = Setup::new()
+        .twilio(&mock)
+        .set("guard", "deny_countries = [\"GB\"]")
+        .set("guard", "daily_message_cap = 3")
+        // Pumping rules are for codes: they must not refuse the backend's own messages.
+        .set("guard", "per_prefix = \"1/1h\"")
+        .start();
+    let sms =
+        |to: &str, body: &str| serde_json::json!({"to": to, "body": body, "idempotency_key": body});
+
+    let refused = otpd
+        .post("/api/v1/messaging/send-sms/", &sms(GB, "hello"))
+        .await;
+    refused.assert_error(422, "country_not_allowed");
+    assert_eq!(refused.json["rule"], "country");
+    assert_eq!(guard_events(&otpd, GB, "guard_blocked").await, ["country"]);
+
+    // One code and two messages to one number range fill the cap of 3 ...
+    sent_ok(&otpd, ES_1).await;
+    for body in ["first", "second"] {
+        let reply = otpd
+            .post("/api/v1/messaging/send-sms/", &sms(ES_2, body))
+            .await;
+        assert_eq!(reply.status, 202, "{:?}", reply.json);
+    }
+    // ... so the next message, and the next code, are over it.
+    otpd.post("/api/v1/messaging/send-sms/", &sms(ES_3, "third"))
+        .await
+        .assert_error(503, "daily_cap_reached");
+    send(&otpd, ES_OTHER_RANGE)
+        .await
+        .assert_error(503, "daily_cap_reached");
+    assert_eq!(
+        guard_events(&otpd, ES_3, "guard_blocked").await,
+        ["daily_message_cap"]
+    );
+    // A replay of an accepted message sends nothing, so the cap does not refuse it.
+    let replay = otpd
+        .post("/api/v1/messaging/send-sms/", &sms(ES_2, "second"))
+        .await;
+    assert_eq!(replay.status, 202, "{:?}", replay.json);
+    assert_eq!(replay.json["replayed"], true);
+    assert_eq!(sent_to(&mock, GB), 0);
+}

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use mock_twilio::{
     CREATE_MESSAGE_FIELDS, Fault, MESSAGE_PROPERTIES, MockOptions, MockTwilio, TEST_API_KEY_SECRET,
-    TEST_API_KEY_SID, magic,
+    TEST_API_KEY_SID, WHATSAPP_SANDBOX, magic,
 };
 use serde_json::Value;
 
@@ -314,6 +314,45 @@ async fn api_key_auth_works_and_account_in_path_must_match() {
         mock.requests()[0].basic_auth(),
         Some((TEST_API_KEY_SID.to_owned(), TEST_API_KEY_SECRET.to_owned()))
     );
+}
+
+#[tokio::test]
+async fn whatsapp_needs_both_addresses_on_the_channel_and_a_registered_sender() {
+    let mock = MockTwilio::start(MockOptions::default());
+    let sandbox = format!("whatsapp:{WHATSAPP_SANDBOX}");
+    let to = "whatsapp:+34600111222";
+
+    let (status, json) = send(&mock, &[("To", to), ("From", &sandbox), ("Body", BODY)]).await;
+    assert_eq!(status, 201, "{json}");
+    assert_eq!(json["to"], to);
+    assert_eq!(json["from"], sandbox.as_str());
+
+    // A mixed pair, either way round.
+    let (status, json) = send(
+        &mock,
+        &[("To", to), ("From", magic::FROM_VALID), ("Body", BODY)],
+    )
+    .await;
+    assert_error(status, &json, 400, 21910);
+    let (status, json) = send(
+        &mock,
+        &[("To", "+34600111222"), ("From", &sandbox), ("Body", BODY)],
+    )
+    .await;
+    assert_error(status, &json, 400, 21910);
+
+    // A WhatsApp From the account has not registered.
+    let (status, json) = send(
+        &mock,
+        &[
+            ("To", to),
+            ("From", "whatsapp:+15005550006"),
+            ("Body", BODY),
+        ],
+    )
+    .await;
+    assert_error(status, &json, 400, 63007);
+    assert_eq!(mock.messages().len(), 1);
 }
 
 #[tokio::test]

@@ -135,7 +135,10 @@ async fn a_429_with_retry_after_waits_at_least_that_long() {
 #[tokio::test]
 async fn a_503_with_an_http_date_retry_after_waits_until_that_date() {
     let mock = MockTwilio::start(MockOptions::default());
-    let otpd = faulty(&mock).start();
+    // Room for the wait and the retry on a loaded machine: this is about the date.
+    let otpd = faulty(&mock)
+        .set("twilio", "send_deadline = \"10s\"")
+        .start();
     let at = httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(3));
     mock.script([Fault::error(503, 20503, "Service Unavailable", Some(at))]);
 

@@ -10,7 +10,7 @@ right place::
     ├── VerificationFailed      400 with "verified": false; .attempts_remaining
     ├── RateLimited             429; .retry_after (seconds), .limit (None for too_many_attempts)
     ├── ProviderRejected        502 twilio_rejected; .twilio_code
-    └── ServiceUnavailable      503 (provider down or not configured, store, outbox)
+    └── ServiceUnavailable      503 (provider or channel down or not configured, store, outbox)
         └── OtpdUnreachable     no answer at all: daemon down, socket missing, timeout
 
 Other statuses (404, 405, 408, 413: bugs in the caller) raise ``OtpdError`` itself.
@@ -77,6 +77,7 @@ import httpx
 __all__ = [
     "OtpdClient",
     "SentOtp",
+    "QueuedMessage",
     "OtpdError",
     "InvalidRequest",
     "VerificationFailed",
@@ -98,6 +99,18 @@ class SentOtp:
 
     otp_id: int
     expires_at: datetime
+    channel: str = "sms"
+
+
+@dataclass(frozen=True)
+class QueuedMessage:
+    """A message otpd has committed to its outbox (or found by its idempotency key)."""
+
+    message_id: int
+    status: str
+    segments: int
+    encoding: str
+    replayed: bool
 
 
 class OtpdError(Exception):
@@ -174,10 +187,68 @@ class OtpdClient:
             headers={"Accept": "application/json"},
         )
 
-    def send_otp(self, phone_number: str, purpose: str, user_id: UserId | None = None) -> SentOtp:
-        """Sends a new code to ``phone_number`` for ``purpose``."""
-        body = self._post("send-otp", _body(phone_number, purpose, user_id))
-        return SentOtp(otp_id=_int(body, "otp_id"), expires_at=_parse_time(body.get("expires_at")))
+    def send_otp(
+        self,
+        phone_number: str,
+        purpose: str,
+        user_id: UserId | None = None,
+        *,
+        locale: str | None = None,
+        channel: str | None = None,
+    ) -> SentOtp:
+        """Sends a new code to ``phone_number`` for ``purpose``.
+
+        ``channel`` is "sms" or "whatsapp"; without it otpd tries its configured order.
+        """
+        request = _body(phone_number, purpose, user_id)
+        request.update(_present(locale=locale, channel=channel))
+        body = self._post("send-otp", request)
+        return SentOtp(
+            otp_id=_int(body, "otp_id"),
+            expires_at=_parse_time(body.get("expires_at")),
+            channel=str(body.get("channel", "sms")),
+        )
+
+    def send_sms(
+        self,
+        to: str,
+        body: str | None = None,
+        *,
+        template: str | None = None,
+        variables: dict[str, str | int] | None = None,
+        locale: str | None = None,
+        user_id: UserId | None = None,
+        idempotency_key: str | None = None,
+        send_at: datetime | None = None,
+        channel: str | None = None,
+    ) -> QueuedMessage:
+        """Queues a plain message: a ``body``, or a configured ``template`` with
+        ``variables``. Answered once it is committed; otpd sends it (at ``send_at``)."""
+        request: dict[str, Any] = {"to": to}
+        request.update(
+            _present(
+                body=body,
+                template=template,
+                variables=variables,
+                locale=locale,
+                user_id=user_id,
+                idempotency_key=idempotency_key,
+                send_at=send_at.isoformat() if send_at is not None else None,
+                channel=channel,
+            )
+        )
+        answer = self._post("send-sms", request)
+        return QueuedMessage(
+            message_id=_int(answer, "message_id"),
+            status=str(answer.get("status", "")),
+            segments=_int(answer, "segments"),
+            encoding=str(answer.get("encoding", "")),
+            replayed=answer.get("replayed") is True,
+        )
+
+    def message(self, message_id: int) -> dict[str, Any]:
+        """One message (SMS or OTP) with its status ``history``."""
+        return self._request("GET", f"{_API}/messages/{int(message_id)}")
 
     def verify_otp(
         self,
@@ -270,6 +341,11 @@ def _body(phone_number: str, purpose: str, user_id: UserId | None) -> dict[str, 
     if user_id is not None:
         body["user_id"] = user_id
     return body
+
+
+def _present(**fields: Any) -> dict[str, Any]:
+    """The fields that were given: otpd reads an absent field as "use the default"."""
+    return {k: v for k, v in fields.items() if v is not None}
 
 
 def _error(response: httpx.Response, payload: dict[str, Any]) -> OtpdError:

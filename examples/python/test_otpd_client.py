@@ -17,6 +17,7 @@ import os
 import re
 import sys
 import tempfile
+import time
 import unittest
 import warnings
 from datetime import datetime, timedelta, timezone
@@ -96,6 +97,35 @@ class OtpdClientTest(unittest.TestCase):
         self.assertEqual(e.attempts_remaining, 4)
         self.assertIs(e.payload["verified"], False)
         self.assertTrue(e.message)
+
+    def test_whatsapp_channel(self) -> None:
+        phone = "+34600000110"
+        sent = self.otpd.send_otp(phone, "login", channel="whatsapp")
+        self.assertEqual(sent.channel, "whatsapp")
+        with open(OUTBOX, encoding="utf-8") as f:
+            last = [json.loads(line) for line in f if line.strip()][-1]
+        self.assertEqual((last["to"], last["channel"]), (phone, "whatsapp"))
+        self.assertEqual(self.otpd.verify_otp(phone, last_code(phone), "login"), sent.otp_id)
+        with self.assertRaises(InvalidRequest) as caught:
+            self.otpd.send_otp(phone, "login", channel="fax")
+        self.assertEqual(caught.exception.code, "invalid_channel")
+
+    def test_send_sms_is_queued_sent_and_replayed(self) -> None:
+        queued = self.otpd.send_sms("+34600000111", "Table for 2 at 20:00", idempotency_key="r-1")
+        self.assertEqual((queued.status, queued.segments, queued.encoding), ("queued", 1, "GSM-7"))
+        self.assertFalse(queued.replayed)
+        deadline = datetime.now(timezone.utc) + timedelta(seconds=10)
+        while self.otpd.message(queued.message_id)["status"] != "sent":
+            self.assertLess(datetime.now(timezone.utc), deadline, "never sent")
+            time.sleep(0.02)
+        again = self.otpd.send_sms("+34600000111", "Table for 2 at 20:00", idempotency_key="r-1")
+        self.assertEqual(again.message_id, queued.message_id)
+        self.assertTrue(again.replayed)
+        history = [e["status"] for e in self.otpd.message(queued.message_id)["history"]]
+        self.assertEqual(history, ["queued", "sending", "sent"])
+        with self.assertRaises(OtpdError) as caught:
+            self.otpd.send_sms("+34600000111", "Another text", idempotency_key="r-1")
+        self.assertEqual((caught.exception.code, caught.exception.status), ("idempotency_key_reused", 409))
 
     def test_reused_code(self) -> None:
         phone = "+34600000104"

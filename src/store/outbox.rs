@@ -16,6 +16,8 @@ pub struct NewOutgoing {
     pub to: String,
     pub body: String,
     pub channel: String,
+    /// Channels to try next, in order, comma-separated.
+    pub fallback: Option<String>,
     pub user_id: Option<String>,
     pub idempotency_key: Option<String>,
     pub request_hash: String,
@@ -60,6 +62,7 @@ pub struct Claimed {
     pub to: String,
     pub body: String,
     pub channel: String,
+    pub fallback: Option<String>,
     pub attempts: u32,
 }
 
@@ -72,6 +75,12 @@ pub enum Outcome {
     Failed {
         error_code: Option<i64>,
         error_message: String,
+    },
+    /// Twilio refused the channel: queued again at once on `next`, with fresh attempts.
+    Fallback {
+        next: String,
+        rest: Option<String>,
+        reason: String,
     },
     /// A temporary fault: back to `queued`, due again at `at`.
     /// `counted: false` gives the attempt back: no request was made (open circuit).
@@ -164,8 +173,8 @@ impl Store {
             tx.prepare_cached(
                 "INSERT INTO messages (kind, channel, created_at, updated_at, to_number, provider,
                                        status, body, user_id, idempotency_key, request_hash,
-                                       send_at, segments)
-                 VALUES ('sms', ?1, ?2, ?2, ?3, '', 'queued', ?4, ?5, ?6, ?7, ?8, ?9)",
+                                       send_at, segments, fallback)
+                 VALUES ('sms', ?1, ?2, ?2, ?3, '', 'queued', ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
             )?
             .execute(params![
                 m.channel,
@@ -177,6 +186,7 @@ impl Store {
                 m.request_hash,
                 millis(m.send_at),
                 m.segments,
+                m.fallback,
             ])?;
             let id = tx.last_insert_rowid();
             let detail = (m.send_at > m.now).then(|| {
@@ -221,7 +231,7 @@ impl Store {
                      WHERE id IN (SELECT id FROM messages
                                   WHERE status = 'queued' AND kind = 'sms' AND send_at <= ?1
                                   ORDER BY send_at, id LIMIT ?2)
-                     RETURNING id, to_number, body, channel, send_attempts",
+                     RETURNING id, to_number, body, channel, send_attempts, fallback",
                 )?
                 .query_map(params![millis(now), limit], |r| {
                     Ok(Claimed {
@@ -230,6 +240,7 @@ impl Store {
                         body: r.get::<_, Option<String>>(2)?.unwrap_or_default(),
                         channel: r.get(3)?,
                         attempts: r.get(4)?,
+                        fallback: r.get(5)?,
                     })
                 })?
                 .collect::<Result<_, _>>()?;
@@ -288,6 +299,16 @@ impl Store {
                         millis(now)
                     ])?;
                     event(tx, id, now, "failed", *error_code, Some(error_message))?;
+                }
+                Outcome::Fallback { next, rest, reason } => {
+                    tx.prepare_cached(
+                        "UPDATE messages SET status = 'queued', channel = ?2, fallback = ?3,
+                                send_at = ?4, updated_at = ?4, send_attempts = 0
+                         WHERE id = ?1",
+                    )?
+                    .execute(params![id, next, rest, millis(now)])?;
+                    let detail = format!("{reason}; trying {next}");
+                    event(tx, id, now, "queued", None, Some(&detail))?;
                 }
                 Outcome::Retry {
                     at,

@@ -21,7 +21,9 @@
 //! 7. Required fields: `To` (21604), `From` or `MessagingServiceSid` (21603), `Body` or
 //!    `MediaUrl` or `ContentSid` (21602). Empty values count as missing.
 //! 8. Magic test numbers (see [`magic`]) and format checks of `From`, `To`,
-//!    `MessagingServiceSid`, `To` == `From` (21266) and the 1600-character body limit (21617).
+//!    `MessagingServiceSid`, `To` == `From` (21266) and the 1600-character body limit (21617);
+//!    `From` and `To` on different channels (`whatsapp:` on one only) → 21910, and a
+//!    `whatsapp:` From that is not one of the account's WhatsApp senders → 63007.
 //! 9. 201 with a full `api.v2010.account.message` resource.
 //!
 //! Unlike Twilio with test credentials, `From` numbers other than the magic ones are accepted
@@ -148,6 +150,9 @@ pub mod magic {
     pub const TO_NOT_MOBILE: &str = "+15005550009";
 }
 
+/// Twilio's WhatsApp Sandbox sender, the one WhatsApp sender every account has.
+pub const WHATSAPP_SANDBOX: &str = "+14155238886";
+
 /// Configuration of a [`MockTwilio`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MockOptions {
@@ -161,6 +166,9 @@ pub struct MockOptions {
     pub api_key_secret: Option<String>,
     /// Initial delay before each answer (see [`MockTwilio::set_latency`]).
     pub latency: Duration,
+    /// Numbers registered as this account's WhatsApp senders; any other
+    /// `From: whatsapp:…` gets 63007.
+    pub whatsapp_senders: Vec<String>,
 }
 
 impl Default for MockOptions {
@@ -171,6 +179,7 @@ impl Default for MockOptions {
             api_key_sid: None,
             api_key_secret: None,
             latency: Duration::ZERO,
+            whatsapp_senders: vec![WHATSAPP_SANDBOX.to_owned()],
         }
     }
 }
@@ -875,6 +884,24 @@ fn check_create(shared: &Shared, req: &RecordedRequest, is_form: bool) -> Outcom
             _ => {}
         }
     }
+    // Both addresses on one channel (21910), and a WhatsApp From must be one of the
+    // account's WhatsApp senders (63007).
+    if let Some(from) = from {
+        if channel_of(from) != channel_of(to) {
+            return Outcome::bad_request(
+                21910,
+                "Invalid From and To pair. From and To should be of the same channel",
+            );
+        }
+        if let Some(number) = from.strip_prefix("whatsapp:") {
+            if !shared.opts.whatsapp_senders.iter().any(|s| s == number) {
+                return Outcome::bad_request(
+                    63007,
+                    "Twilio could not find a Channel with the specified From address",
+                );
+            }
+        }
+    }
     if let Some(sid) = service.filter(|sid| !is_sid(sid, "MG")) {
         return Outcome::bad_request(
             21701,
@@ -1015,6 +1042,11 @@ fn is_e164(s: &str) -> bool {
             && digits.bytes().all(|b| b.is_ascii_digit())
             && !digits.starts_with('0')
     })
+}
+
+/// The channel prefix of an address (`whatsapp` in `whatsapp:+1…`); `None` for SMS.
+fn channel_of(address: &str) -> Option<&str> {
+    address.split_once(':').map(|(channel, _)| channel)
 }
 
 /// E.164, optionally behind a channel prefix such as `whatsapp:`.
