@@ -11,11 +11,13 @@
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, mpsc};
+
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use writer::Command;
 
 use r2d2_sqlite::SqliteConnectionManager;
-use rusqlite::{Connection, ErrorCode, OptionalExtension, TransactionBehavior, params};
+use rusqlite::{Connection, ErrorCode, OptionalExtension, params};
 use rusqlite_migration::{M, Migrations};
 use thiserror::Error;
 use tokio::sync::oneshot;
@@ -25,6 +27,7 @@ use crate::telemetry;
 use crate::types::Caller;
 
 mod outbox;
+mod writer;
 pub use outbox::{Claimed, Enqueued, MessageDetail, NewOutgoing, Outcome, StatusEvent};
 
 #[derive(Debug, Error)]
@@ -241,13 +244,6 @@ fn apply_limits(conn: &Connection, config: &StoreConfig) -> rusqlite::Result<()>
     Ok(())
 }
 
-type Job = Box<dyn FnOnce(&mut Connection) + Send>;
-
-enum Command {
-    Run(Job),
-    Stop,
-}
-
 /// A cheap handle: clones share the one writer thread and the reader pool.
 #[derive(Clone)]
 pub struct Store {
@@ -459,20 +455,15 @@ impl Store {
             .min_idle(Some(1))
             .build(manager)?;
 
+        writer::prepare_writer(&conn).map_err(|source| StoreError::Database {
+            path: path.to_owned(),
+            source,
+        })?;
         let (writer, jobs) = mpsc::channel::<Command>();
+        let db = path.to_owned();
         let thread = std::thread::Builder::new()
             .name("otpd-store-writer".into())
-            .spawn(move || {
-                while let Ok(Command::Run(job)) = jobs.recv() {
-                    job(&mut conn);
-                }
-                // Fold the WAL back so the file on disk is complete on its own.
-                if let Err(e) =
-                    conn.execute_batch("PRAGMA optimize; PRAGMA wal_checkpoint(TRUNCATE);")
-                {
-                    log::warn!("closing the store: {e}");
-                }
-            })
+            .spawn(move || writer::run(conn, jobs, db))
             .map_err(|source| StoreError::Open {
                 path: path.to_owned(),
                 source,
@@ -494,8 +485,10 @@ impl Store {
         }
     }
 
-    /// Runs `f` in one IMMEDIATE transaction on the writer thread: it takes the write
-    /// lock up front, so a read-then-write can never fail halfway with SQLITE_BUSY.
+    /// Runs `f` on the writer thread inside an IMMEDIATE transaction (it takes the write
+    /// lock up front, so a read-then-write can never fail halfway with SQLITE_BUSY),
+    /// possibly shared with other jobs (group commit, see `writer.rs`). The answer
+    /// comes only after that transaction committed.
     async fn write<T, F>(&self, op: &'static str, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
@@ -503,18 +496,13 @@ impl Store {
     {
         let started = Instant::now();
         let (reply, answer) = oneshot::channel();
-        let job: Job = Box::new(move |conn: &mut Connection| {
-            let result = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .and_then(|tx| {
-                    let value = f(&tx)?;
-                    tx.commit()?;
-                    Ok(value)
-                });
-            let _ = reply.send(result.map_err(StoreError::from));
-        });
+        let job = writer::Pending {
+            f: Some(f),
+            result: None,
+            reply,
+        };
         self.writer
-            .send(Command::Run(job))
+            .send(Command::Run(Box::new(job)))
             .map_err(|_| StoreError::Closed)?;
         let result = answer.await.map_err(|_| StoreError::Closed)?;
         metrics::histogram!(telemetry::STORE_DURATION, "op" => op).record(started.elapsed());
