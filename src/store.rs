@@ -303,16 +303,17 @@ pub enum Delivery {
     Skipped,
 }
 
-/// What "count attempt and fetch" found for (phone, purpose).
+/// How one verify attempt for (phone, purpose) ended.
 #[derive(Debug)]
 pub enum Attempt {
-    /// The attempt was counted; compare the code against `code_hash`.
-    Counted {
+    /// The attempt was counted, the code matched and is now used.
+    Verified {
         id: i64,
-        code_hash: Vec<u8>,
-        user_id: Option<String>,
-        attempts: u32,
-        max_attempts: u32,
+    },
+    /// The attempt was counted and the code (or the user) did not match.
+    Wrong {
+        id: i64,
+        attempts_remaining: u32,
     },
     /// No code was ever sent for this phone and purpose (or its SMS failed).
     NoCode,
@@ -698,17 +699,24 @@ impl Store {
         Ok(())
     }
 
-    /// Finds the latest code for (phone, purpose) and, if it can still be verified,
-    /// counts this attempt against it before anyone compares anything: parallel
-    /// guesses are serialized here and can never exceed the cap.
-    pub async fn count_attempt(
+    /// One verify attempt in one transaction: finds the latest code for (phone,
+    /// purpose) and, if it can still be verified, counts this attempt against it
+    /// before anything is compared (parallel guesses are serialized on the writer and
+    /// can never exceed the cap); then asks `matches` (the service's constant-time
+    /// comparison and user binding: the store never sees a key or a code) and either
+    /// consumes the code or audits the wrong guess. One writer round trip per verify.
+    pub async fn check_attempt<M>(
         &self,
         phone: String,
         purpose: String,
         now: SystemTime,
         caller: Caller,
-    ) -> Result<Attempt, StoreError> {
-        self.write("count_attempt", move |tx| {
+        matches: M,
+    ) -> Result<Attempt, StoreError>
+    where
+        M: FnOnce(&[u8], Option<&str>) -> bool + Send + 'static,
+    {
+        self.write("check_attempt", move |tx| {
             let latest = tx
                 .prepare_cached(
                     "SELECT id, state, code_hash, user_id, attempts, max_attempts, expires_at
@@ -734,6 +742,7 @@ impl Store {
                 "verified" => return Ok(Attempt::Used { id }),
                 "expired" => return Ok(Attempt::Expired { id }),
                 "sent" => {}
+                // Pending (its SMS not sent yet), failed or superseded: unverifiable.
                 _ => return Ok(Attempt::NoCode),
             }
             if expires_at <= millis(now) {
@@ -748,53 +757,30 @@ impl Store {
                     expires_at: from_millis(expires_at),
                 });
             }
+            // Counted first: whatever the comparison says, this attempt is spent.
             tx.prepare_cached("UPDATE otps SET attempts = attempts + 1 WHERE id = ?1")?
                 .execute([id])?;
-            Ok(Attempt::Counted {
-                id,
-                code_hash,
-                user_id,
-                attempts: attempts + 1,
-                max_attempts,
-            })
-        })
-        .await
-    }
-
-    /// Marks a matching code used with one conditional update; `false` means another
-    /// request consumed it first (or it just expired), so it must not verify twice.
-    pub async fn consume(
-        &self,
-        id: i64,
-        now: SystemTime,
-        caller: Caller,
-    ) -> Result<bool, StoreError> {
-        self.write("consume", move |tx| {
-            let changed = tx
-                .prepare_cached(
-                    "UPDATE otps SET state = 'verified', verified_at = ?2
-                     WHERE id = ?1 AND state = 'sent' AND expires_at > ?2",
-                )?
-                .execute(params![id, millis(now)])?;
-            if changed == 1 {
+            let attempts = attempts + 1;
+            if matches(&code_hash, user_id.as_deref()) {
+                let changed = tx
+                    .prepare_cached(
+                        "UPDATE otps SET state = 'verified', verified_at = ?2
+                         WHERE id = ?1 AND state = 'sent' AND expires_at > ?2",
+                    )?
+                    .execute(params![id, millis(now)])?;
+                if changed != 1 {
+                    return Ok(Attempt::Used { id });
+                }
                 audit(tx, now, id, "verified", None, caller)?;
+                return Ok(Attempt::Verified { id });
             }
-            Ok(changed == 1)
-        })
-        .await
-    }
-
-    /// Audits a wrong guess (the attempt itself was counted by `count_attempt`).
-    pub async fn record_failed_attempt(
-        &self,
-        id: i64,
-        attempts_remaining: u32,
-        now: SystemTime,
-        caller: Caller,
-    ) -> Result<(), StoreError> {
-        self.write("record_failed_attempt", move |tx| {
+            let attempts_remaining = max_attempts.saturating_sub(attempts);
             let detail = format!("{attempts_remaining} attempts remaining");
-            audit(tx, now, id, "failed_attempt", Some(&detail), caller)
+            audit(tx, now, id, "failed_attempt", Some(&detail), caller)?;
+            Ok(Attempt::Wrong {
+                id,
+                attempts_remaining,
+            })
         })
         .await
     }
