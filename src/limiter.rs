@@ -1,13 +1,29 @@
 //! In-process rate limits: governor's keyed GCRA limiters for sends per phone, sends per
 //! user and verify attempts per phone, and one direct limiter for the global send
 //! ceiling. Knows nothing of HTTP, SQL or Twilio; only keys, quotas and wait times.
+//!
+//! Memory stays bounded whatever callers send: keys are 8-byte integers (an E.164
+//! number is its digits; a user id is hashed with SipHash under a per-process random
+//! key, so callers cannot choose colliding ids), and each keyed map holds at most
+//! `limits.max_keys` keys. A full map first forgets keys that have refilled (they
+//! behave exactly like unseen keys); if it is still full, a NEW key is refused (429)
+//! until keys refill: failing closed, because evicting live state would let a flood of
+//! fresh numbers reset the limit of the number it targets.
 
 use std::fmt;
+use std::hash::BuildHasher;
 use std::num::NonZeroU32;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
-use governor::clock::Clock;
-use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
+use std::sync::Arc;
+
+use governor::clock::{Clock, DefaultClock};
+use governor::middleware::NoOpMiddleware;
+use governor::nanos::Nanos;
+use governor::state::StateStore;
+use governor::state::keyed::{DashMapStateStore, ShrinkableKeyedStateStore};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use thiserror::Error;
 
 use crate::config::{LimitsConfig, Rate};
@@ -47,10 +63,65 @@ pub struct RateLimited {
 }
 
 pub struct Limiter {
-    send_per_phone: DefaultKeyedRateLimiter<String>,
-    send_per_user: DefaultKeyedRateLimiter<String>,
-    verify_per_phone: DefaultKeyedRateLimiter<String>,
+    send_per_phone: Keyed,
+    send_per_user: Keyed,
+    verify_per_phone: Keyed,
     send_global: DefaultDirectRateLimiter,
+    /// SipHash-1-3 with keys drawn at random for this process.
+    user_keys: std::collections::hash_map::RandomState,
+    epoch: Instant,
+}
+
+/// A full map tries to forget refilled keys at most this often: the scan visits every
+/// key, so a flood of new keys must not trigger one per request.
+const FULL_PRUNE_EVERY: Duration = Duration::from_secs(1);
+
+/// governor's own DashMap store, shared so that the bound can ask whether a key is
+/// already held (the rate limiter owns its store and offers no lookup).
+#[derive(Clone, Default)]
+struct SharedStore(Arc<DashMapStateStore<u64>>);
+
+impl StateStore for SharedStore {
+    type Key = u64;
+
+    fn measure_and_replace<T, F, E>(&self, key: &u64, f: F) -> Result<T, E>
+    where
+        F: Fn(Option<Nanos>) -> Result<(T, Nanos), E>,
+    {
+        self.0.measure_and_replace(key, f)
+    }
+}
+
+impl ShrinkableKeyedStateStore<u64> for SharedStore {
+    fn retain_recent(&self, drop_below: Nanos) {
+        self.0.retain_recent(drop_below)
+    }
+
+    fn shrink_to_fit(&self) {
+        ShrinkableKeyedStateStore::shrink_to_fit(&*self.0)
+    }
+
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+type KeyedLimiter = RateLimiter<u64, SharedStore, DefaultClock, NoOpMiddleware>;
+
+/// One keyed limiter with its bound.
+struct Keyed {
+    limiter: KeyedLimiter,
+    store: SharedStore,
+    limit: Limit,
+    max_keys: usize,
+    /// How long a refused new key waits: one refill interval, when a key can free up.
+    refill: Duration,
+    /// When (ms since the limiter's epoch) a full map was last pruned.
+    last_full_prune: AtomicU64,
 }
 
 /// "N per period" as GCRA: a burst of N, refilled one cell every period / N.
@@ -61,14 +132,52 @@ fn quota(rate: Rate) -> Quota {
         .allow_burst(rate.count)
 }
 
-fn keyed(
-    limiter: &DefaultKeyedRateLimiter<String>,
-    key: &str,
-    limit: Limit,
-) -> Result<(), RateLimited> {
-    limiter
-        .check_key(&key.to_owned())
-        .map_err(|not_until| refused(limit, not_until.wait_time_from(limiter.clock().now())))
+impl Keyed {
+    fn new(rate: Rate, limit: Limit, max_keys: usize) -> Self {
+        let store = SharedStore::default();
+        Keyed {
+            limiter: RateLimiter::new(quota(rate), store.clone(), DefaultClock::default()),
+            store,
+            limit,
+            max_keys,
+            refill: rate.period / rate.count.get(),
+            last_full_prune: AtomicU64::new(0),
+        }
+    }
+
+    fn check(&self, key: u64, epoch: Instant) -> Result<(), RateLimited> {
+        let limiter = &self.limiter;
+        // `len` and the insert are not one atomic step: concurrent workers can overshoot
+        // the bound by at most one key each.
+        if limiter.len() >= self.max_keys && !self.store.0.contains_key(&key) {
+            let now = u64::try_from(epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
+            let last = self.last_full_prune.load(Ordering::Relaxed);
+            let due = last == 0 || now.saturating_sub(last) >= FULL_PRUNE_EVERY.as_millis() as u64;
+            if due
+                && self
+                    .last_full_prune
+                    .compare_exchange(last, now.max(1), Ordering::Relaxed, Ordering::Relaxed)
+                    .is_ok()
+            {
+                limiter.retain_recent();
+                if limiter.len() >= self.max_keys {
+                    log::warn!(
+                        "limiter {} is full ({} keys, limits.max_keys): refusing new keys until some refill",
+                        self.limit,
+                        self.max_keys
+                    );
+                }
+            }
+            if limiter.len() >= self.max_keys {
+                metrics::counter!(telemetry::LIMITER_FULL, "limit" => self.limit.as_str())
+                    .increment(1);
+                return Err(refused(self.limit, self.refill));
+            }
+        }
+        limiter.check_key(&key).map_err(|not_until| {
+            refused(self.limit, not_until.wait_time_from(limiter.clock().now()))
+        })
+    }
 }
 
 fn refused(limit: Limit, retry_after: Duration) -> RateLimited {
@@ -76,22 +185,41 @@ fn refused(limit: Limit, retry_after: Duration) -> RateLimited {
     RateLimited { limit, retry_after }
 }
 
+/// An E.164 number as its digits, with their count on top so that no two numbers share
+/// a key; anything else (never reached: numbers are validated at the edge) is hashed
+/// into the half of the key space that digits never use.
+fn phone_key(phone: &str, hasher: &impl BuildHasher) -> u64 {
+    let digits = phone.strip_prefix('+').unwrap_or(phone);
+    if (1..=15).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit()) {
+        let value = digits
+            .bytes()
+            .fold(0u64, |n, b| n * 10 + u64::from(b - b'0'));
+        return (digits.len() as u64) << 56 | value;
+    }
+    hasher.hash_one(phone) | 1 << 63
+}
+
 impl Limiter {
     pub fn new(limits: &LimitsConfig) -> Self {
+        let max = limits.max_keys;
         Limiter {
-            send_per_phone: RateLimiter::keyed(quota(limits.send_per_phone)),
-            send_per_user: RateLimiter::keyed(quota(limits.send_per_user)),
-            verify_per_phone: RateLimiter::keyed(quota(limits.verify_per_phone)),
+            send_per_phone: Keyed::new(limits.send_per_phone, Limit::SendPerPhone, max),
+            send_per_user: Keyed::new(limits.send_per_user, Limit::SendPerUser, max),
+            verify_per_phone: Keyed::new(limits.verify_per_phone, Limit::VerifyPerPhone, max),
             send_global: RateLimiter::direct(quota(limits.send_global)),
+            user_keys: std::collections::hash_map::RandomState::new(),
+            epoch: Instant::now(),
         }
     }
 
     /// Takes one send from each limit that applies, most specific first, so a single
     /// abusive phone or user is refused before it can eat into the global ceiling.
     pub fn check_send(&self, phone: &str, user: Option<&str>) -> Result<(), RateLimited> {
-        keyed(&self.send_per_phone, phone, Limit::SendPerPhone)?;
+        self.send_per_phone
+            .check(phone_key(phone, &self.user_keys), self.epoch)?;
         if let Some(user) = user {
-            keyed(&self.send_per_user, user, Limit::SendPerUser)?;
+            self.send_per_user
+                .check(self.user_keys.hash_one(user), self.epoch)?;
         }
         self.check_global()
     }
@@ -107,25 +235,28 @@ impl Limiter {
     }
 
     pub fn check_verify(&self, phone: &str) -> Result<(), RateLimited> {
-        keyed(&self.verify_per_phone, phone, Limit::VerifyPerPhone)
+        self.verify_per_phone
+            .check(phone_key(phone, &self.user_keys), self.epoch)
     }
 
     /// Forgets keys whose limit has fully refilled: they behave exactly like unseen
     /// keys, so dropping them loses nothing and keeps memory bounded.
     pub fn prune(&self) {
-        for limiter in [
+        for keyed in [
             &self.send_per_phone,
             &self.send_per_user,
             &self.verify_per_phone,
         ] {
-            limiter.retain_recent();
-            limiter.shrink_to_fit();
+            keyed.limiter.retain_recent();
+            keyed.limiter.shrink_to_fit();
         }
     }
 
     /// Keys currently held, for status and tests.
     pub fn key_count(&self) -> usize {
-        self.send_per_phone.len() + self.send_per_user.len() + self.verify_per_phone.len()
+        self.send_per_phone.limiter.len()
+            + self.send_per_user.limiter.len()
+            + self.verify_per_phone.limiter.len()
     }
 }
 
@@ -146,6 +277,7 @@ mod tests {
             send_per_user: rate(3, 3600),
             verify_per_phone: rate(1, 60),
             send_global: rate(100, 1),
+            max_keys: 1000,
         })
     }
 
@@ -181,5 +313,78 @@ mod tests {
         // Still draining: kept, and still limited.
         assert_eq!(l.key_count(), 1);
         assert!(l.check_verify("+34600111222").is_err());
+    }
+
+    fn bounded(per_phone: Rate, max_keys: usize) -> Limiter {
+        Limiter::new(&LimitsConfig {
+            send_per_phone: per_phone,
+            send_per_user: rate(10, 3600),
+            verify_per_phone: per_phone,
+            send_global: Rate {
+                count: NonZeroU32::MAX,
+                period: Duration::from_secs(1),
+            },
+            max_keys,
+        })
+    }
+
+    #[test]
+    fn millions_of_distinct_keys_never_grow_a_map_past_its_bound() {
+        let max = 10_000;
+        let l = bounded(rate(5, 600), max);
+        // A victim's number, drained before the flood: its state must survive it.
+        let victim = "+34600000001";
+        while l.check_verify(victim).is_ok() {}
+        let mut refused_new = 0u32;
+        for n in 0..2_000_000u64 {
+            let phone = format!("+1415{n:07}");
+            if let Err(e) = l.check_verify(&phone) {
+                assert_eq!(e.limit, Limit::VerifyPerPhone);
+                refused_new += 1;
+            }
+            let _ = l.check_send(&phone, Some(&n.to_string()));
+        }
+        assert!(l.verify_per_phone.limiter.len() <= max);
+        assert!(l.send_per_phone.limiter.len() <= max);
+        assert!(l.send_per_user.limiter.len() <= max);
+        assert!(l.key_count() <= 3 * max);
+        assert!(refused_new >= 2_000_000 - max as u32);
+        // Failing closed: the flood did not buy the victim a fresh limit.
+        assert!(l.check_verify(victim).is_err());
+    }
+
+    #[test]
+    fn a_full_map_makes_room_by_forgetting_refilled_keys() {
+        // One cell per microsecond: every key has refilled by the time it is checked again.
+        let fast = Rate {
+            count: NonZeroU32::new(1).unwrap(),
+            period: Duration::from_micros(1),
+        };
+        let l = bounded(fast, 100);
+        for n in 0..100 {
+            assert!(l.check_verify(&format!("+3460000{n:04}")).is_ok());
+        }
+        assert_eq!(l.verify_per_phone.limiter.len(), 100);
+        std::thread::sleep(Duration::from_millis(1));
+        assert!(l.check_verify("+34611111111").is_ok());
+        assert!(l.verify_per_phone.limiter.len() <= 100);
+    }
+
+    #[test]
+    fn phone_keys_are_distinct_for_distinct_numbers() {
+        let h = std::collections::hash_map::RandomState::new();
+        let keys: std::collections::HashSet<u64> = [
+            "+1",
+            "+10",
+            "+100",
+            "+34600111222",
+            "+346001112220",
+            "+999999999999999",
+        ]
+        .iter()
+        .map(|p| phone_key(p, &h))
+        .collect();
+        assert_eq!(keys.len(), 6);
+        assert_ne!(phone_key("+34600111222", &h), phone_key("34600111222x", &h));
     }
 }
