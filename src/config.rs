@@ -504,7 +504,7 @@ impl Default for RawLimits {
             send_global: "50/1s".into(),
             // 8 times what the default limits let in before a key refills (50 sends/s
             // for 10 min = 30,000 numbers; 180,000 users in an hour would be 5.5x), at
-            // about 16 bytes a key: tens of MiB at worst for the three maps.
+            // 20-40 bytes a key (16 plus the hash table's slack): 5-10 MiB per map at worst.
             max_keys: 250_000,
         }
     }
