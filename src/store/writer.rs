@@ -125,6 +125,9 @@ pub(super) fn prepare_writer(conn: &Connection) -> rusqlite::Result<()> {
     ))?;
     // After the pragma: setting wal_autocheckpoint replaces any WAL hook.
     conn.wal_hook(Some(record_wal_frames));
+    // Every statement of the store runs here; rusqlite's default cache of 16 would
+    // re-prepare some of them as soon as sends, verifies and the outbox mix.
+    conn.set_prepared_statement_cache_capacity(64);
     Ok(())
 }
 
@@ -192,6 +195,10 @@ pub(super) fn run(mut conn: Connection, jobs: mpsc::Receiver<Command>, path: Pat
 /// Runs the queued jobs in as few transactions as possible and answers every one.
 fn run_group(conn: &mut Connection, queued: &mut VecDeque<Box<dyn WriteJob>>) {
     let mut done: Vec<Box<dyn WriteJob>> = Vec::with_capacity(queued.len());
+    // A transaction whose rollback failed would make every later BEGIN fail.
+    if !conn.is_autocommit() {
+        let _ = conn.execute_batch("ROLLBACK");
+    }
     while !queued.is_empty() {
         let tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
             Ok(tx) => tx,
