@@ -13,7 +13,7 @@
 use std::fmt;
 use std::hash::BuildHasher;
 use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use std::sync::Arc;
@@ -75,6 +75,12 @@ pub struct Limiter {
 /// A full map tries to forget refilled keys at most this often: the scan visits every
 /// key, so a flood of new keys must not trigger one per request.
 const FULL_PRUNE_EVERY: Duration = Duration::from_secs(1);
+/// A map is first scanned for refilled keys when it reaches this many keys, then each
+/// time it has doubled since the last scan: a scan of n keys after n new ones costs O(1)
+/// a key, and the map holds about twice its live keys instead of everything seen since
+/// the periodic prune (a minute), which under a flood of new numbers was most of otpd's
+/// memory.
+const FIRST_PRUNE_AT: usize = 4096;
 
 /// governor's own DashMap store, shared so that the bound can ask whether a key is
 /// already held (the rate limiter owns its store and offers no lookup).
@@ -122,6 +128,8 @@ struct Keyed {
     refill: Duration,
     /// When (ms since the limiter's epoch) a full map was last pruned.
     last_full_prune: AtomicU64,
+    /// The length at which the next scan runs; `usize::MAX` while one runs.
+    prune_at: AtomicUsize,
 }
 
 /// "N per period" as GCRA: a burst of N, refilled one cell every period / N.
@@ -142,41 +150,68 @@ impl Keyed {
             max_keys,
             refill: rate.period / rate.count.get(),
             last_full_prune: AtomicU64::new(0),
+            prune_at: AtomicUsize::new(FIRST_PRUNE_AT.min(max_keys)),
         }
     }
 
     fn check(&self, key: u64, epoch: Instant) -> Result<(), RateLimited> {
         let limiter = &self.limiter;
+        let len = limiter.len();
+        if len >= self.prune_at.load(Ordering::Relaxed) {
+            self.prune(len, epoch);
+        }
         // `len` and the insert are not one atomic step: concurrent workers can overshoot
         // the bound by at most one key each.
-        if limiter.len() >= self.max_keys && !self.store.0.contains_key(&key) {
-            let now = u64::try_from(epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
-            let last = self.last_full_prune.load(Ordering::Relaxed);
-            let due = last == 0 || now.saturating_sub(last) >= FULL_PRUNE_EVERY.as_millis() as u64;
-            if due
-                && self
-                    .last_full_prune
-                    .compare_exchange(last, now.max(1), Ordering::Relaxed, Ordering::Relaxed)
-                    .is_ok()
-            {
-                limiter.retain_recent();
-                if limiter.len() >= self.max_keys {
-                    log::warn!(
-                        "limiter {} is full ({} keys, limits.max_keys): refusing new keys until some refill",
-                        self.limit,
-                        self.max_keys
-                    );
-                }
-            }
-            if limiter.len() >= self.max_keys {
-                metrics::counter!(telemetry::LIMITER_FULL, "limit" => self.limit.as_str())
-                    .increment(1);
-                return Err(refused(self.limit, self.refill));
-            }
+        if len >= self.max_keys
+            && !self.store.0.contains_key(&key)
+            && limiter.len() >= self.max_keys
+        {
+            metrics::counter!(telemetry::LIMITER_FULL, "limit" => self.limit.as_str()).increment(1);
+            return Err(refused(self.limit, self.refill));
         }
         limiter.check_key(&key).map_err(|not_until| {
             refused(self.limit, not_until.wait_time_from(limiter.clock().now()))
         })
+    }
+
+    /// Forgets refilled keys: by doubling while there is room, at most once a second
+    /// when full. One request scans; the others go on meanwhile.
+    fn prune(&self, len: usize, epoch: Instant) {
+        let at = self.prune_at.load(Ordering::Relaxed);
+        if len >= self.max_keys {
+            let now = u64::try_from(epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
+            let last = self.last_full_prune.load(Ordering::Relaxed);
+            let due = last == 0 || now.saturating_sub(last) >= FULL_PRUNE_EVERY.as_millis() as u64;
+            if !due
+                || self
+                    .last_full_prune
+                    .compare_exchange(last, now.max(1), Ordering::Relaxed, Ordering::Relaxed)
+                    .is_err()
+            {
+                return;
+            }
+        }
+        if self
+            .prune_at
+            .compare_exchange(at, usize::MAX, Ordering::Relaxed, Ordering::Relaxed)
+            .is_err()
+        {
+            return;
+        }
+        self.limiter.retain_recent();
+        let left = self.limiter.len();
+        if left >= self.max_keys {
+            log::warn!(
+                "limiter {} is full ({} keys, limits.max_keys): refusing new keys until some refill",
+                self.limit,
+                self.max_keys
+            );
+        }
+        let next = left
+            .saturating_mul(2)
+            .max(FIRST_PRUNE_AT)
+            .min(self.max_keys);
+        self.prune_at.store(next, Ordering::Relaxed);
     }
 }
 
@@ -386,5 +421,21 @@ mod tests {
         .collect();
         assert_eq!(keys.len(), 6);
         assert_ne!(phone_key("+34600111222", &h), phone_key("34600111222x", &h));
+    }
+
+    #[test]
+    fn keys_that_refill_at_once_never_pile_up() {
+        let instant = Rate {
+            count: NonZeroU32::new(1).unwrap(),
+            period: Duration::from_micros(1),
+        };
+        let l = bounded(instant, 1_000_000);
+        let mut most = 0;
+        for n in 0..200_000u64 {
+            assert!(l.check_verify(&format!("+1415{n:07}")).is_ok());
+            most = most.max(l.verify_per_phone.limiter.len());
+        }
+        // Scanned each time it reached FIRST_PRUNE_AT: never near the 200,000 seen.
+        assert!(most <= 2 * FIRST_PRUNE_AT, "{most}");
     }
 }
