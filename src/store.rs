@@ -464,7 +464,7 @@ impl Store {
         let db = path.to_owned();
         let thread = std::thread::Builder::new()
             .name("otpd-store-writer".into())
-            .spawn(move || writer::run(conn, jobs, db))
+            .spawn(move || writer::run(conn, jobs, db, busy_timeout))
             .map_err(|source| StoreError::Open {
                 path: path.to_owned(),
                 source,

@@ -15,7 +15,8 @@
 //! its own connection runs `wal_checkpoint(PASSIVE)` instead, which never blocks the
 //! writer. Under sustained load a PASSIVE checkpoint never quite catches up, so the WAL
 //! would never restart and would grow without bound: past [`RESTART_FRAMES`] the writer
-//! runs a RESTART itself between two groups (most frames are already copied by then),
+//! runs a RESTART itself between two groups (most frames are already copied by then;
+//! it waits at most [`RESTART_WAIT`] for readers, else tries again 16,000 frames later),
 //! and `journal_size_limit` shrinks the file back when the log restarts.
 
 use std::cell::Cell;
@@ -38,6 +39,9 @@ pub(super) const MAX_GROUP: usize = 64;
 const CHECKPOINT_FRAMES: i32 = 1000;
 /// Past this many frames (~64 MiB) the writer checkpoints and restarts the log itself.
 const RESTART_FRAMES: i32 = 16_000;
+/// How long the writer's RESTART waits for readers before giving up until the log has
+/// grown by another RESTART_FRAMES.
+const RESTART_WAIT: Duration = Duration::from_millis(100);
 /// The WAL file is truncated back to this size when the log restarts.
 const WAL_SIZE_LIMIT: i64 = 64 * 1024 * 1024;
 /// Idle: a last checkpoint this long after the last commit, so a quiet daemon's WAL is
@@ -132,7 +136,12 @@ pub(super) fn prepare_writer(conn: &Connection) -> rusqlite::Result<()> {
 }
 
 /// The writer thread's body: groups, commits, answers; wakes the checkpointer.
-pub(super) fn run(mut conn: Connection, jobs: mpsc::Receiver<Command>, path: PathBuf) {
+pub(super) fn run(
+    mut conn: Connection,
+    jobs: mpsc::Receiver<Command>,
+    path: PathBuf,
+    busy_timeout: Duration,
+) {
     let (wake, woken) = mpsc::sync_channel::<()>(1);
     let dirty = Arc::new(AtomicBool::new(false));
     let checkpointer = {
@@ -147,6 +156,7 @@ pub(super) fn run(mut conn: Connection, jobs: mpsc::Receiver<Command>, path: Pat
     }
     let mut group: VecDeque<Box<dyn WriteJob>> = VecDeque::with_capacity(MAX_GROUP);
     let mut signalled = 0;
+    let mut restart_at = RESTART_FRAMES;
     let mut stopping = false;
     while !stopping {
         match jobs.recv() {
@@ -169,17 +179,23 @@ pub(super) fn run(mut conn: Connection, jobs: mpsc::Receiver<Command>, path: Pat
         if frames < signalled {
             // The log restarted.
             signalled = 0;
+            restart_at = RESTART_FRAMES;
         }
         if frames >= signalled + CHECKPOINT_FRAMES {
             signalled = frames;
             let _ = wake.try_send(());
         }
-        if frames >= RESTART_FRAMES {
-            if let Err(e) = conn.execute_batch("PRAGMA wal_checkpoint(RESTART);") {
-                log::warn!("restarting the WAL: {e}");
+        if frames >= restart_at {
+            // Once per RESTART_FRAMES of growth, with a short wait: a reader holding an
+            // old snapshot makes RESTART wait for it, and writes wait meanwhile.
+            restart_at = frames.saturating_add(RESTART_FRAMES);
+            let _ = conn.busy_timeout(RESTART_WAIT);
+            match conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |r| r.get::<_, i64>(0)) {
+                Ok(0) => {}
+                Ok(_) => log::debug!("WAL restart postponed: a reader still uses it"),
+                Err(e) => log::warn!("restarting the WAL: {e}"),
             }
-            WAL_FRAMES.with(|f| f.set(0));
-            signalled = 0;
+            let _ = conn.busy_timeout(busy_timeout);
         }
     }
     drop(wake);
@@ -368,5 +384,47 @@ mod tests {
         let mut queued: VecDeque<_> = [c].into();
         run_group(&mut conn, &mut queued);
         assert!(c_answer.try_recv().unwrap().is_ok());
+    }
+
+    #[test]
+    fn the_wal_restarts_instead_of_growing_with_every_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let conn = Connection::open(&path).unwrap();
+        // Small pages: 60,000 WAL frames in a few MB of writes.
+        conn.execute_batch(
+            "PRAGMA page_size = 512; PRAGMA journal_mode = WAL; CREATE TABLE t (x BLOB);",
+        )
+        .unwrap();
+        prepare_writer(&conn).unwrap();
+        let (sender, jobs) = mpsc::channel();
+        let writer = {
+            let path = path.clone();
+            std::thread::spawn(move || run(conn, jobs, path, Duration::from_secs(5)))
+        };
+        // One job per group, each about 1000 pages.
+        for _ in 0..60 {
+            let (j, answer) = job(|tx| {
+                let mut insert = tx.prepare_cached("INSERT INTO t VALUES (zeroblob(400))")?;
+                for _ in 0..1000 {
+                    insert.execute([])?;
+                }
+                Ok(())
+            });
+            sender.send(Command::Run(j)).unwrap();
+            answer.blocking_recv().unwrap().unwrap();
+        }
+        // The file keeps the size of the longest log it held.
+        let wal = std::fs::metadata(dir.path().join("t.db-wal"))
+            .unwrap()
+            .len();
+        let frame = 512 + 24;
+        assert!(
+            wal < 40_000 * frame,
+            "the WAL reached {} frames",
+            wal / frame
+        );
+        sender.send(Command::Stop).unwrap();
+        writer.join().unwrap();
     }
 }
