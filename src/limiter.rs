@@ -5,18 +5,18 @@
 //! Memory stays bounded whatever callers send: keys are 8-byte integers (an E.164
 //! number is its digits; a user id is hashed with SipHash under a per-process random
 //! key, so callers cannot choose colliding ids), and each keyed map holds at most
-//! `limits.max_keys` keys. A full map first forgets keys that have refilled (they
-//! behave exactly like unseen keys); if it is still full, a NEW key is refused (429)
+//! `limits.max_keys` keys. Keys that have refilled behave exactly like unseen keys and
+//! are forgotten whenever a map has doubled since its last scan (and by the periodic
+//! prune); if a map is still full after a scan, a NEW key is refused (429)
 //! until keys refill: failing closed, because evicting live state would let a flood of
 //! fresh numbers reset the limit of the number it targets.
 
 use std::fmt;
 use std::hash::BuildHasher;
 use std::num::NonZeroU32;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
-
-use std::sync::Arc;
 
 use governor::clock::{Clock, DefaultClock};
 use governor::middleware::NoOpMiddleware;
@@ -67,7 +67,8 @@ pub struct Limiter {
     send_per_user: Keyed,
     verify_per_phone: Keyed,
     send_global: DefaultDirectRateLimiter,
-    /// SipHash-1-3 with keys drawn at random for this process.
+    /// SipHash-1-3 with keys drawn at random for this process: user ids (and any phone
+    /// that is not E.164, which validation never lets through).
     user_keys: std::collections::hash_map::RandomState,
     epoch: Instant,
 }
