@@ -1226,8 +1226,8 @@ fn server_side(before: &str, after: &str, scenario: Scenario) -> String {
     let mut parts = Vec::new();
     let (routes, ops): (&[&str], &[&str]) = match scenario {
         Scenario::Send => (&["send_otp"], &["insert_code", "record_delivery"]),
-        Scenario::Verify => (&["verify_otp"], &["count_attempt", "consume"]),
-        Scenario::VerifyWrong => (&["verify_otp"], &["count_attempt", "record_failed_attempt"]),
+        Scenario::Verify => (&["verify_otp"], &["check_attempt"]),
+        Scenario::VerifyWrong => (&["verify_otp"], &["check_attempt"]),
         Scenario::Flow => (&["send_otp", "verify_otp"], &[]),
     };
     for r in routes {

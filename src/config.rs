@@ -190,6 +190,8 @@ pub struct LimitsConfig {
     pub send_per_user: Rate,
     pub verify_per_phone: Rate,
     pub send_global: Rate,
+    /// Most keys each keyed limit holds; see `limiter.rs` for what happens when full.
+    pub max_keys: usize,
 }
 
 /// How long rows are kept; the retention job runs every `interval`.
@@ -502,6 +504,7 @@ struct RawLimits {
     send_per_user: String,
     verify_per_phone: String,
     send_global: String,
+    max_keys: u64,
 }
 
 impl Default for RawLimits {
@@ -511,6 +514,10 @@ impl Default for RawLimits {
             send_per_user: "10/1h".into(),
             verify_per_phone: "10/10m".into(),
             send_global: "50/1s".into(),
+            // 8 times what the default limits let in before a key refills (50 sends/s
+            // for 10 min = 30,000 numbers; 180,000 users in an hour would be 5.5x), at
+            // 20-40 bytes a key (16 plus the hash table's slack): 5-10 MiB per map at worst.
+            max_keys: 250_000,
         }
     }
 }
@@ -825,6 +832,15 @@ impl Config {
             send_per_user: Rate::parse("limits.send_per_user", &l.send_per_user)?,
             verify_per_phone: Rate::parse("limits.verify_per_phone", &l.verify_per_phone)?,
             send_global: Rate::parse("limits.send_global", &l.send_global)?,
+            max_keys: match usize::try_from(l.max_keys) {
+                Ok(n) if n > 0 => n,
+                _ => {
+                    return Err(invalid(
+                        "limits.max_keys",
+                        "must be a positive number of keys",
+                    ));
+                }
+            },
         };
 
         let r = &raw.retention;

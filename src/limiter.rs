@@ -1,15 +1,30 @@
 //! In-process rate limits: governor's keyed GCRA limiters for sends per phone, sends per
 //! user and verify attempts per phone, and one direct limiter for the global send
 //! ceiling. Knows nothing of HTTP, SQL or Twilio; only keys, quotas and wait times.
+//!
+//! Memory stays bounded whatever callers send: keys are 8-byte integers (an E.164
+//! number is its digits; a user id is hashed with SipHash under a per-process random
+//! key, so callers cannot choose colliding ids), and each keyed map holds at most
+//! `limits.max_keys` keys. Keys that have refilled behave exactly like unseen keys and
+//! are forgotten whenever a map has doubled since its last scan (and by the periodic
+//! prune); if a map is still full after a scan, a NEW key is refused (429)
+//! until keys refill: failing closed, because evicting live state would let a flood of
+//! fresh numbers reset the limit of the number it targets.
 
 use std::fmt;
+use std::hash::BuildHasher;
 use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use governor::clock::Clock;
-use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
+use governor::clock::{Clock, DefaultClock};
+use governor::middleware::NoOpMiddleware;
+use governor::nanos::Nanos;
+use governor::state::StateStore;
+use governor::state::keyed::{DashMapStateStore, ShrinkableKeyedStateStore};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use thiserror::Error;
 
 use crate::config::{LimitsConfig, Rate};
@@ -51,12 +66,76 @@ pub struct RateLimited {
 /// Each limit sits behind an `ArcSwap` so a reload can replace only the limits whose
 /// quota changed; a check holds the old limiter's `Arc` for its few instructions.
 pub struct Limiter {
-    send_per_phone: ArcSwap<DefaultKeyedRateLimiter<String>>,
-    send_per_user: ArcSwap<DefaultKeyedRateLimiter<String>>,
-    verify_per_phone: ArcSwap<DefaultKeyedRateLimiter<String>>,
+    send_per_phone: ArcSwap<Keyed>,
+    send_per_user: ArcSwap<Keyed>,
+    verify_per_phone: ArcSwap<Keyed>,
     send_global: ArcSwap<DefaultDirectRateLimiter>,
     /// The quotas in force; std Mutex: only `reconfigure` takes it, never across an await.
     limits: Mutex<LimitsConfig>,
+    /// SipHash-1-3 with keys drawn at random for this process: user ids (and any phone
+    /// that is not E.164, which validation never lets through).
+    user_keys: std::collections::hash_map::RandomState,
+    epoch: Instant,
+}
+
+/// A full map tries to forget refilled keys at most this often: the scan visits every
+/// key, so a flood of new keys must not trigger one per request.
+const FULL_PRUNE_EVERY: Duration = Duration::from_secs(1);
+/// A map is first scanned for refilled keys when it reaches this many keys, then each
+/// time it has doubled since the last scan: a scan of n keys after n new ones costs O(1)
+/// a key, and the map holds about twice its live keys instead of everything seen since
+/// the periodic prune (a minute), which under a flood of new numbers was most of otpd's
+/// memory.
+const FIRST_PRUNE_AT: usize = 4096;
+
+/// governor's own DashMap store, shared so that the bound can ask whether a key is
+/// already held (the rate limiter owns its store and offers no lookup).
+#[derive(Clone, Default)]
+struct SharedStore(Arc<DashMapStateStore<u64>>);
+
+impl StateStore for SharedStore {
+    type Key = u64;
+
+    fn measure_and_replace<T, F, E>(&self, key: &u64, f: F) -> Result<T, E>
+    where
+        F: Fn(Option<Nanos>) -> Result<(T, Nanos), E>,
+    {
+        self.0.measure_and_replace(key, f)
+    }
+}
+
+impl ShrinkableKeyedStateStore<u64> for SharedStore {
+    fn retain_recent(&self, drop_below: Nanos) {
+        self.0.retain_recent(drop_below)
+    }
+
+    fn shrink_to_fit(&self) {
+        ShrinkableKeyedStateStore::shrink_to_fit(&*self.0)
+    }
+
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+type KeyedLimiter = RateLimiter<u64, SharedStore, DefaultClock, NoOpMiddleware>;
+
+/// One keyed limiter with its bound.
+struct Keyed {
+    limiter: KeyedLimiter,
+    store: SharedStore,
+    limit: Limit,
+    max_keys: usize,
+    /// How long a refused new key waits: one refill interval, when a key can free up.
+    refill: Duration,
+    /// When (ms since the limiter's epoch) a full map was last pruned.
+    last_full_prune: AtomicU64,
+    /// The length at which the next scan runs; `usize::MAX` while one runs.
+    prune_at: AtomicUsize,
 }
 
 /// "N per period" as GCRA: a burst of N, refilled one cell every period / N.
@@ -67,18 +146,79 @@ fn quota(rate: Rate) -> Quota {
         .allow_burst(rate.count)
 }
 
-fn keyed(
-    limiter: &DefaultKeyedRateLimiter<String>,
-    key: &str,
-    limit: Limit,
-) -> Result<(), RateLimited> {
-    limiter
-        .check_key(&key.to_owned())
-        .map_err(|not_until| refused(limit, not_until.wait_time_from(limiter.clock().now())))
-}
+impl Keyed {
+    fn new(rate: Rate, limit: Limit, max_keys: usize) -> Self {
+        let store = SharedStore::default();
+        Keyed {
+            limiter: RateLimiter::new(quota(rate), store.clone(), DefaultClock::default()),
+            store,
+            limit,
+            max_keys,
+            refill: rate.period / rate.count.get(),
+            last_full_prune: AtomicU64::new(0),
+            prune_at: AtomicUsize::new(FIRST_PRUNE_AT.min(max_keys)),
+        }
+    }
 
-fn keyed_limiter(rate: Rate) -> ArcSwap<DefaultKeyedRateLimiter<String>> {
-    ArcSwap::from_pointee(RateLimiter::keyed(quota(rate)))
+    fn check(&self, key: u64, epoch: Instant) -> Result<(), RateLimited> {
+        let limiter = &self.limiter;
+        let len = limiter.len();
+        if len >= self.prune_at.load(Ordering::Relaxed) {
+            self.prune(len, epoch);
+        }
+        // `len` and the insert are not one atomic step: concurrent workers can overshoot
+        // the bound by at most one key each.
+        if len >= self.max_keys
+            && !self.store.0.contains_key(&key)
+            && limiter.len() >= self.max_keys
+        {
+            metrics::counter!(telemetry::LIMITER_FULL, "limit" => self.limit.as_str()).increment(1);
+            return Err(refused(self.limit, self.refill));
+        }
+        limiter.check_key(&key).map_err(|not_until| {
+            refused(self.limit, not_until.wait_time_from(limiter.clock().now()))
+        })
+    }
+
+    /// Forgets refilled keys: by doubling while there is room, at most once a second
+    /// when full. One request scans; the others go on meanwhile.
+    fn prune(&self, len: usize, epoch: Instant) {
+        let at = self.prune_at.load(Ordering::Relaxed);
+        if len >= self.max_keys {
+            let now = u64::try_from(epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
+            let last = self.last_full_prune.load(Ordering::Relaxed);
+            let due = last == 0 || now.saturating_sub(last) >= FULL_PRUNE_EVERY.as_millis() as u64;
+            if !due
+                || self
+                    .last_full_prune
+                    .compare_exchange(last, now.max(1), Ordering::Relaxed, Ordering::Relaxed)
+                    .is_err()
+            {
+                return;
+            }
+        }
+        if self
+            .prune_at
+            .compare_exchange(at, usize::MAX, Ordering::Relaxed, Ordering::Relaxed)
+            .is_err()
+        {
+            return;
+        }
+        self.limiter.retain_recent();
+        let left = self.limiter.len();
+        if left >= self.max_keys {
+            log::warn!(
+                "limiter {} is full ({} keys, limits.max_keys): refusing new keys until some refill",
+                self.limit,
+                self.max_keys
+            );
+        }
+        let next = left
+            .saturating_mul(2)
+            .max(FIRST_PRUNE_AT)
+            .min(self.max_keys);
+        self.prune_at.store(next, Ordering::Relaxed);
+    }
 }
 
 fn refused(limit: Limit, retry_after: Duration) -> RateLimited {
@@ -86,50 +226,83 @@ fn refused(limit: Limit, retry_after: Duration) -> RateLimited {
     RateLimited { limit, retry_after }
 }
 
+/// An E.164 number as its digits, with their count on top so that no two numbers share
+/// a key; anything else (never reached: numbers are validated at the edge) is hashed
+/// into the half of the key space that digits never use.
+fn phone_key(phone: &str, hasher: &impl BuildHasher) -> u64 {
+    let digits = phone.strip_prefix('+').unwrap_or(phone);
+    if (1..=15).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit()) {
+        let value = digits
+            .bytes()
+            .fold(0u64, |n, b| n * 10 + u64::from(b - b'0'));
+        return (digits.len() as u64) << 56 | value;
+    }
+    hasher.hash_one(phone) | 1 << 63
+}
+
 impl Limiter {
     pub fn new(limits: &LimitsConfig) -> Self {
+        let max = limits.max_keys;
+        let keyed = |rate, limit| ArcSwap::from_pointee(Keyed::new(rate, limit, max));
         Limiter {
-            send_per_phone: keyed_limiter(limits.send_per_phone),
-            send_per_user: keyed_limiter(limits.send_per_user),
-            verify_per_phone: keyed_limiter(limits.verify_per_phone),
+            send_per_phone: keyed(limits.send_per_phone, Limit::SendPerPhone),
+            send_per_user: keyed(limits.send_per_user, Limit::SendPerUser),
+            verify_per_phone: keyed(limits.verify_per_phone, Limit::VerifyPerPhone),
             send_global: ArcSwap::from_pointee(RateLimiter::direct(quota(limits.send_global))),
             limits: Mutex::new(limits.clone()),
+            user_keys: std::collections::hash_map::RandomState::new(),
+            epoch: Instant::now(),
         }
     }
 
-    /// Applies reloaded limits: a limit whose quota changed starts afresh with the new
-    /// quota; the others keep their limiter, so their keys keep their state.
+    /// Applies reloaded limits: a limit whose quota (or `max_keys`) changed starts
+    /// afresh; the others keep their limiter, so their keys keep their state.
     pub fn reconfigure(&self, new: &LimitsConfig) {
-        let Ok(mut current) = self.limits.lock() else {
-            return;
-        };
+        let mut current = self
+            .limits
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let max_changed = current.max_keys != new.max_keys;
         let changed = |limit: Limit, old: Rate, new: Rate| {
-            if old != new {
+            let changed = old != new || max_changed;
+            if changed {
                 log::info!("rate limit {limit} changed; its counters restart");
             }
-            old != new
+            changed
+        };
+        let keyed = |slot: &ArcSwap<Keyed>, rate, limit| {
+            slot.store(Arc::new(Keyed::new(rate, limit, new.max_keys)));
         };
         if changed(
             Limit::SendPerPhone,
             current.send_per_phone,
             new.send_per_phone,
         ) {
-            self.send_per_phone
-                .store(Arc::new(RateLimiter::keyed(quota(new.send_per_phone))));
+            keyed(
+                &self.send_per_phone,
+                new.send_per_phone,
+                Limit::SendPerPhone,
+            );
         }
         if changed(Limit::SendPerUser, current.send_per_user, new.send_per_user) {
-            self.send_per_user
-                .store(Arc::new(RateLimiter::keyed(quota(new.send_per_user))));
+            keyed(&self.send_per_user, new.send_per_user, Limit::SendPerUser);
         }
         if changed(
             Limit::VerifyPerPhone,
             current.verify_per_phone,
             new.verify_per_phone,
         ) {
-            self.verify_per_phone
-                .store(Arc::new(RateLimiter::keyed(quota(new.verify_per_phone))));
+            keyed(
+                &self.verify_per_phone,
+                new.verify_per_phone,
+                Limit::VerifyPerPhone,
+            );
         }
-        if changed(Limit::SendGlobal, current.send_global, new.send_global) {
+        if current.send_global != new.send_global {
+            log::info!(
+                "rate limit {} changed; its counters restart",
+                Limit::SendGlobal
+            );
             self.send_global
                 .store(Arc::new(RateLimiter::direct(quota(new.send_global))));
         }
@@ -139,9 +312,13 @@ impl Limiter {
     /// Takes one send from each limit that applies, most specific first, so a single
     /// abusive phone or user is refused before it can eat into the global ceiling.
     pub fn check_send(&self, phone: &str, user: Option<&str>) -> Result<(), RateLimited> {
-        keyed(&self.send_per_phone.load(), phone, Limit::SendPerPhone)?;
+        self.send_per_phone
+            .load()
+            .check(phone_key(phone, &self.user_keys), self.epoch)?;
         if let Some(user) = user {
-            keyed(&self.send_per_user.load(), user, Limit::SendPerUser)?;
+            self.send_per_user
+                .load()
+                .check(self.user_keys.hash_one(user), self.epoch)?;
         }
         self.check_global()
     }
@@ -158,27 +335,29 @@ impl Limiter {
     }
 
     pub fn check_verify(&self, phone: &str) -> Result<(), RateLimited> {
-        keyed(&self.verify_per_phone.load(), phone, Limit::VerifyPerPhone)
+        self.verify_per_phone
+            .load()
+            .check(phone_key(phone, &self.user_keys), self.epoch)
     }
 
     /// Forgets keys whose limit has fully refilled: they behave exactly like unseen
     /// keys, so dropping them loses nothing and keeps memory bounded.
     pub fn prune(&self) {
-        for limiter in [
+        for keyed in [
             self.send_per_phone.load(),
             self.send_per_user.load(),
             self.verify_per_phone.load(),
         ] {
-            limiter.retain_recent();
-            limiter.shrink_to_fit();
+            keyed.limiter.retain_recent();
+            keyed.limiter.shrink_to_fit();
         }
     }
 
     /// Keys currently held, for status and tests.
     pub fn key_count(&self) -> usize {
-        self.send_per_phone.load().len()
-            + self.send_per_user.load().len()
-            + self.verify_per_phone.load().len()
+        self.send_per_phone.load().limiter.len()
+            + self.send_per_user.load().limiter.len()
+            + self.verify_per_phone.load().limiter.len()
     }
 }
 
@@ -199,6 +378,7 @@ mod tests {
             send_per_user: rate(3, 3600),
             verify_per_phone: rate(1, 60),
             send_global: rate(100, 1),
+            max_keys: 1000,
         })
     }
 
@@ -236,6 +416,61 @@ mod tests {
         assert!(l.check_verify("+34600111222").is_err());
     }
 
+    fn bounded(per_phone: Rate, max_keys: usize) -> Limiter {
+        Limiter::new(&LimitsConfig {
+            send_per_phone: per_phone,
+            send_per_user: rate(10, 3600),
+            verify_per_phone: per_phone,
+            send_global: Rate {
+                count: NonZeroU32::MAX,
+                period: Duration::from_secs(1),
+            },
+            max_keys,
+        })
+    }
+
+    #[test]
+    fn millions_of_distinct_keys_never_grow_a_map_past_its_bound() {
+        let max = 10_000;
+        let l = bounded(rate(5, 600), max);
+        // A victim's number, drained before the flood: its state must survive it.
+        let victim = "+34600000001";
+        while l.check_verify(victim).is_ok() {}
+        let mut refused_new = 0u32;
+        for n in 0..2_000_000u64 {
+            let phone = format!("+1415{n:07}");
+            if let Err(e) = l.check_verify(&phone) {
+                assert_eq!(e.limit, Limit::VerifyPerPhone);
+                refused_new += 1;
+            }
+            let _ = l.check_send(&phone, Some(&n.to_string()));
+        }
+        assert!(l.verify_per_phone.load().limiter.len() <= max);
+        assert!(l.send_per_phone.load().limiter.len() <= max);
+        assert!(l.send_per_user.load().limiter.len() <= max);
+        assert!(l.key_count() <= 3 * max);
+        assert!(refused_new >= 2_000_000 - max as u32);
+        // Failing closed: the flood did not buy the victim a fresh limit.
+        assert!(l.check_verify(victim).is_err());
+    }
+
+    #[test]
+    fn a_full_map_makes_room_by_forgetting_refilled_keys() {
+        // One cell per microsecond: every key has refilled by the time it is checked again.
+        let fast = Rate {
+            count: NonZeroU32::new(1).unwrap(),
+            period: Duration::from_micros(1),
+        };
+        let l = bounded(fast, 100);
+        for n in 0..100 {
+            assert!(l.check_verify(&format!("+3460000{n:04}")).is_ok());
+        }
+        assert_eq!(l.verify_per_phone.load().limiter.len(), 100);
+        std::thread::sleep(Duration::from_millis(1));
+        assert!(l.check_verify("+34611111111").is_ok());
+        assert!(l.verify_per_phone.load().limiter.len() <= 100);
+    }
+
     #[test]
     fn reconfigure_restarts_only_the_limits_that_changed() {
         let l = limiter();
@@ -248,6 +483,7 @@ mod tests {
             send_per_user: rate(3, 3600),
             verify_per_phone: rate(1, 60),
             send_global: rate(100, 1),
+            max_keys: 1000,
         });
         // Unchanged limit: the key keeps its state.
         assert!(l.check_verify("+34600111222").is_err());
@@ -256,5 +492,39 @@ mod tests {
             assert!(l.check_send("+34600111222", None).is_ok());
         }
         assert!(l.check_send("+34600111222", None).is_err());
+    }
+
+    #[test]
+    fn phone_keys_are_distinct_for_distinct_numbers() {
+        let h = std::collections::hash_map::RandomState::new();
+        let keys: std::collections::HashSet<u64> = [
+            "+1",
+            "+10",
+            "+100",
+            "+34600111222",
+            "+346001112220",
+            "+999999999999999",
+        ]
+        .iter()
+        .map(|p| phone_key(p, &h))
+        .collect();
+        assert_eq!(keys.len(), 6);
+        assert_ne!(phone_key("+34600111222", &h), phone_key("34600111222x", &h));
+    }
+
+    #[test]
+    fn keys_that_refill_at_once_never_pile_up() {
+        let instant = Rate {
+            count: NonZeroU32::new(1).unwrap(),
+            period: Duration::from_micros(1),
+        };
+        let l = bounded(instant, 1_000_000);
+        let mut most = 0;
+        for n in 0..200_000u64 {
+            assert!(l.check_verify(&format!("+1415{n:07}")).is_ok());
+            most = most.max(l.verify_per_phone.load().limiter.len());
+        }
+        // Scanned each time it reached FIRST_PRUNE_AT: never near the 200,000 seen.
+        assert!(most <= 2 * FIRST_PRUNE_AT, "{most}");
     }
 }

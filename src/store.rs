@@ -11,11 +11,13 @@
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, mpsc};
+
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use writer::Command;
 
 use r2d2_sqlite::SqliteConnectionManager;
-use rusqlite::{Connection, ErrorCode, OptionalExtension, TransactionBehavior, params};
+use rusqlite::{Connection, ErrorCode, OptionalExtension, params};
 use rusqlite_migration::{M, Migrations};
 use thiserror::Error;
 use tokio::sync::oneshot;
@@ -25,6 +27,7 @@ use crate::telemetry;
 use crate::types::{Caller, Channel};
 
 mod outbox;
+mod writer;
 pub use outbox::{Claimed, Enqueued, MessageDetail, NewOutgoing, Outcome, StatusEvent};
 
 #[derive(Debug, Error)]
@@ -243,13 +246,6 @@ fn apply_limits(conn: &Connection, config: &StoreConfig) -> rusqlite::Result<()>
     Ok(())
 }
 
-type Job = Box<dyn FnOnce(&mut Connection) + Send>;
-
-enum Command {
-    Run(Job),
-    Stop,
-}
-
 /// A cheap handle: clones share the one writer thread and the reader pool.
 #[derive(Clone)]
 pub struct Store {
@@ -309,16 +305,17 @@ pub enum Delivery {
     Skipped,
 }
 
-/// What "count attempt and fetch" found for (phone, purpose).
+/// How one verify attempt for (phone, purpose) ended.
 #[derive(Debug)]
 pub enum Attempt {
-    /// The attempt was counted; compare the code against `code_hash`.
-    Counted {
+    /// The attempt was counted, the code matched and is now used.
+    Verified {
         id: i64,
-        code_hash: Vec<u8>,
-        user_id: Option<String>,
-        attempts: u32,
-        max_attempts: u32,
+    },
+    /// The attempt was counted and the code (or the user) did not match.
+    Wrong {
+        id: i64,
+        attempts_remaining: u32,
     },
     /// No code was ever sent for this phone and purpose (or its SMS failed).
     NoCode,
@@ -462,20 +459,15 @@ impl Store {
             .min_idle(Some(1))
             .build(manager)?;
 
+        writer::prepare_writer(&conn).map_err(|source| StoreError::Database {
+            path: path.to_owned(),
+            source,
+        })?;
         let (writer, jobs) = mpsc::channel::<Command>();
+        let db = path.to_owned();
         let thread = std::thread::Builder::new()
             .name("otpd-store-writer".into())
-            .spawn(move || {
-                while let Ok(Command::Run(job)) = jobs.recv() {
-                    job(&mut conn);
-                }
-                // Fold the WAL back so the file on disk is complete on its own.
-                if let Err(e) =
-                    conn.execute_batch("PRAGMA optimize; PRAGMA wal_checkpoint(TRUNCATE);")
-                {
-                    log::warn!("closing the store: {e}");
-                }
-            })
+            .spawn(move || writer::run(conn, jobs, db, busy_timeout))
             .map_err(|source| StoreError::Open {
                 path: path.to_owned(),
                 source,
@@ -497,8 +489,10 @@ impl Store {
         }
     }
 
-    /// Runs `f` in one IMMEDIATE transaction on the writer thread: it takes the write
-    /// lock up front, so a read-then-write can never fail halfway with SQLITE_BUSY.
+    /// Runs `f` on the writer thread inside an IMMEDIATE transaction (it takes the write
+    /// lock up front, so a read-then-write can never fail halfway with SQLITE_BUSY),
+    /// possibly shared with other jobs (group commit, see `writer.rs`). The answer
+    /// comes only after that transaction committed.
     async fn write<T, F>(&self, op: &'static str, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
@@ -506,18 +500,13 @@ impl Store {
     {
         let started = Instant::now();
         let (reply, answer) = oneshot::channel();
-        let job: Job = Box::new(move |conn: &mut Connection| {
-            let result = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .and_then(|tx| {
-                    let value = f(&tx)?;
-                    tx.commit()?;
-                    Ok(value)
-                });
-            let _ = reply.send(result.map_err(StoreError::from));
-        });
+        let job = writer::Pending {
+            f: Some(f),
+            result: None,
+            reply,
+        };
         self.writer
-            .send(Command::Run(job))
+            .send(Command::Run(Box::new(job)))
             .map_err(|_| StoreError::Closed)?;
         let result = answer.await.map_err(|_| StoreError::Closed)?;
         metrics::histogram!(telemetry::STORE_DURATION, "op" => op).record(started.elapsed());
@@ -745,17 +734,24 @@ impl Store {
         Ok(())
     }
 
-    /// Finds the latest code for (phone, purpose) and, if it can still be verified,
-    /// counts this attempt against it before anyone compares anything: parallel
-    /// guesses are serialized here and can never exceed the cap.
-    pub async fn count_attempt(
+    /// One verify attempt in one transaction: finds the latest code for (phone,
+    /// purpose) and, if it can still be verified, counts this attempt against it
+    /// before anything is compared (parallel guesses are serialized on the writer and
+    /// can never exceed the cap); then asks `matches` (the service's constant-time
+    /// comparison and user binding: the store never sees a key or a code) and either
+    /// consumes the code or audits the wrong guess. One writer round trip per verify.
+    pub async fn check_attempt<M>(
         &self,
         phone: String,
         purpose: String,
         now: SystemTime,
         caller: Caller,
-    ) -> Result<Attempt, StoreError> {
-        self.write("count_attempt", move |tx| {
+        matches: M,
+    ) -> Result<Attempt, StoreError>
+    where
+        M: FnOnce(&[u8], Option<&str>) -> bool + Send + 'static,
+    {
+        self.write("check_attempt", move |tx| {
             let latest = tx
                 .prepare_cached(
                     "SELECT id, state, code_hash, user_id, attempts, max_attempts, expires_at
@@ -781,6 +777,7 @@ impl Store {
                 "verified" => return Ok(Attempt::Used { id }),
                 "expired" => return Ok(Attempt::Expired { id }),
                 "sent" => {}
+                // Pending (its SMS not sent yet), failed or superseded: unverifiable.
                 _ => return Ok(Attempt::NoCode),
             }
             if expires_at <= millis(now) {
@@ -795,53 +792,30 @@ impl Store {
                     expires_at: from_millis(expires_at),
                 });
             }
+            // Counted first: whatever the comparison says, this attempt is spent.
             tx.prepare_cached("UPDATE otps SET attempts = attempts + 1 WHERE id = ?1")?
                 .execute([id])?;
-            Ok(Attempt::Counted {
-                id,
-                code_hash,
-                user_id,
-                attempts: attempts + 1,
-                max_attempts,
-            })
-        })
-        .await
-    }
-
-    /// Marks a matching code used with one conditional update; `false` means another
-    /// request consumed it first (or it just expired), so it must not verify twice.
-    pub async fn consume(
-        &self,
-        id: i64,
-        now: SystemTime,
-        caller: Caller,
-    ) -> Result<bool, StoreError> {
-        self.write("consume", move |tx| {
-            let changed = tx
-                .prepare_cached(
-                    "UPDATE otps SET state = 'verified', verified_at = ?2
-                     WHERE id = ?1 AND state = 'sent' AND expires_at > ?2",
-                )?
-                .execute(params![id, millis(now)])?;
-            if changed == 1 {
+            let attempts = attempts + 1;
+            if matches(&code_hash, user_id.as_deref()) {
+                let changed = tx
+                    .prepare_cached(
+                        "UPDATE otps SET state = 'verified', verified_at = ?2
+                         WHERE id = ?1 AND state = 'sent' AND expires_at > ?2",
+                    )?
+                    .execute(params![id, millis(now)])?;
+                if changed != 1 {
+                    return Ok(Attempt::Used { id });
+                }
                 audit(tx, now, id, "verified", None, caller)?;
+                return Ok(Attempt::Verified { id });
             }
-            Ok(changed == 1)
-        })
-        .await
-    }
-
-    /// Audits a wrong guess (the attempt itself was counted by `count_attempt`).
-    pub async fn record_failed_attempt(
-        &self,
-        id: i64,
-        attempts_remaining: u32,
-        now: SystemTime,
-        caller: Caller,
-    ) -> Result<(), StoreError> {
-        self.write("record_failed_attempt", move |tx| {
+            let attempts_remaining = max_attempts.saturating_sub(attempts);
             let detail = format!("{attempts_remaining} attempts remaining");
-            audit(tx, now, id, "failed_attempt", Some(&detail), caller)
+            audit(tx, now, id, "failed_attempt", Some(&detail), caller)?;
+            Ok(Attempt::Wrong {
+                id,
+                attempts_remaining,
+            })
         })
         .await
     }

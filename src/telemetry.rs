@@ -13,6 +13,8 @@ pub const PROVIDER_DURATION: &str = "otpd_provider_request_duration_seconds";
 pub const PROVIDER_RETRIES: &str = "otpd_provider_retries_total";
 pub const PROVIDER_CIRCUIT_OPEN: &str = "otpd_provider_circuit_open";
 pub const RATE_LIMITED: &str = "otpd_rate_limited_total";
+/// Requests refused because a keyed limiter held `limits.max_keys` keys, by `limit`.
+pub const LIMITER_FULL: &str = "otpd_limiter_full_total";
 pub const STORE_DURATION: &str = "otpd_store_operation_duration_seconds";
 pub const OPEN_CONNECTIONS: &str = "otpd_open_connections";
 /// The cost guard's refusals, by `rule` and `outcome` (`blocked` or `would_block`).

@@ -154,7 +154,7 @@ async fn metrics_count_the_traffic_sent() {
         value(
             &scrape,
             "otpd_store_operation_duration_seconds",
-            &[("op", "count_attempt")]
+            &[("op", "check_attempt")]
         ),
         2.0
     );
