@@ -23,7 +23,7 @@ use std::cell::Cell;
 use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, mpsc};
+use std::sync::{Arc, Mutex, PoisonError, mpsc};
 use std::time::Duration;
 
 use rusqlite::{Connection, TransactionBehavior, ffi};
@@ -144,11 +144,16 @@ pub(super) fn run(
 ) {
     let (wake, woken) = mpsc::sync_channel::<()>(1);
     let dirty = Arc::new(AtomicBool::new(false));
+    // One checkpoint at a time: SQLite answers BUSY at once (no busy handler) to a
+    // checkpoint that meets another, and a RESTART lost that way would wait for
+    // another RESTART_FRAMES of growth.
+    let checkpointing = Arc::new(Mutex::new(()));
     let checkpointer = {
         let dirty = dirty.clone();
+        let checkpointing = checkpointing.clone();
         std::thread::Builder::new()
             .name("otpd-store-ckpt".into())
-            .spawn(move || checkpoint_loop(&path, &woken, &dirty))
+            .spawn(move || checkpoint_loop(&path, &woken, &dirty, &checkpointing))
     };
     if let Err(e) = &checkpointer {
         log::warn!("cannot start the checkpointer, checkpoints run in the writer: {e}");
@@ -189,6 +194,7 @@ pub(super) fn run(
             // Once per RESTART_FRAMES of growth, with a short wait: a reader holding an
             // old snapshot makes RESTART wait for it, and writes wait meanwhile.
             restart_at = frames.saturating_add(RESTART_FRAMES);
+            let _turn = checkpointing.lock().unwrap_or_else(PoisonError::into_inner);
             let _ = conn.busy_timeout(RESTART_WAIT);
             match conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |r| r.get::<_, i64>(0)) {
                 Ok(0) => {}
@@ -274,7 +280,12 @@ fn run_group(conn: &mut Connection, queued: &mut VecDeque<Box<dyn WriteJob>>) {
 
 /// Checkpoints on its own connection when the writer says the WAL has grown, and once
 /// after the writer goes quiet. Ends when the writer drops its end of `woken`.
-fn checkpoint_loop(path: &std::path::Path, woken: &mpsc::Receiver<()>, dirty: &AtomicBool) {
+fn checkpoint_loop(
+    path: &std::path::Path,
+    woken: &mpsc::Receiver<()>,
+    dirty: &AtomicBool,
+    checkpointing: &Mutex<()>,
+) {
     let conn = match Connection::open(path) {
         Ok(conn) => conn,
         Err(e) => {
@@ -294,7 +305,10 @@ fn checkpoint_loop(path: &std::path::Path, woken: &mpsc::Receiver<()>, dirty: &A
             Err(mpsc::RecvTimeoutError::Disconnected) => return,
         }
         // PASSIVE waits for nobody: frames a reader still needs stay for the next one.
-        match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+        let turn = checkpointing.lock().unwrap_or_else(PoisonError::into_inner);
+        let result = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+        drop(turn);
+        match result {
             Ok(()) if failing => {
                 failing = false;
                 log::info!("checkpoints succeed again");
