@@ -193,6 +193,11 @@ fn check_phone(input: &str) -> Result<(), TestCaseError> {
         if let Ok(phone) = PhoneNumber::parse_in(input, region) {
             let e164 = phone.as_str();
             prop_assert!(is_e164(e164), "{input:?} -> {e164:?}");
+            // `PhoneNumber` writes E.164 itself; it must be what the library writes.
+            let library = phonenumber::parse(None, e164)
+                .map(|p| p.format().mode(phonenumber::Mode::E164).to_string())
+                .ok();
+            prop_assert_eq!(library.as_deref(), Some(e164));
             for again in regions() {
                 let reparsed = PhoneNumber::parse_in(e164, again).map(|p| p.as_str().to_owned());
                 prop_assert_eq!(reparsed, Ok(e164.to_owned()), "{:?} is not stable", e164);

@@ -122,7 +122,12 @@ impl PhoneNumber {
                 "phone_number is not a valid number for its country",
             ));
         }
-        let e164 = parsed.format().mode(phonenumber::Mode::E164).to_string();
+        // E.164 is "+", the country code and the national number (with its leading
+        // zeros), which is exactly what the library's E164 formatter writes; written
+        // here because that formatter first picks a national format by regex for
+        // the other modes and throws it away (~2% of a verify's instructions). A valid
+        // number always has metadata for its code, so the formatter could not fail.
+        let e164 = format!("+{}{}", parsed.code().value(), parsed.national());
         Ok(PhoneNumber(e164))
     }
 
@@ -286,6 +291,31 @@ mod tests {
             ("+44 20 7946 0958", "+442079460958"),
         ] {
             assert_eq!(PhoneNumber::parse(input).map(|p| p.0), Ok(want.to_owned()));
+        }
+    }
+
+    #[test]
+    fn e164_is_what_the_library_formats() {
+        // Leading zeros of the national number (Italian fixed lines) included.
+        for input in [
+            "+34600111222",
+            "+390612345678",
+            "+39 312 345 6789",
+            "+1 (415) 555-0100",
+            "+44 (0) 20 7946 0958",
+            "+8613912345678",
+            "+61 4 1234 5678",
+            "+225 07 12 34 56 78",
+        ] {
+            let parsed = phonenumber::parse(None, input).map_err(|e| e.to_string());
+            let parsed = parsed.unwrap_or_else(|e| unreachable!("{input:?}: {e}"));
+            assert!(parsed.is_valid(), "{input:?}");
+            let library = parsed.format().mode(phonenumber::Mode::E164).to_string();
+            assert_eq!(
+                PhoneNumber::parse(input).map(|p| p.0),
+                Ok(library),
+                "{input:?}"
+            );
         }
     }
 
