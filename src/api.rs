@@ -13,6 +13,7 @@ use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use hyper::header::{ALLOW, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use hyper::{Method, Request, Response, StatusCode};
+use metrics::{Counter, Histogram};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -26,7 +27,7 @@ use crate::messaging::{
 use crate::otp::{OtpError, OtpService, SendOtp, VerifyOtp};
 use crate::sender::SendError;
 use crate::store::{Fault, MessageDetail, StoreError};
-use crate::telemetry;
+use crate::telemetry::{self, Kept};
 use crate::templates::TemplateError;
 use crate::twilio::TwilioError;
 use crate::types::{Caller, Channel, InvalidInput, OtpCode, PhoneNumber, Purpose, Region, UserId};
@@ -85,6 +86,25 @@ impl Route {
         })
     }
 
+    /// The slot of this route's kept metric handles ([`ROUTES`] of them).
+    fn slot(route: Option<Route>) -> usize {
+        match route {
+            Some(Route::SendOtp) => 0,
+            Some(Route::VerifyOtp) => 1,
+            Some(Route::TestTwilio) => 2,
+            Some(Route::Status) => 3,
+            Some(Route::Messages) => 4,
+            Some(Route::SendSms) => 5,
+            Some(Route::Message(_)) => 6,
+            Some(Route::StatusCallback) => 7,
+            Some(Route::Audit) => 8,
+            Some(Route::Purge) => 9,
+            Some(Route::Health) => 10,
+            Some(Route::Metrics) => 11,
+            None => 12,
+        }
+    }
+
     /// The `route` label of the request metrics.
     fn name(route: Option<Route>) -> &'static str {
         match route {
@@ -104,6 +124,13 @@ impl Route {
         }
     }
 }
+
+/// Routes, and "unknown" for no route: the slots of the kept request metrics.
+const ROUTES: usize = 13;
+/// Per route: requests answered 200 (other statuses go through the macro), and the
+/// duration histogram.
+static HTTP_OK: [Kept<Counter>; ROUTES] = [const { Kept::new() }; ROUTES];
+static HTTP_TIME: [Kept<Histogram>; ROUTES] = [const { Kept::new() }; ROUTES];
 
 /// Everything that can go wrong with a request, from the socket to Twilio.
 #[derive(Debug)]
@@ -895,9 +922,20 @@ impl Api {
         };
         let elapsed = started.elapsed();
         let route = Route::name(found.map(|(route, _)| route));
-        metrics::counter!(telemetry::HTTP_REQUESTS, "route" => route, "status" => status_label(response.status()))
-            .increment(1);
-        metrics::histogram!(telemetry::HTTP_DURATION, "route" => route).record(elapsed);
+        let slot = Route::slot(found.map(|(route, _)| route));
+        if response.status() == StatusCode::OK {
+            HTTP_OK[slot].with(
+                || metrics::counter!(telemetry::HTTP_REQUESTS, "route" => route, "status" => "200"),
+                |c| c.increment(1),
+            );
+        } else {
+            metrics::counter!(telemetry::HTTP_REQUESTS, "route" => route, "status" => status_label(response.status()))
+                .increment(1);
+        }
+        HTTP_TIME[slot].with(
+            || metrics::histogram!(telemetry::HTTP_DURATION, "route" => route),
+            |h| h.record(elapsed),
+        );
         log::debug!(
             "{method} {} -> {} in {elapsed:?} (uid {} gid {} pid {:?})",
             path.as_deref().unwrap_or_default(),

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use hmac::{Hmac, Mac};
+use metrics::Counter;
 use rand::Rng;
 use sha2::Sha256;
 use thiserror::Error;
@@ -22,7 +23,7 @@ use crate::sender::{SendError, Sender};
 use crate::store::{
     Attempt, AuditRow, Counts, Cutoffs, Delivery, MessageRow, NewCode, Purged, Store, StoreError,
 };
-use crate::telemetry;
+use crate::telemetry::{self, Kept};
 use crate::twilio::TwilioError;
 use crate::types::{Caller, Channel, OtpCode, PhoneNumber, Purpose, Region, UserId};
 
@@ -527,7 +528,21 @@ impl OtpService {
 }
 
 fn event(name: &'static str) {
-    metrics::counter!(telemetry::OTP_EVENTS, "event" => name).increment(1);
+    // Once per send and per verify: kept handles (see `Kept`).
+    static SENT: Kept<Counter> = Kept::new();
+    static VERIFIED: Kept<Counter> = Kept::new();
+    let kept = match name {
+        "sent" => &SENT,
+        "verified" => &VERIFIED,
+        _ => {
+            metrics::counter!(telemetry::OTP_EVENTS, "event" => name).increment(1);
+            return;
+        }
+    };
+    kept.with(
+        || metrics::counter!(telemetry::OTP_EVENTS, "event" => name),
+        |c| c.increment(1),
+    );
 }
 
 /// Counts a verify that did not succeed under its reason.

@@ -23,8 +23,9 @@ use thiserror::Error;
 use tokio::sync::oneshot;
 
 use crate::config::StoreConfig;
-use crate::telemetry;
+use crate::telemetry::{self, Kept};
 use crate::types::{Caller, Channel};
+use metrics::Histogram;
 
 mod outbox;
 mod writer;
@@ -244,6 +245,27 @@ fn apply_limits(conn: &Connection, config: &StoreConfig) -> rusqlite::Result<()>
         }
     }
     Ok(())
+}
+
+/// The duration of a store operation; the three of every send and verify through kept
+/// handles (see `Kept`).
+fn record_duration(op: &'static str, elapsed: std::time::Duration) {
+    static CHECK_ATTEMPT: Kept<Histogram> = Kept::new();
+    static INSERT_CODE: Kept<Histogram> = Kept::new();
+    static RECORD_DELIVERY: Kept<Histogram> = Kept::new();
+    let kept = match op {
+        "check_attempt" => &CHECK_ATTEMPT,
+        "insert_code" => &INSERT_CODE,
+        "record_delivery" => &RECORD_DELIVERY,
+        _ => {
+            metrics::histogram!(telemetry::STORE_DURATION, "op" => op).record(elapsed);
+            return;
+        }
+    };
+    kept.with(
+        || metrics::histogram!(telemetry::STORE_DURATION, "op" => op),
+        |h| h.record(elapsed),
+    );
 }
 
 /// A cheap handle: clones share the one writer thread and the reader pool.
@@ -509,7 +531,7 @@ impl Store {
             .send(Command::Run(Box::new(job)))
             .map_err(|_| StoreError::Closed)?;
         let result = answer.await.map_err(|_| StoreError::Closed)?;
-        metrics::histogram!(telemetry::STORE_DURATION, "op" => op).record(started.elapsed());
+        record_duration(op, started.elapsed());
         result
     }
 
@@ -526,7 +548,7 @@ impl Store {
         })
         .await
         .map_err(|_| StoreError::Closed)?;
-        metrics::histogram!(telemetry::STORE_DURATION, "op" => op).record(started.elapsed());
+        record_duration(op, started.elapsed());
         result
     }
 
