@@ -297,9 +297,17 @@ pub struct TwilioConfig {
 }
 
 impl TwilioConfig {
-    /// WhatsApp needs its own sender, or a messaging service that has one.
-    pub fn sends_whatsapp(&self) -> bool {
-        self.whatsapp_from.is_some() || matches!(self.from, TwilioFrom::MessagingService(_))
+    /// Who sends on `channel`: WhatsApp needs its own sender, or a messaging service
+    /// (which picks its WhatsApp sender); `None` when the account is not set up for it.
+    pub fn sender(&self, channel: Channel) -> Option<TwilioFrom> {
+        match (channel, &self.whatsapp_from, &self.from) {
+            (Channel::Sms, _, from) => Some(from.clone()),
+            (Channel::WhatsApp, Some(number), _) => Some(TwilioFrom::Number(number.clone())),
+            (Channel::WhatsApp, None, service @ TwilioFrom::MessagingService(_)) => {
+                Some(service.clone())
+            }
+            (Channel::WhatsApp, None, TwilioFrom::Number(_)) => None,
+        }
     }
 }
 
@@ -946,11 +954,17 @@ impl Config {
         };
 
         if let ProviderConfig::Twilio(twilio) = &provider {
-            if messaging.channels.contains(&Channel::WhatsApp) && !twilio.sends_whatsapp() {
+            if let Some(channel) = messaging
+                .channels
+                .iter()
+                .find(|c| twilio.sender(**c).is_none())
+            {
                 return Err(invalid(
                     "messaging.channels",
-                    "lists whatsapp, but neither twilio.whatsapp_from nor \
-                     twilio.messaging_service_sid is set",
+                    format!(
+                        "lists {channel}, but neither twilio.whatsapp_from nor \
+                         twilio.messaging_service_sid is set"
+                    ),
                 ));
             }
         }

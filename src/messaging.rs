@@ -194,13 +194,10 @@ impl MessagingService {
         if self.sender.provider().is_none() {
             return Err(MessagingError::NotConfigured);
         }
-        let channels = match req.channel {
-            Some(channel) if !self.sender.supports(channel) => {
-                return Err(MessagingError::ChannelNotConfigured(channel));
-            }
-            Some(channel) => vec![channel],
-            None => self.config.channels.clone(),
-        };
+        let channels = self
+            .sender
+            .channels(req.channel, &self.config.channels)
+            .map_err(MessagingError::ChannelNotConfigured)?;
         let send_at = req.send_at.unwrap_or(now).max(now);
         if send_at > now + MAX_SCHEDULE_AHEAD {
             return Err(MessagingError::SendAt(
@@ -498,7 +495,7 @@ impl MessagingService {
                 log::warn!(message_id = message.id; "message {} will be retried: {reason}", message.id)
             }
             Outcome::Fallback { reason, next, .. } => {
-                log::warn!("message {} {reason}; trying {next}", message.id)
+                log::warn!(message_id = message.id; "message {} {reason}; trying {next}", message.id)
             }
         }
         if let Err(e) = self

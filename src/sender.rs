@@ -129,26 +129,42 @@ impl Sender {
         }
     }
 
+    /// The channels to try, in order: the one a request names, else `configured`
+    /// (`messaging.channels`). Err: the named channel cannot be used here.
+    pub fn channels(
+        &self,
+        requested: Option<Channel>,
+        configured: &[Channel],
+    ) -> Result<Vec<Channel>, Channel> {
+        match requested {
+            Some(channel) if !self.supports(channel) => Err(channel),
+            Some(channel) => Ok(vec![channel]),
+            None => Ok(configured.to_vec()),
+        }
+    }
+
     pub async fn send(
         &self,
         to: &PhoneNumber,
         channel: Channel,
         body: &str,
     ) -> Result<Sent, SendError> {
-        if self.provider().is_some() && !self.supports(channel) {
-            return Err(SendError::ChannelNotConfigured(channel));
-        }
         let started = Instant::now();
         let result = match &self.provider {
-            Provider::Twilio(client) => client
-                .send(to, channel, body)
-                .await
-                .map(|accepted| Sent {
-                    sid: accepted.sid,
-                    status: accepted.status.unwrap_or_else(|| "queued".to_owned()),
-                    attempts: accepted.attempts,
-                })
-                .map_err(|Failed { error, attempts }| SendError::Twilio { error, attempts }),
+            Provider::Twilio(client) => {
+                let message = client
+                    .message(to, channel, body)
+                    .ok_or(SendError::ChannelNotConfigured(channel))?;
+                client
+                    .send(&message)
+                    .await
+                    .map(|accepted| Sent {
+                        sid: accepted.sid,
+                        status: accepted.status.unwrap_or_else(|| "queued".to_owned()),
+                        attempts: accepted.attempts,
+                    })
+                    .map_err(|Failed { error, attempts }| SendError::Twilio { error, attempts })
+            }
             Provider::DevOutbox(outbox) => outbox.append(to, channel, body).await,
             Provider::None => return Err(SendError::NotConfigured),
         };

@@ -79,6 +79,13 @@ pub struct Failed {
     pub attempts: u32,
 }
 
+/// A message ready to post: CreateMessage's form fields, addresses and sender chosen.
+pub struct Outgoing {
+    /// For the log lines, masked.
+    to: PhoneNumber,
+    form: Vec<(&'static str, String)>,
+}
+
 /// The fields of the created message resource that otpd keeps.
 #[derive(Debug, Deserialize)]
 struct Message {
@@ -104,8 +111,8 @@ pub struct TwilioClient {
     messages_target: Option<reqwest::Url>,
     auth_user: String,
     auth_secret: Secret,
-    from: TwilioFrom,
-    whatsapp_from: Option<PhoneNumber>,
+    /// The sender per channel (`Channel::ALL` order); `None`: not set up for it.
+    senders: [Option<TwilioFrom>; 2],
     status_callback: Option<String>,
     timeout: Duration,
     faults: TwilioFaults,
@@ -132,8 +139,7 @@ impl TwilioClient {
             messages_url,
             auth_user: config.auth_user.clone(),
             auth_secret: config.auth_secret.clone(),
-            from: config.from.clone(),
-            whatsapp_from: config.whatsapp_from.clone(),
+            senders: Channel::ALL.map(|channel| config.sender(channel)),
             status_callback: config.status_callback_url.clone(),
             timeout: config.timeout,
             faults: config.faults,
@@ -149,13 +155,7 @@ impl TwilioClient {
     }
 
     /// Creates one outbound message (CreateMessage), retrying within the deadline.
-    pub async fn send(
-        &self,
-        to: &PhoneNumber,
-        channel: Channel,
-        body: &str,
-    ) -> Result<Accepted, Failed> {
-        let form = self.form(to, channel, body);
+    pub async fn send(&self, message: &Outgoing) -> Result<Accepted, Failed> {
         let deadline = Instant::now() + self.faults.send_deadline;
         let mut attempts = 0;
         let mut last: Option<TwilioError> = None;
@@ -175,7 +175,7 @@ impl TwilioClient {
             attempts += 1;
             let result = self
                 .attempt(
-                    &form,
+                    &message.form,
                     self.timeout.min(deadline.saturating_duration_since(now)),
                 )
                 .await;
@@ -213,7 +213,7 @@ impl TwilioClient {
             }
             log::info!(
                 "Twilio request {attempts} for {} failed ({error}); retrying in {} ms",
-                to.masked(),
+                message.to.masked(),
                 wait.as_millis()
             );
             metrics::counter!(telemetry::PROVIDER_RETRIES, "provider" => "twilio").increment(1);
@@ -222,19 +222,17 @@ impl TwilioClient {
         }
     }
 
+    fn sender(&self, channel: Channel) -> Option<&TwilioFrom> {
+        self.senders[channel as usize].as_ref()
+    }
+
     /// CreateMessage's fields. On WhatsApp both addresses carry `whatsapp:` (Twilio
     /// refuses a mixed pair with 21910); a messaging service picks its WhatsApp sender.
-    fn form(&self, to: &PhoneNumber, channel: Channel, body: &str) -> Vec<(&'static str, String)> {
-        let from = match (channel, &self.whatsapp_from, &self.from) {
-            (Channel::WhatsApp, Some(number), _)
-            | (Channel::Sms, _, TwilioFrom::Number(number)) => {
-                ("From", channel.address(number.as_str()))
-            }
-            (_, _, TwilioFrom::MessagingService(sid)) => ("MessagingServiceSid", sid.clone()),
-            // Refused by `supports` before any send; kept total for the compiler.
-            (Channel::WhatsApp, None, TwilioFrom::Number(number)) => {
-                ("From", channel.address(number.as_str()))
-            }
+    /// `None` when the account has no sender for `channel`.
+    pub fn message(&self, to: &PhoneNumber, channel: Channel, body: &str) -> Option<Outgoing> {
+        let from = match self.sender(channel)? {
+            TwilioFrom::Number(number) => ("From", channel.address(number.as_str())),
+            TwilioFrom::MessagingService(sid) => ("MessagingServiceSid", sid.clone()),
         };
         let mut form = vec![
             ("To", channel.address(to.as_str())),
@@ -244,16 +242,16 @@ impl TwilioClient {
         if let Some(url) = &self.status_callback {
             form.push(("StatusCallback", url.clone()));
         }
-        form
+        Some(Outgoing {
+            to: to.clone(),
+            form,
+        })
     }
 
     /// Whether this account is set up to send on `channel`.
     pub fn supports(&self, channel: Channel) -> bool {
-        channel == Channel::Sms
-            || self.whatsapp_from.is_some()
-            || matches!(self.from, TwilioFrom::MessagingService(_))
+        self.sender(channel).is_some()
     }
-
     /// One request, with its own timeout.
     async fn attempt(
         &self,

@@ -226,6 +226,36 @@ async fn channels_otpd_cannot_use_are_refused_clearly() {
     let out = check_config(&path);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("listed twice"));
+    let config = format!(
+        "[twilio]\naccount_sid = \"{}\"\nauth_token = \"{}\"\nfrom_number = \"{}\"\n\
+         whatsapp_from = \"not a number\"\n",
+        mock.options().account_sid,
+        mock.options().auth_token,
+        magic::FROM_VALID
+    );
+    std::fs::write(&path, config).unwrap();
+    let out = check_config(&path);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("twilio.whatsapp_from"));
+}
+
+#[tokio::test]
+async fn a_messaging_service_sends_whatsapp_without_a_whatsapp_number() {
+    let mock = MockTwilio::start(MockOptions::default());
+    let service = "MG0123456789abcdef0123456789abcdef";
+    let otpd = Setup::new()
+        .twilio(&mock)
+        .set("twilio", &format!("messaging_service_sid = \"{service}\""))
+        .set("messaging", "channels = [\"whatsapp\"]")
+        .start();
+    let reply = otpd.send_otp(send_body(PHONE, "login", None)).await;
+    assert_eq!(reply.status, 200, "{:?}", reply.json);
+    assert_eq!(reply.json["channel"], "whatsapp");
+    let requests = mock.requests();
+    assert_eq!(requests.len(), 1);
+    assert_eq!(requests[0].field("To"), Some(WA_PHONE));
+    assert_eq!(requests[0].field("MessagingServiceSid"), Some(service));
+    assert_eq!(requests[0].field("From"), None);
 }
 
 #[tokio::test]
