@@ -86,7 +86,7 @@ impl Route {
         })
     }
 
-    /// The slot of this route's kept metric handles ([`ROUTES`] of them).
+    /// The slot of this route's kept metric handles, and of its name in [`ROUTE_NAMES`].
     fn slot(route: Option<Route>) -> usize {
         match route {
             Some(Route::SendOtp) => 0,
@@ -104,29 +104,27 @@ impl Route {
             None => 12,
         }
     }
-
-    /// The `route` label of the request metrics.
-    fn name(route: Option<Route>) -> &'static str {
-        match route {
-            Some(Route::SendOtp) => "send_otp",
-            Some(Route::VerifyOtp) => "verify_otp",
-            Some(Route::TestTwilio) => "test_twilio",
-            Some(Route::Status) => "status",
-            Some(Route::Messages) => "messages",
-            Some(Route::SendSms) => "send_sms",
-            Some(Route::Message(_)) => "message",
-            Some(Route::StatusCallback) => "status_callback",
-            Some(Route::Audit) => "audit",
-            Some(Route::Purge) => "purge",
-            Some(Route::Health) => "healthz",
-            Some(Route::Metrics) => "metrics",
-            None => "unknown",
-        }
-    }
 }
 
+/// The `route` label of the request metrics, by [`Route::slot`]; "unknown" for no route.
+const ROUTE_NAMES: [&str; 13] = [
+    "send_otp",
+    "verify_otp",
+    "test_twilio",
+    "status",
+    "messages",
+    "send_sms",
+    "message",
+    "status_callback",
+    "audit",
+    "purge",
+    "healthz",
+    "metrics",
+    "unknown",
+];
+
 /// Routes, and "unknown" for no route: the slots of the kept request metrics.
-const ROUTES: usize = 13;
+const ROUTES: usize = ROUTE_NAMES.len();
 /// Per route: requests answered 200 (other statuses go through the macro), and the
 /// duration histogram.
 static HTTP_OK: [Kept<Counter>; ROUTES] = [const { Kept::new() }; ROUTES];
@@ -921,8 +919,8 @@ impl Api {
             },
         };
         let elapsed = started.elapsed();
-        let route = Route::name(found.map(|(route, _)| route));
         let slot = Route::slot(found.map(|(route, _)| route));
+        let route = ROUTE_NAMES[slot];
         if response.status() == StatusCode::OK {
             HTTP_OK[slot].with(
                 || metrics::counter!(telemetry::HTTP_REQUESTS, "route" => route, "status" => "200"),
