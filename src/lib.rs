@@ -83,6 +83,9 @@ pub enum StartError {
     Key(#[from] KeyError),
     #[error(transparent)]
     Sender(#[from] SendError),
+    /// Only on reload: at start-up main reports a bad file before `run`.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
 }
 
 /// How often limiter keys that have fully refilled are forgotten.
@@ -91,7 +94,7 @@ const PRUNE_EVERY: Duration = Duration::from_secs(60);
 const METRICS_UPKEEP_EVERY: Duration = Duration::from_secs(5);
 
 /// Reads the configuration again, by the same path as at start-up (file, env, credentials).
-pub type LoadConfig = Box<dyn Fn() -> Result<Config, ConfigError> + Send + Sync>;
+pub type LoadConfig = Arc<dyn Fn() -> Result<Config, ConfigError> + Send + Sync>;
 
 /// SIGHUP's side of [`run`]: one message on `requests` per reload asked for.
 pub struct Reloads {
@@ -215,22 +218,25 @@ impl Live {
         }
         notify(&reloading);
         log::info!("SIGHUP: reloading the configuration");
-        match load() {
+        match self.apply(load.clone()).await {
+            Ok(()) => log::info!("configuration reloaded"),
             Err(e) => log::error!("reload rejected, still serving the previous configuration: {e}"),
-            Ok(new) => match self.apply(new).await {
-                Ok(()) => log::info!("configuration reloaded"),
-                Err(e) => {
-                    log::error!("reload rejected, still serving the previous configuration: {e}")
-                }
-            },
         }
         notify(&[sd_notify::NotifyState::Ready]);
     }
 
-    async fn apply(&mut self, new: Config) -> Result<(), StartError> {
-        // Everything that can fail comes before anything is swapped.
+    async fn apply(&mut self, load: LoadConfig) -> Result<(), StartError> {
+        // Everything that can fail comes before anything is swapped. The file, the
+        // environment, the credentials and the HMAC key are read off the async threads.
+        let (store, limiter) = (self.store.clone(), self.limiter.clone());
         let metrics = self.apis.load().metrics().clone();
-        let (api, messaging) = build(&new, &self.store, &self.limiter, metrics)?;
+        let (new, api, messaging) = tokio::task::spawn_blocking(move || {
+            let new = load()?;
+            let (api, messaging) = build(&new, &store, &limiter, metrics)?;
+            Ok::<_, StartError>((new, api, messaging))
+        })
+        .await
+        .map_err(|_| StoreError::Closed)??;
         warn_needs_restart(&self.started, &new);
         self.limiter.reconfigure(&new.limits);
         // Requests already running finish on the Api they started with.

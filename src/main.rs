@@ -147,7 +147,7 @@ impl ConfigSource {
     /// Start-up and SIGHUP load the configuration the same way.
     fn loader(&self) -> otpd::LoadConfig {
         let (path, dev) = (self.path(), self.dev);
-        Box::new(move || Config::load(path.as_deref(), dev, &Sources::from_process()))
+        std::sync::Arc::new(move || Config::load(path.as_deref(), dev, &Sources::from_process()))
     }
 }
 
