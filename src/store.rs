@@ -11,11 +11,10 @@
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, mpsc};
-
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use writer::Command;
 
+use metrics::Histogram;
 use r2d2_sqlite::SqliteConnectionManager;
 use rusqlite::{Connection, ErrorCode, OptionalExtension, params};
 use rusqlite_migration::{M, Migrations};
@@ -25,7 +24,7 @@ use tokio::sync::oneshot;
 use crate::config::StoreConfig;
 use crate::telemetry::{self, Kept};
 use crate::types::{Caller, Channel};
-use metrics::Histogram;
+use writer::Command;
 
 mod outbox;
 mod writer;
