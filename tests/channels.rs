@@ -207,36 +207,36 @@ async fn channels_otpd_cannot_use_are_refused_clearly() {
         .assert_error(400, "invalid_channel");
     assert!(mock.requests().is_empty(), "nothing reached Twilio");
 
-    // A fallback order naming WhatsApp without a sender is a configuration error.
+    // Configuration errors, each naming its key: a fallback order naming WhatsApp
+    // without a sender, a channel listed twice, a WhatsApp sender that is no number.
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("config.toml");
-    let config = format!(
-        "[twilio]\naccount_sid = \"{}\"\nauth_token = \"{}\"\nfrom_number = \"{}\"\n\
-         [messaging]\nchannels = [\"whatsapp\", \"sms\"]\n",
+    let credentials = format!(
+        "[twilio]\naccount_sid = \"{}\"\nauth_token = \"{}\"\nfrom_number = \"{}\"\n",
         mock.options().account_sid,
         mock.options().auth_token,
         magic::FROM_VALID
     );
-    std::fs::write(&path, config).unwrap();
-    let out = check_config(&path);
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("messaging.channels"), "{stderr}");
-    std::fs::write(&path, "[messaging]\nchannels = [\"sms\", \"sms\"]\n").unwrap();
-    let out = check_config(&path);
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("listed twice"));
-    let config = format!(
-        "[twilio]\naccount_sid = \"{}\"\nauth_token = \"{}\"\nfrom_number = \"{}\"\n\
-         whatsapp_from = \"not a number\"\n",
-        mock.options().account_sid,
-        mock.options().auth_token,
-        magic::FROM_VALID
-    );
-    std::fs::write(&path, config).unwrap();
-    let out = check_config(&path);
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("twilio.whatsapp_from"));
+    for (config, says) in [
+        (
+            format!("{credentials}[messaging]\nchannels = [\"whatsapp\", \"sms\"]\n"),
+            "messaging.channels",
+        ),
+        (
+            "[messaging]\nchannels = [\"sms\", \"sms\"]\n".to_owned(),
+            "listed twice",
+        ),
+        (
+            format!("{credentials}whatsapp_from = \"not a number\"\n"),
+            "twilio.whatsapp_from",
+        ),
+    ] {
+        std::fs::write(&path, config).unwrap();
+        let out = check_config(&path);
+        assert!(!out.status.success(), "{says}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(says), "{stderr}");
+    }
 }
 
 #[tokio::test]
