@@ -1228,6 +1228,32 @@ mod tests {
     }
 
     #[test]
+    fn sqlite_is_built_as_cargo_config_says() {
+        let conn = Connection::open_in_memory().unwrap();
+        let options: Vec<String> = conn
+            .prepare("PRAGMA compile_options")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        for on in ["DEFAULT_MEMSTATUS=0", "DQS=0", "OMIT_LOAD_EXTENSION"] {
+            assert!(options.iter().any(|o| o == on), "{on} missing: {options:?}");
+        }
+        for off in [
+            "ENABLE_FTS3",
+            "ENABLE_FTS5",
+            "ENABLE_RTREE",
+            "ENABLE_DBSTAT_VTAB",
+        ] {
+            assert!(
+                !options.iter().any(|o| o == off),
+                "{off} built in: {options:?}"
+            );
+        }
+    }
+
+    #[test]
     fn counting_unverified_codes_uses_the_partial_index() {
         let conn = migrated();
         let plan: Vec<String> = conn
