@@ -241,9 +241,19 @@ const PRAGMAS: &str = "PRAGMA journal_mode = WAL;
 /// table (SQLite's way to change a constraint) drops the old one while other tables
 /// still refer to it. A migration that rebuilds checks the keys before it commits.
 fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let version = |c: &Connection| c.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0));
+    let (started, before) = (Instant::now(), version(conn)?);
     conn.pragma_update(None, "foreign_keys", "OFF")?;
     Migrations::from_slice(MIGRATIONS).to_latest(conn)?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
+    let after = version(conn)?;
+    // A rebuild takes seconds on a large database: say why this start was slow.
+    if before > 0 && after != before {
+        log::info!(
+            "database schema upgraded from version {before} to {after} in {:.1?}",
+            started.elapsed()
+        );
+    }
     Ok(())
 }
 
