@@ -35,10 +35,8 @@ use super::StoreError;
 /// down and how long the first job of a group waits for the last.
 pub(super) const MAX_GROUP: usize = 64;
 /// The checkpointer is woken each time the WAL has grown by this many frames (4 KiB
-/// pages, so ~16 MiB): four times SQLite's default for its automatic checkpoint. A
-/// checkpoint copies each page once however often it was rewritten, so fewer, larger
-/// ones copy less: 5–10% more verifies at 64 connections (BENCHMARKS.md).
-const CHECKPOINT_FRAMES: i32 = 4000;
+/// pages): SQLite's own default for its automatic checkpoint.
+const CHECKPOINT_FRAMES: i32 = 1000;
 /// Past this many frames (~64 MiB) the writer checkpoints and restarts the log itself.
 const RESTART_FRAMES: i32 = 16_000;
 /// How long the writer's RESTART waits for readers before giving up until the log has
