@@ -573,16 +573,18 @@ impl Store {
     /// Runs `f` on the writer thread inside an IMMEDIATE transaction (it takes the write
     /// lock up front, so a read-then-write can never fail halfway with SQLITE_BUSY),
     /// possibly shared with other jobs (group commit, see `writer.rs`). The answer
-    /// comes only after that transaction committed.
+    /// comes only after that transaction committed. `f` may run twice (after another
+    /// job of its group failed and the group was rolled back), so it only touches the
+    /// database.
     async fn write<T, F>(&self, op: &'static str, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&rusqlite::Transaction<'_>) -> Result<T, rusqlite::Error> + Send + 'static,
+        F: FnMut(&rusqlite::Transaction<'_>) -> Result<T, rusqlite::Error> + Send + 'static,
     {
         let started = Instant::now();
         let (reply, answer) = oneshot::channel();
         let job = writer::Pending {
-            f: Some(f),
+            f,
             result: None,
             reply,
         };
@@ -830,10 +832,10 @@ impl Store {
         purpose: String,
         now: SystemTime,
         caller: Caller,
-        matches: M,
+        mut matches: M,
     ) -> Result<Attempt, StoreError>
     where
-        M: FnOnce(&[u8], Option<&str>) -> bool + Send + 'static,
+        M: FnMut(&[u8], Option<&str>) -> bool + Send + 'static,
     {
         self.write("check_attempt", move |tx| {
             let latest = tx
