@@ -621,29 +621,29 @@ impl Store {
         .await
     }
 
+    /// The live codes for (phone, purpose). Found, then updated by id: `UPDATE …
+    /// RETURNING` would buffer its rows in a temporary b-tree on every send, though
+    /// most sends supersede nothing.
+    const LIVE_CODES: &str = "SELECT id FROM otps
+         WHERE phone = ?1 AND purpose = ?2 AND state IN ('pending', 'sent')";
+    const SUPERSEDE: &str = "UPDATE otps SET state = 'superseded' WHERE id = ?1";
+    const INSERT_CODE: &str =
+        "INSERT INTO otps (phone, purpose, user_id, code_hash, state, max_attempts,
+                           test_number, created_at, expires_at, country)
+         VALUES (?1, ?2, ?3, ?4, 'pending', ?5, ?6, ?7, ?8, ?9)";
+
     /// Supersedes any live code for (phone, purpose) and inserts the new one as pending.
     pub async fn insert_code(&self, code: NewCode) -> Result<i64, StoreError> {
         self.write("insert_code", move |tx| {
-            // Found, then updated by id: `UPDATE … RETURNING` would buffer its rows in
-            // a temporary b-tree on every send, though most sends supersede nothing.
             let superseded: Vec<i64> = tx
-                .prepare_cached(
-                    "SELECT id FROM otps
-                     WHERE phone = ?1 AND purpose = ?2 AND state IN ('pending', 'sent')",
-                )?
+                .prepare_cached(Self::LIVE_CODES)?
                 .query_map(params![code.phone, code.purpose], |r| r.get(0))?
                 .collect::<Result<_, _>>()?;
             for old in superseded {
-                tx.prepare_cached("UPDATE otps SET state = 'superseded' WHERE id = ?1")?
-                    .execute([old])?;
+                tx.prepare_cached(Self::SUPERSEDE)?.execute([old])?;
                 audit(tx, code.created_at, old, "superseded", None, code.caller)?;
             }
-            tx.prepare_cached(
-                "INSERT INTO otps (phone, purpose, user_id, code_hash, state, max_attempts,
-                                   test_number, created_at, expires_at, country)
-                 VALUES (?1, ?2, ?3, ?4, 'pending', ?5, ?6, ?7, ?8, ?9)",
-            )?
-            .execute(params![
+            tx.prepare_cached(Self::INSERT_CODE)?.execute(params![
                 code.phone,
                 code.purpose,
                 code.user_id,
@@ -660,6 +660,9 @@ impl Store {
         })
         .await
     }
+
+    /// A concurrent re-send may have superseded the code meanwhile; that is kept.
+    const MARK_DELIVERED: &str = "UPDATE otps SET state = ?2 WHERE id = ?1 AND state = 'pending'";
 
     /// Records how the code's message went. Only a sent (or test-number) code can ever
     /// be verified; a failed one is marked failed for good.
@@ -699,8 +702,7 @@ impl Store {
                     ("failed", "circuit_open", Some(error_message.clone()))
                 }
             };
-            // A concurrent re-send may have superseded this code meanwhile; keep that.
-            tx.prepare_cached("UPDATE otps SET state = ?2 WHERE id = ?1 AND state = 'pending'")?
+            tx.prepare_cached(Self::MARK_DELIVERED)?
                 .execute(params![otp_id, state])?;
             Self::insert_message(tx, Some(otp_id), &to, channel, &delivery, now)?;
             audit(tx, now, otp_id, event, detail.as_deref(), caller)
@@ -820,6 +822,12 @@ impl Store {
         Ok(())
     }
 
+    const EXPIRE: &str = "UPDATE otps SET state = 'expired' WHERE id = ?1";
+    /// A match: the attempt is counted and the code consumed in one statement.
+    const CONSUME: &str = "UPDATE otps SET attempts = attempts + 1, state = 'verified',
+                                          verified_at = ?2
+         WHERE id = ?1";
+
     /// One verify attempt in one transaction: finds the latest code for (phone,
     /// purpose) and, if it can still be verified, counts this attempt against it
     /// before anything is compared (parallel guesses are serialized on the writer and
@@ -867,8 +875,7 @@ impl Store {
                 _ => return Ok(Attempt::NoCode),
             }
             if expires_at <= millis(now) {
-                tx.prepare_cached("UPDATE otps SET state = 'expired' WHERE id = ?1")?
-                    .execute([id])?;
+                tx.prepare_cached(Self::EXPIRE)?.execute([id])?;
                 audit(tx, now, id, "expired", None, caller)?;
                 return Ok(Attempt::Expired { id });
             }
@@ -879,14 +886,10 @@ impl Store {
                 });
             }
             // Whatever the comparison says, this attempt is spent: both branches count
-            // it, in the transaction that read the count (one statement on a match).
+            // it, in the transaction that read the count.
             if matches(&code_hash, user_id.as_deref()) {
-                tx.prepare_cached(
-                    "UPDATE otps SET attempts = attempts + 1, state = 'verified',
-                                     verified_at = ?2
-                     WHERE id = ?1",
-                )?
-                .execute(params![id, millis(now)])?;
+                tx.prepare_cached(Self::CONSUME)?
+                    .execute(params![id, millis(now)])?;
                 audit(tx, now, id, "verified", None, caller)?;
                 return Ok(Attempt::Verified { id });
             }
@@ -976,6 +979,13 @@ impl Store {
         .await
     }
 
+    /// Walks `audit_by_time` newest first, so a read costs the `since` window.
+    const AUDIT_SINCE: &str =
+        "SELECT id, at, otp_id, event, phone, purpose, user_id, detail, peer_uid, peer_gid,
+                peer_pid FROM audit
+         WHERE at >= ?1 AND (?2 IS NULL OR phone = ?2)
+         ORDER BY at DESC, id DESC LIMIT ?3";
+
     /// Audit events at or after `since`, optionally for one phone, newest first.
     pub async fn audit_since(
         &self,
@@ -984,33 +994,28 @@ impl Store {
         limit: u32,
     ) -> Result<Vec<AuditRow>, StoreError> {
         self.read("audit_since", move |c| {
-            c.prepare_cached(
-                "SELECT id, at, otp_id, event, phone, purpose, user_id, detail, peer_uid,
-                        peer_gid, peer_pid FROM audit
-                 WHERE at >= ?1 AND (?2 IS NULL OR phone = ?2)
-                 ORDER BY at DESC, id DESC LIMIT ?3",
-            )?
-            .query_map(params![millis(since), phone, limit], |r| {
-                Ok(AuditRow {
-                    id: r.get(0)?,
-                    at: from_millis(r.get(1)?),
-                    otp_id: r.get(2)?,
-                    event: r.get(3)?,
-                    phone: r.get(4)?,
-                    purpose: r.get(5)?,
-                    user_id: r.get(6)?,
-                    detail: r.get(7)?,
-                    caller: match (r.get(8)?, r.get(9)?) {
-                        (Some(uid), Some(gid)) => Some(Caller {
-                            uid,
-                            gid,
-                            pid: r.get(10)?,
-                        }),
-                        _ => None,
-                    },
-                })
-            })?
-            .collect()
+            c.prepare_cached(Self::AUDIT_SINCE)?
+                .query_map(params![millis(since), phone, limit], |r| {
+                    Ok(AuditRow {
+                        id: r.get(0)?,
+                        at: from_millis(r.get(1)?),
+                        otp_id: r.get(2)?,
+                        event: r.get(3)?,
+                        phone: r.get(4)?,
+                        purpose: r.get(5)?,
+                        user_id: r.get(6)?,
+                        detail: r.get(7)?,
+                        caller: match (r.get(8)?, r.get(9)?) {
+                            (Some(uid), Some(gid)) => Some(Caller {
+                                uid,
+                                gid,
+                                pid: r.get(10)?,
+                            }),
+                            _ => None,
+                        },
+                    })
+                })?
+                .collect()
         })
         .await
     }
@@ -1027,6 +1032,11 @@ impl Store {
         .await
     }
 
+    /// The WHERE repeats the partial index's own terms so SQLite can use it.
+    const COUNT_UNVERIFIED: &str = "SELECT count(*), min(created_at) FROM otps
+         WHERE country = ?1 AND created_at >= ?2
+           AND state NOT IN ('verified', 'failed') AND test_number = 0";
+
     /// Codes to `country` created at or after `since` that cost an SMS and were not
     /// verified (pending, sent, expired or superseded), and when the oldest was created.
     pub async fn count_unverified(
@@ -1035,16 +1045,13 @@ impl Store {
         since: SystemTime,
     ) -> Result<(u64, Option<SystemTime>), StoreError> {
         self.read("count_unverified", move |c| {
-            // The WHERE repeats the partial index's own terms so SQLite can use it.
-            c.prepare_cached(
-                "SELECT count(*), min(created_at) FROM otps
-                 WHERE country = ?1 AND created_at >= ?2
-                   AND state NOT IN ('verified', 'failed') AND test_number = 0",
-            )?
-            .query_row(params![country, millis(since)], |r| {
-                let count = u64::try_from(r.get::<_, i64>(0)?).unwrap_or(0);
-                Ok((count, r.get::<_, Option<i64>>(1)?.map(from_millis)))
-            })
+            c.prepare_cached(Self::COUNT_UNVERIFIED)?.query_row(
+                params![country, millis(since)],
+                |r| {
+                    let count = u64::try_from(r.get::<_, i64>(0)?).unwrap_or(0);
+                    Ok((count, r.get::<_, Option<i64>>(1)?.map(from_millis)))
+                },
+            )
         })
         .await
     }
@@ -1107,6 +1114,16 @@ mod tests {
         conn
     }
 
+    /// The steps of SQLite's plan for `sql`.
+    fn query_plan(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> Vec<String> {
+        conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+            .unwrap()
+            .query_map(params, |r| r.get::<_, String>(3))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    }
+
     /// The opcodes SQLite compiles `sql` to (its parameters left unbound).
     fn opcodes(conn: &Connection, sql: &str) -> Vec<String> {
         let mut stmt = conn.prepare(&format!("EXPLAIN {sql}")).unwrap();
@@ -1122,15 +1139,12 @@ mod tests {
     fn the_writes_of_a_send_and_a_verify_build_no_temporary_btree() {
         let conn = migrated();
         for sql in [
-            "SELECT id FROM otps WHERE phone = ?1 AND purpose = ?2 AND state IN ('pending', 'sent')",
-            "UPDATE otps SET state = 'superseded' WHERE id = ?1",
-            "INSERT INTO otps (phone, purpose, user_id, code_hash, state, max_attempts,
-                               test_number, created_at, expires_at, country)
-             VALUES (?1, ?2, ?3, ?4, 'pending', ?5, ?6, ?7, ?8, ?9)",
-            "UPDATE otps SET state = ?2 WHERE id = ?1 AND state = 'pending'",
-            "UPDATE otps SET attempts = attempts + 1, state = 'verified', verified_at = ?2
-             WHERE id = ?1",
-            "UPDATE otps SET state = 'expired' WHERE id = ?1",
+            Store::LIVE_CODES,
+            Store::SUPERSEDE,
+            Store::INSERT_CODE,
+            Store::MARK_DELIVERED,
+            Store::CONSUME,
+            Store::EXPIRE,
         ] {
             let ops = opcodes(&conn, sql);
             assert!(
@@ -1220,17 +1234,7 @@ mod tests {
     #[test]
     fn reading_the_audit_since_a_time_uses_its_time_index() {
         let conn = migrated();
-        let plan: Vec<String> = conn
-            .prepare(
-                "EXPLAIN QUERY PLAN SELECT id FROM audit
-                 WHERE at >= ?1 AND (?2 IS NULL OR phone = ?2)
-                 ORDER BY at DESC, id DESC LIMIT ?3",
-            )
-            .unwrap()
-            .query_map(params![0, "+34600000001", 10], |r| r.get::<_, String>(3))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
+        let plan = query_plan(&conn, Store::AUDIT_SINCE, params![0, "+34600000001", 10]);
         assert!(
             plan.iter()
                 .any(|p| p.contains("INDEX audit_by_time (at>?)")),
@@ -1268,17 +1272,7 @@ mod tests {
     #[test]
     fn counting_unverified_codes_uses_the_partial_index() {
         let conn = migrated();
-        let plan: Vec<String> = conn
-            .prepare(
-                "EXPLAIN QUERY PLAN SELECT count(*), min(created_at) FROM otps
-                 WHERE country = ?1 AND created_at >= ?2
-                   AND state NOT IN ('verified', 'failed') AND test_number = 0",
-            )
-            .unwrap()
-            .query_map(params!["ES", 0], |r| r.get::<_, String>(3))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
+        let plan = query_plan(&conn, Store::COUNT_UNVERIFIED, params!["ES", 0]);
         assert!(
             plan.iter().any(
                 |p| p.contains("INDEX otps_unverified_by_country (country=? AND created_at>?)")

@@ -223,23 +223,23 @@ pub(super) fn run(
 
 /// Runs the queued jobs in as few transactions as possible and answers every one.
 fn run_group(conn: &mut Connection, queued: &mut VecDeque<Box<dyn WriteJob>>) {
-    // A transaction whose rollback failed would make every later BEGIN fail.
+    if !run_whole(conn, queued) {
+        run_in_savepoints(conn, queued);
+    }
+}
+
+/// A transaction whose rollback failed would make every later BEGIN fail.
+fn end_stray_transaction(conn: &Connection) {
     if !conn.is_autocommit() {
         let _ = conn.execute_batch("ROLLBACK");
     }
-    if run_whole(conn, queued) {
-        return;
-    }
-    if !conn.is_autocommit() {
-        let _ = conn.execute_batch("ROLLBACK");
-    }
-    run_in_savepoints(conn, queued);
 }
 
 /// The usual case: every job in one transaction, without savepoints. Answers every job
 /// and returns true, unless a job of several failed: then nothing of the group is kept,
 /// nobody is answered, and it returns false for the group to run again in savepoints.
 fn run_whole(conn: &mut Connection, queued: &mut VecDeque<Box<dyn WriteJob>>) -> bool {
+    end_stray_transaction(conn);
     let tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
         Ok(tx) => tx,
         Err(e) => {
@@ -250,16 +250,16 @@ fn run_whole(conn: &mut Connection, queued: &mut VecDeque<Box<dyn WriteJob>>) ->
         }
     };
     for job in queued.iter_mut() {
-        if job.run(&tx).is_some() {
+        if let Some(e) = job.run(&tx) {
             drop(tx);
-            // Alone, the job loses only its own work: answer it with its own error.
-            if queued.len() == 1 {
-                for job in queued.drain(..) {
-                    job.answer(Ok(()));
-                }
-                return true;
+            if queued.len() > 1 {
+                return false;
             }
-            return false;
+            // Alone, the job lost only its own work: it gets its own error.
+            for job in queued.drain(..) {
+                job.answer(Err(&e));
+            }
+            return true;
         }
     }
     let outcome = tx.commit();
@@ -272,6 +272,7 @@ fn run_whole(conn: &mut Connection, queued: &mut VecDeque<Box<dyn WriteJob>>) ->
 /// After a job failed: each job in its own SAVEPOINT, so a failure undoes only its own
 /// work, and the rest commits.
 fn run_in_savepoints(conn: &mut Connection, queued: &mut VecDeque<Box<dyn WriteJob>>) {
+    end_stray_transaction(conn);
     let mut done: Vec<Box<dyn WriteJob>> = Vec::with_capacity(queued.len());
     while !queued.is_empty() {
         let tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
