@@ -95,9 +95,10 @@ async fn prism_checks_create_message_against_the_twilio_spec() {
         "missing To: {body}"
     );
     assert!(
-        prism
-            .request_log()
-            .contains("Request body must have required property 'To'"),
+        prism.log_shows(
+            "Request body must have required property 'To'",
+            std::time::Duration::from_secs(10)
+        ),
         "{}",
         prism.request_log()
     );

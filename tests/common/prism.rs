@@ -130,6 +130,21 @@ impl Prism {
         }
     }
 
+    /// Waits until `needle` shows in the request log, or `timeout` passes; true if it did.
+    /// Prism's output is read by a thread, so a verdict can land after its HTTP answer.
+    pub fn log_shows(&self, needle: &str, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.request_log().contains(needle) {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Waits until Prism answers an HTTP request, it exits, or `timeout` passes.
     fn wait_ready(&mut self, timeout: Duration) -> Result<(), String> {
         let started = Instant::now();
