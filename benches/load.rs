@@ -30,7 +30,7 @@ use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, Mutex, OnceLock, mpsc};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -119,6 +119,11 @@ struct Args {
         default_value = "send,verify-wrong,verify,flow"
     )]
     scenarios: Vec<String>,
+    /// Phone numbers from this many countries in turn, one region per calling code (1:
+    /// Spanish mobiles only). What a parse costs depends on how many countries' rules
+    /// the phone-number library holds at once.
+    #[arg(long, default_value_t = 1)]
+    countries: usize,
     /// otpd's log level (its log goes to a file in the temporary directory).
     #[arg(long, default_value = "info")]
     log_level: String,
@@ -747,9 +752,48 @@ fn expect(
 
 static NEXT_PHONE: AtomicU64 = AtomicU64::new(1);
 
-/// A unique valid Spanish mobile number: +34 6 and eight digits.
+/// With `--countries` above 1: each country's mobile number prefix, to which five
+/// digits are added.
+static COUNTRIES: OnceLock<Vec<String>> = OnceLock::new();
+
+/// A unique valid mobile number: Spanish (+34 6 and eight digits), or with
+/// `--countries`, of each country in turn.
 fn next_phone() -> String {
-    format!("+346{:08}", NEXT_PHONE.fetch_add(1, Ordering::Relaxed))
+    let n = NEXT_PHONE.fetch_add(1, Ordering::Relaxed);
+    match COUNTRIES.get() {
+        Some(prefixes) if !prefixes.is_empty() => {
+            let count = prefixes.len() as u64;
+            let prefix = &prefixes[(n % count) as usize];
+            format!("{prefix}{:05}", n / count % 100_000)
+        }
+        _ => format!("+346{n:08}"),
+    }
+}
+
+/// Mobile number prefixes of `n` countries, one region per calling code: each region's
+/// example mobile number without its last five digits, kept if every tail tried gives
+/// a number the library calls valid (otpd refuses the others).
+fn country_prefixes(n: usize) -> Vec<String> {
+    let db = &*phonenumber::metadata::DATABASE;
+    let mut prefixes = Vec::new();
+    for code in 1..=999u16 {
+        let regions = db.by_code(&code).unwrap_or_default();
+        let prefix = regions.iter().find_map(|region| {
+            let example = region.descriptors().mobile()?.example()?;
+            let prefix = format!("+{code}{}", example.get(..example.len().checked_sub(5)?)?);
+            ["00000", "13579", "24680", "50505", "99999"]
+                .iter()
+                .all(|tail| {
+                    phonenumber::parse(None, format!("{prefix}{tail}")).is_ok_and(|p| p.is_valid())
+                })
+                .then_some(prefix)
+        });
+        prefixes.extend(prefix);
+        if prefixes.len() == n {
+            break;
+        }
+    }
+    prefixes
 }
 
 /// The backend's user id for a phone: its last eight digits (stable, so a verify can
@@ -2109,12 +2153,16 @@ impl Bench {
     fn print_table(&self, targets: &[Target]) {
         println!();
         println!(
-            "otpd load benchmark, commit {}, {} s windows after {} s warm-up, median of {} run(s){}",
+            "otpd load benchmark, commit {}, {} s windows after {} s warm-up, median of {} run(s){}{}",
             git_commit(),
             self.s.duration.as_secs_f64(),
             self.s.warmup.as_secs_f64(),
             self.s.repeat,
-            if self.s.quick { ", QUICK" } else { "" }
+            if self.s.quick { ", QUICK" } else { "" },
+            match COUNTRIES.get() {
+                Some(p) => format!(", numbers from {} countries", p.len()),
+                None => String::new(),
+            }
         );
         let m = machine();
         println!(
@@ -2223,6 +2271,7 @@ impl Bench {
                 "big_rows": self.s.rows,
                 "big_conns": self.args.big_conns,
                 "log_level": self.args.log_level,
+                "countries": COUNTRIES.get().map_or(1, Vec::len),
             },
             "rows": self.rows.iter().map(|r| json!({
                 "scenario": r.scenario,
@@ -2373,6 +2422,15 @@ fn main() {
     let bin = args.otpd_bin.clone().unwrap_or_else(otpd_binary);
     assert!(bin.exists(), "{} does not exist", bin.display());
     let s = Settings::from(&args);
+    if args.countries > 1 {
+        let prefixes = country_prefixes(args.countries);
+        progress(&format!(
+            "numbers from {} countries: {}",
+            prefixes.len(),
+            prefixes.join(" ")
+        ));
+        COUNTRIES.get_or_init(|| prefixes);
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .thread_name("load")
         .enable_all()

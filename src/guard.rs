@@ -21,6 +21,7 @@ use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use thiserror::Error;
 
 use crate::config::{GuardConfig, GuardMode, GuardRegion as Region, Rate};
+use crate::phonelib;
 use crate::store::{GuardEvent, Store, StoreError};
 use crate::telemetry;
 use crate::types::{Caller, PhoneNumber};
@@ -153,8 +154,11 @@ impl Guard {
     /// The region and prefix of `phone`. Parses again: `PhoneNumber` keeps only the
     /// E.164 text, which libphonenumber maps back to one region.
     pub fn destination(&self, phone: &PhoneNumber) -> Destination {
-        let parsed = phonenumber::parse(None, phone.as_str()).ok();
-        let region = parsed.as_ref().and_then(|p| p.country().id());
+        let (parsed, region) = phonelib::call(|| {
+            let parsed = phonenumber::parse(None, phone.as_str()).ok();
+            let region = parsed.as_ref().and_then(|p| p.country().id());
+            (parsed, region)
+        });
         let code_digits = parsed
             .as_ref()
             .map_or(0, |p| p.code().value().to_string().len());

@@ -27,7 +27,8 @@
 //! [`config`] is parsed and validated once, before any of this starts, and again on
 //! SIGHUP: a reload builds a new [`api::Api`] over the same store and limiter and swaps
 //! it in (see [`run`]); [`signals`] turns SIGTERM/SIGINT/SIGHUP into intents; [`logging`] picks journald or stderr;
-//! [`telemetry`] names the Prometheus metrics. [`client`] is the other side of the
+//! [`telemetry`] names the Prometheus metrics; [`phonelib`] keeps the phone-number
+//! library's regexes small and compiled once. [`client`] is the other side of the
 //! socket: the CLI's `otpd status`, `otpd send-otp`, ...
 //! Nothing in store, limiter, guard, sender or twilio imports api or otp; the guard
 //! reads its counts through the store's operations.
@@ -42,6 +43,7 @@ pub mod limiter;
 pub mod logging;
 pub mod messaging;
 pub mod otp;
+pub mod phonelib;
 #[cfg(test)]
 mod properties;
 pub mod segments;

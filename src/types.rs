@@ -6,6 +6,8 @@ use std::fmt;
 
 use thiserror::Error;
 
+use crate::phonelib;
+
 /// Why a caller's value was refused; `api` maps each variant to a stable error code.
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum InvalidInput {
@@ -105,19 +107,23 @@ impl PhoneNumber {
         // "00" is the international call prefix in most of the world (ITU-T E.164's
         // recommendation); no numbering plan starts a national number with it.
         let digits_start = rest.trim_start_matches('(');
-        let parsed = if plus {
-            phonenumber::parse(None, input)
-        } else if let Some(international) = digits_start.strip_prefix("00") {
-            phonenumber::parse(None, format!("+{international}"))
-        } else if let Some(region) = region {
-            phonenumber::parse(Some(region.0), input)
-        } else {
-            return Err(InvalidInput::PhoneNumber(
-                "phone_number must be in international format, starting with + (or 00) and the country code",
-            ));
-        }
-        .map_err(|_| InvalidInput::PhoneNumber("phone_number is not a phone number"))?;
-        if parsed.extension().is_some() || !parsed.is_valid() {
+        let (parsed, valid) = phonelib::call(|| {
+            let parsed = if plus {
+                phonenumber::parse(None, input)
+            } else if let Some(international) = digits_start.strip_prefix("00") {
+                phonenumber::parse(None, format!("+{international}"))
+            } else if let Some(region) = region {
+                phonenumber::parse(Some(region.0), input)
+            } else {
+                return Err(InvalidInput::PhoneNumber(
+                    "phone_number must be in international format, starting with + (or 00) and the country code",
+                ));
+            }
+            .map_err(|_| InvalidInput::PhoneNumber("phone_number is not a phone number"))?;
+            let valid = parsed.extension().is_none() && parsed.is_valid();
+            Ok((parsed, valid))
+        })?;
+        if !valid {
             return Err(InvalidInput::PhoneNumber(
                 "phone_number is not a valid number for its country",
             ));
