@@ -9,7 +9,7 @@
 //! Either way, no SQLite call ever runs on an async executor thread.
 
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, mpsc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -256,6 +256,21 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     }
     Ok(())
 }
+
+/// Creates the database at `path` with the schema of `version`, as the otpd of that
+/// version left it: for upgrade tests, which start today's binary on such a file.
+#[doc(hidden)]
+pub fn create_at_version(path: &Path, version: usize) -> Result<(), StoreError> {
+    let mut conn = Connection::open(path)?;
+    conn.execute_batch(PRAGMAS)?;
+    conn.pragma_update(None, "foreign_keys", "OFF")?;
+    Migrations::from_slice(MIGRATIONS).to_version(&mut conn, version)?;
+    Ok(())
+}
+
+/// The schema version this otpd brings every database to.
+#[doc(hidden)]
+pub const SCHEMA_VERSION: usize = MIGRATIONS.len();
 
 /// Opens the writer's connection, checks that it can write, and applies the pragmas
 /// and limits. Its errors stop the start, so they name the file.

@@ -141,6 +141,11 @@ impl Setup {
         let dir = tempfile::tempdir().expect("temp dir");
         Daemon::spawn(self, dir)
     }
+
+    /// Starts on `dir` as prepared by the test (a database left by an older otpd, ...).
+    pub fn start_in(self, dir: tempfile::TempDir) -> Daemon {
+        Daemon::spawn(self, dir)
+    }
 }
 
 /// A running `otpd serve`; killed (SIGKILL) on drop if still running.
