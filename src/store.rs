@@ -228,14 +228,19 @@ const MIGRATIONS: &[M<'static>] = &[
     DROP INDEX audit_by_phone;",
     )
     .foreign_key_check(),
-    // The unverified budget counts codes by destination country, which otpd stores only
-    // while the cost guard is on. Rows without one left the index to every send and
-    // verify to maintain (a page per write), for a count that never reads them.
+    // Indexes that every send or verify maintained for rows no query reads through them:
+    // - The unverified budget counts codes by destination country, which otpd stores
+    //   only while the cost guard is on; codes without one were in its index anyway (a
+    //   page per send and per verify).
+    // - The outbox's due index held code deliveries too, as Twilio's status "queued" is
+    //   also the outbox's; the outbox reads only `kind = 'sms'`.
     M::up(
         "DROP INDEX otps_unverified_by_country;
     CREATE INDEX otps_unverified_by_country ON otps (country, created_at)
         WHERE country IS NOT NULL AND state NOT IN ('verified', 'failed')
-          AND test_number = 0;",
+          AND test_number = 0;
+    DROP INDEX messages_due;
+    CREATE INDEX messages_due ON messages (send_at) WHERE status = 'queued' AND kind = 'sms';",
     ),
 ];
 
@@ -776,6 +781,11 @@ impl Store {
         .await
     }
 
+    const INSERT_DELIVERY: &str =
+        "INSERT INTO messages (otp_id, created_at, to_number, provider, sid, status,
+                               error_code, error_message, attempts, channel)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)";
+
     fn insert_message(
         tx: &rusqlite::Transaction<'_>,
         otp_id: Option<i64>,
@@ -824,12 +834,7 @@ impl Store {
             ),
             Delivery::Skipped => return Ok(()),
         };
-        tx.prepare_cached(
-            "INSERT INTO messages (otp_id, created_at, to_number, provider, sid, status,
-                                   error_code, error_message, attempts, channel)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-        )?
-        .execute(params![
+        tx.prepare_cached(Self::INSERT_DELIVERY)?.execute(params![
             otp_id,
             millis(now),
             to,
@@ -1254,9 +1259,10 @@ mod tests {
         conn.execute("DELETE FROM otps WHERE id = 9", []).unwrap();
     }
 
-    /// WAL frames (pages) that verifying the code with id `id` (`CONSUME`) writes, on a file
-    /// of `codes` codes without a destination country (the cost guard off) at `version`.
-    fn pages_written_verifying(version: usize, codes: i64, id: i64) -> i64 {
+    /// WAL frames (pages) that `write` commits on a file holding `codes` codes, each
+    /// without a destination country (the cost guard off) and with a delivery that
+    /// Twilio accepted ("queued"), at schema `version`.
+    fn pages_written(version: usize, codes: i64, write: impl FnOnce(&Connection)) -> i64 {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("otpd.db");
         create_at_version(&path, version).unwrap();
@@ -1277,20 +1283,68 @@ mod tests {
                     None::<String>
                 ])
                 .unwrap();
+            deliver(&conn, conn.last_insert_rowid());
         }
         conn.execute_batch("COMMIT; PRAGMA wal_checkpoint(TRUNCATE);")
             .unwrap();
-        conn.execute(Store::CONSUME, params![id, 1]).unwrap();
+        write(&conn);
         conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get(1))
             .unwrap()
+    }
+
+    /// The row `record_delivery` writes for a code that Twilio accepted.
+    fn deliver(conn: &Connection, otp_id: i64) {
+        conn.prepare_cached(Store::INSERT_DELIVERY)
+            .unwrap()
+            .execute(params![
+                otp_id,
+                otp_id,
+                "+34600000000",
+                "twilio",
+                format!("SM{otp_id:032x}"),
+                "queued",
+                None::<i64>,
+                None::<String>,
+                1,
+                "sms"
+            ])
+            .unwrap();
     }
 
     #[test]
     fn a_verify_with_the_guard_off_writes_only_the_codes_page() {
         // Before migration 9 every code was in the unverified-budget index, country or
         // not, so a verify also rewrote a page of it.
-        assert_eq!(pages_written_verifying(8, 5_000, 2_500), 2);
-        assert_eq!(pages_written_verifying(SCHEMA_VERSION, 5_000, 2_500), 1);
+        let verify = |c: &Connection| {
+            c.execute(Store::CONSUME, params![2_500, 1]).unwrap();
+        };
+        assert_eq!(pages_written(8, 5_000, verify), 2);
+        assert_eq!(pages_written(SCHEMA_VERSION, 5_000, verify), 1);
+    }
+
+    #[test]
+    fn a_code_delivery_stays_out_of_the_outbox_index() {
+        // Before migration 9 Twilio's "queued" put every code delivery in the outbox's
+        // due index too.
+        let one_more = |c: &Connection| deliver(c, 2_500);
+        let before = pages_written(8, 5_000, one_more);
+        let after = pages_written(SCHEMA_VERSION, 5_000, one_more);
+        assert_eq!(after, before - 1, "{before} pages before, {after} after");
+    }
+
+    #[test]
+    fn the_outbox_finds_due_messages_through_its_index() {
+        let conn = migrated();
+        let plans = [
+            query_plan(&conn, outbox::CLAIM_DUE, params![0, 10]),
+            query_plan(&conn, outbox::NEXT_DUE, []),
+        ];
+        for plan in plans {
+            assert!(
+                plan.iter().any(|p| p.contains("INDEX messages_due")),
+                "{plan:?}"
+            );
+        }
     }
 
     #[test]

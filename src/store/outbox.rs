@@ -130,6 +130,18 @@ fn rank(status: &str) -> u8 {
     }
 }
 
+/// Claims the queued messages that are due, oldest first (`messages_due` index).
+pub(super) const CLAIM_DUE: &str = "UPDATE messages SET status = 'sending', updated_at = ?1,
+            send_attempts = send_attempts + 1
+     WHERE id IN (SELECT id FROM messages
+                  WHERE status = 'queued' AND kind = 'sms' AND send_at <= ?1
+                  ORDER BY send_at, id LIMIT ?2)
+     RETURNING id, to_number, body, channel, send_attempts, fallback";
+
+/// When the next queued message falls due (`messages_due` index).
+pub(super) const NEXT_DUE: &str =
+    "SELECT min(send_at) FROM messages WHERE status = 'queued' AND kind = 'sms'";
+
 pub(super) fn event(
     tx: &rusqlite::Transaction<'_>,
     message_id: i64,
@@ -225,14 +237,7 @@ impl Store {
     pub async fn claim_due(&self, now: SystemTime, limit: u32) -> Result<Vec<Claimed>, StoreError> {
         self.write("claim_due", move |tx| {
             let claimed: Vec<Claimed> = tx
-                .prepare_cached(
-                    "UPDATE messages SET status = 'sending', updated_at = ?1,
-                            send_attempts = send_attempts + 1
-                     WHERE id IN (SELECT id FROM messages
-                                  WHERE status = 'queued' AND kind = 'sms' AND send_at <= ?1
-                                  ORDER BY send_at, id LIMIT ?2)
-                     RETURNING id, to_number, body, channel, send_attempts, fallback",
-                )?
+                .prepare_cached(CLAIM_DUE)?
                 .query_map(params![millis(now), limit], |r| {
                     Ok(Claimed {
                         id: r.get(0)?,
@@ -255,11 +260,9 @@ impl Store {
     /// When the next queued message falls due, if any.
     pub async fn next_due(&self) -> Result<Option<SystemTime>, StoreError> {
         self.read("next_due", |c| {
-            c.prepare_cached(
-                "SELECT min(send_at) FROM messages WHERE status = 'queued' AND kind = 'sms'",
-            )?
-            .query_row([], |r| r.get::<_, Option<i64>>(0))
-            .map(|t| t.map(from_millis))
+            c.prepare_cached(NEXT_DUE)?
+                .query_row([], |r| r.get::<_, Option<i64>>(0))
+                .map(|t| t.map(from_millis))
         })
         .await
     }
