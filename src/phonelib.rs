@@ -35,6 +35,7 @@ static REBUILT: LazyLock<Mutex<HashSet<String>>> = LazyLock::new(|| {
 /// Runs `f`, which uses the phonenumber crate, then rebuilds as ASCII any regex the
 /// library compiled meanwhile. Costs two uncontended locks when nothing is new.
 pub fn call<T>(f: impl FnOnce() -> T) -> T {
+    // First use sets the cache's capacity, before the library puts anything in it.
     let rebuilt = &*REBUILT;
     let out = f();
     let cache = DATABASE.cache();
@@ -85,12 +86,13 @@ mod tests {
         Some(format!("+{}{mobile}", region.country_code()))
     }
 
-    /// Parses and validates the example numbers of the first `n` regions with one.
+    /// Takes the example numbers of the first `n` regions with one through the API's
+    /// own parse.
     fn parse_examples(n: usize) -> usize {
         let numbers: Vec<String> = regions().into_iter().filter_map(example).take(n).collect();
         for number in &numbers {
-            let valid = call(|| phonenumber::parse(None, number).map(|p| p.is_valid()));
-            assert_eq!(valid.ok(), Some(true), "{number}");
+            let parsed = crate::types::PhoneNumber::parse(number);
+            assert!(parsed.is_ok(), "{number}: {parsed:?}");
         }
         numbers.len()
     }

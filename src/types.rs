@@ -2,6 +2,7 @@
 //! the configured allow-list, user ids and OTP codes. The service below takes these
 //! types and never re-validates; nothing here knows about HTTP or SQL.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use thiserror::Error;
@@ -107,22 +108,26 @@ impl PhoneNumber {
         // "00" is the international call prefix in most of the world (ITU-T E.164's
         // recommendation); no numbering plan starts a national number with it.
         let digits_start = rest.trim_start_matches('(');
+        let (country, text) = if plus {
+            (None, Cow::Borrowed(input))
+        } else if let Some(international) = digits_start.strip_prefix("00") {
+            (None, Cow::Owned(format!("+{international}")))
+        } else if let Some(region) = region {
+            (Some(region.0), Cow::Borrowed(input))
+        } else {
+            return Err(InvalidInput::PhoneNumber(
+                "phone_number must be in international format, starting with + (or 00) and the country code",
+            ));
+        };
+        // Validity is asked inside the call too: it matches the number against the
+        // metadata's regexes, which `phonelib` then keeps compiled.
         let (parsed, valid) = phonelib::call(|| {
-            let parsed = if plus {
-                phonenumber::parse(None, input)
-            } else if let Some(international) = digits_start.strip_prefix("00") {
-                phonenumber::parse(None, format!("+{international}"))
-            } else if let Some(region) = region {
-                phonenumber::parse(Some(region.0), input)
-            } else {
-                return Err(InvalidInput::PhoneNumber(
-                    "phone_number must be in international format, starting with + (or 00) and the country code",
-                ));
-            }
-            .map_err(|_| InvalidInput::PhoneNumber("phone_number is not a phone number"))?;
-            let valid = parsed.extension().is_none() && parsed.is_valid();
-            Ok((parsed, valid))
-        })?;
+            phonenumber::parse(country, text).map(|p| {
+                let valid = p.extension().is_none() && p.is_valid();
+                (p, valid)
+            })
+        })
+        .map_err(|_| InvalidInput::PhoneNumber("phone_number is not a phone number"))?;
         if !valid {
             return Err(InvalidInput::PhoneNumber(
                 "phone_number is not a valid number for its country",
