@@ -109,7 +109,7 @@ pub struct OtpService {
     otp: OtpConfig,
     retention: RetentionConfig,
     test_phone: Option<PhoneNumber>,
-    key: Vec<u8>,
+    key: CodeKey,
     store: Store,
     limiter: Arc<Limiter>,
     guard: Arc<Guard>,
@@ -131,7 +131,7 @@ impl OtpService {
             otp: config.otp.clone(),
             retention: config.retention,
             test_phone: config.test_phone_number.clone(),
-            key: load_key(&config.otp.hmac_key)?,
+            key: CodeKey::new(&load_key(&config.otp.hmac_key)?),
             limiter,
             guard,
             store,
@@ -162,7 +162,7 @@ impl OtpService {
     }
 
     fn mac(&self, phone: &str, purpose: &str, code: &str) -> Hmac<Sha256> {
-        code_mac(&self.key, phone, purpose, code)
+        self.key.mac(phone, purpose, code)
     }
 
     pub async fn send_otp(&self, req: SendOtp, now: SystemTime) -> Result<Issued, OtpError> {
@@ -580,17 +580,29 @@ fn failed(provider: &'static str, error: &SendError) -> Delivery {
     }
 }
 
-/// HMAC-SHA256 over the code and what it is bound to, so a hash copied to another
-/// row (or a stolen database) is worth nothing without the key. The NUL after each
-/// part keeps ("+3460", "0login") and ("+34600", "login") apart.
-pub(crate) fn code_mac(key: &[u8], phone: &str, purpose: &str, code: &str) -> Hmac<Sha256> {
-    let mut mac = Hmac::<Sha256>::new_from_slice(key)
-        .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
-    for part in [phone, purpose, code] {
-        mac.update(part.as_bytes());
-        mac.update(&[0]);
+/// The HMAC key, keyed once: keying hashes the key's inner and outer pads (two of the
+/// four SHA-256 blocks of a code's MAC), and every MAC starts from a copy of that state.
+pub(crate) struct CodeKey(Hmac<Sha256>);
+
+impl CodeKey {
+    pub(crate) fn new(key: &[u8]) -> Self {
+        CodeKey(
+            Hmac::<Sha256>::new_from_slice(key)
+                .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length")),
+        )
     }
-    mac
+
+    /// HMAC-SHA256 over the code and what it is bound to, so a hash copied to another
+    /// row (or a stolen database) is worth nothing without the key. The NUL after each
+    /// part keeps ("+3460", "0login") and ("+34600", "login") apart.
+    pub(crate) fn mac(&self, phone: &str, purpose: &str, code: &str) -> Hmac<Sha256> {
+        let mut mac = self.0.clone();
+        for part in [phone, purpose, code] {
+            mac.update(part.as_bytes());
+            mac.update(&[0]);
+        }
+        mac
+    }
 }
 
 /// Whether `code` is the one `stored` was made from; constant time. The property
@@ -603,7 +615,7 @@ pub(crate) fn code_matches(
     code: &str,
     stored: &[u8],
 ) -> bool {
-    Guess::new(key, phone, purpose, code).matches(stored)
+    Guess::new(&CodeKey::new(key), phone, purpose, code).matches(stored)
 }
 
 /// The HMAC of a guessed code, made before the store is asked, so that the writer
@@ -611,8 +623,8 @@ pub(crate) fn code_matches(
 pub(crate) struct Guess(CtOutput<Hmac<Sha256>>);
 
 impl Guess {
-    pub(crate) fn new(key: &[u8], phone: &str, purpose: &str, code: &str) -> Self {
-        Guess(code_mac(key, phone, purpose, code).finalize())
+    pub(crate) fn new(key: &CodeKey, phone: &str, purpose: &str, code: &str) -> Self {
+        Guess(key.mac(phone, purpose, code).finalize())
     }
 
     /// Constant time, as `Mac::verify_slice`: `CtOutput`'s `==` is `subtle`'s
@@ -698,6 +710,25 @@ mod tests {
         );
         let distinct: std::collections::HashSet<_> = codes.iter().collect();
         assert!(distinct.len() > 40, "{distinct:?}");
+    }
+
+    /// Stored hashes outlive releases: the MAC is pinned to HMAC-SHA256 over
+    /// "phone NUL purpose NUL code NUL" (this value from Python's `hmac`), and a keyed
+    /// state reused across codes gives each the same MAC as a fresh one.
+    #[test]
+    fn the_code_mac_is_plain_hmac_sha256_and_reusing_the_key_changes_nothing() {
+        let key = CodeKey::new(&[7u8; 32]);
+        let mac = |code| {
+            hex::encode(
+                key.mac("+34600111222", "login", code)
+                    .finalize()
+                    .into_bytes(),
+            )
+        };
+        let pinned = "06b1310357db4bd2aa08c4b8b83a17abb4a1cd2a764fa55f8959516a66f0b7cc";
+        assert_eq!(mac("123456"), pinned);
+        assert_ne!(mac("123457"), pinned);
+        assert_eq!(mac("123456"), pinned);
     }
 
     #[test]

@@ -16,7 +16,7 @@ use proptest::prelude::*;
 use proptest::test_runner::Config;
 
 use crate::api::parse;
-use crate::otp::{code_mac, code_matches};
+use crate::otp::{CodeKey, code_matches};
 use crate::types::{OtpCode, PhoneNumber, Region};
 
 const PURPOSES: [&str; 2] = ["login", "registration"];
@@ -281,7 +281,8 @@ proptest! {
 fn check_code(issued: &str, typed: &str) -> Result<(), TestCaseError> {
     let key = [7u8; 32];
     let (phone, purpose) = ("+34600111222", "login");
-    let stored = code_mac(&key, phone, purpose, issued)
+    let stored = CodeKey::new(&key)
+        .mac(phone, purpose, issued)
         .finalize()
         .into_bytes();
     let verifies = OtpCode::parse(typed)
