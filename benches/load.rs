@@ -29,7 +29,7 @@ use std::convert::Infallible;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, mpsc};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -108,9 +108,14 @@ struct Args {
     /// first two].
     #[arg(long, value_delimiter = ',')]
     ceilings: Option<Vec<String>>,
-    /// Parts to run: ceiling, fast (0 ms mock), slow (the other latencies), big (1M rows
-    /// and start-up).
-    #[arg(long, value_delimiter = ',', default_value = "ceiling,fast,slow,big")]
+    /// Parts to run: ceiling, fast (0 ms mock), countries (send and verify with numbers
+    /// from --many-countries countries), slow (the other latencies), big (1M rows and
+    /// start-up).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "ceiling,fast,countries,slow,big"
+    )]
     sections: Vec<String>,
     /// Scenarios to run in fast and slow: send, verify, verify-wrong, flow.
     #[arg(
@@ -124,6 +129,10 @@ struct Args {
     /// the phone-number library holds at once.
     #[arg(long, default_value_t = 1)]
     countries: usize,
+    /// Countries of the `countries` section: `send` and `verify` at the largest
+    /// connection count, with a mock at 0 ms, numbers from this many countries in turn.
+    #[arg(long, default_value_t = 40)]
+    many_countries: usize,
     /// otpd's log level (its log goes to a file in the temporary directory).
     #[arg(long, default_value = "info")]
     log_level: String,
@@ -752,16 +761,20 @@ fn expect(
 
 static NEXT_PHONE: AtomicU64 = AtomicU64::new(1);
 
-/// With `--countries` above 1: each country's mobile number prefix, to which five
-/// digits are added.
+/// Mobile number prefixes of the most countries the run uses (`--countries`,
+/// `--many-countries`), to which five digits are added.
 static COUNTRIES: OnceLock<Vec<String>> = OnceLock::new();
 
-/// A unique valid mobile number: Spanish (+34 6 and eight digits), or with
-/// `--countries`, of each country in turn.
+/// How many of those prefixes numbers are drawn from now; 0 or 1: Spanish only.
+static COUNTRIES_IN_USE: AtomicUsize = AtomicUsize::new(0);
+
+/// A unique valid mobile number: Spanish (+34 6 and eight digits), or of each country
+/// in use in turn.
 fn next_phone() -> String {
     let n = NEXT_PHONE.fetch_add(1, Ordering::Relaxed);
-    match COUNTRIES.get() {
-        Some(prefixes) if !prefixes.is_empty() => {
+    let in_use = COUNTRIES_IN_USE.load(Ordering::Relaxed);
+    match COUNTRIES.get().and_then(|p| p.get(..in_use)) {
+        Some(prefixes) if prefixes.len() > 1 => {
             let count = prefixes.len() as u64;
             let prefix = &prefixes[(n % count) as usize];
             format!("{prefix}{:05}", n / count % 100_000)
@@ -1757,6 +1770,11 @@ impl Bench {
 
     /// One group: a fresh otpd process, then `scenario` at each connection count.
     fn group(&mut self, scenario: Scenario, latency: u64, conns_list: &[usize]) {
+        self.group_as(scenario.name(), scenario, latency, conns_list);
+    }
+
+    /// A group whose rows are called `name` (the scenario, with what sets it apart).
+    fn group_as(&mut self, name: &str, scenario: Scenario, latency: u64, conns_list: &[usize]) {
         let dir = self.otpd_dir();
         self.set_latency(0);
         let otpd = start_otpd(&self.bin, &dir);
@@ -1771,7 +1789,7 @@ impl Bench {
         }
         let socket = otpd.socket();
         for &conns in conns_list {
-            progress(&format!("{} x{conns}, mock {latency} ms", scenario.name()));
+            progress(&format!("{name} x{conns}, mock {latency} ms"));
             let mut runs = Vec::new();
             let mut server = String::new();
             for _ in 0..self.s.repeat {
@@ -1785,7 +1803,7 @@ impl Bench {
                 let _perf = Perf::start(
                     self.perf_dir(),
                     otpd.pid(),
-                    &format!("{}-{conns}-{latency}ms", scenario.name()),
+                    &format!("{}-{conns}-{latency}ms", name.replace([' ', ','], "-")),
                 );
                 let before = self.scrape(&socket);
                 let run = self.closed(&socket, Some(scenario), conns);
@@ -1793,7 +1811,7 @@ impl Bench {
                 self.set_latency(0);
                 runs.push(run);
             }
-            let mut row = summarize(scenario.name(), conns, Some(latency), &runs);
+            let mut row = summarize(name, conns, Some(latency), &runs);
             row.add_note(&server);
             if matches!(scenario, Scenario::Verify | Scenario::VerifyWrong) {
                 let r = self.verify_rate.entry(conns).or_insert(0.0);
@@ -1808,6 +1826,44 @@ impl Bench {
             self.rows.push(row);
         }
         otpd.stop();
+    }
+
+    /// `send` and `verify` at the largest connection count, numbers from
+    /// `--many-countries` countries in turn: a parse's cost and the memory of the phone
+    /// library's compiled rules grow with the countries in use, which Spanish numbers
+    /// alone never show. Skipped when the whole run already spans countries.
+    fn countries(&mut self, scenarios: &[Scenario]) {
+        let n = self.many_countries();
+        let Some(&conns) = self.s.conns.iter().max() else {
+            return;
+        };
+        if n <= 1 || self.args.countries > 1 {
+            return;
+        }
+        // The verify pool holds codes of these numbers only, and none of them after.
+        let clear_pool = |ctx: &Ctx| {
+            ctx.refill();
+            ctx.pool.lock().unwrap().clear();
+        };
+        clear_pool(&self.ctx);
+        COUNTRIES_IN_USE.store(n, Ordering::Relaxed);
+        for &scenario in scenarios
+            .iter()
+            .filter(|s| matches!(s, Scenario::Send | Scenario::Verify))
+        {
+            let name = format!("{}, {n} countries", scenario.name());
+            self.group_as(&name, scenario, 0, &[conns]);
+        }
+        COUNTRIES_IN_USE.store(self.args.countries, Ordering::Relaxed);
+        clear_pool(&self.ctx);
+    }
+
+    /// How many countries the `countries` section draws from: those found, up to
+    /// `--many-countries`.
+    fn many_countries(&self) -> usize {
+        self.args
+            .many_countries
+            .min(COUNTRIES.get().map_or(1, Vec::len))
     }
 
     /// Slow Twilio: sends on `slow_conns` connections while verifies are paced beside
@@ -2160,8 +2216,13 @@ impl Bench {
             self.s.repeat,
             if self.s.quick { ", QUICK" } else { "" },
             match COUNTRIES.get() {
-                Some(p) => format!(", numbers from {} countries", p.len()),
-                None => String::new(),
+                Some(p) if self.args.countries > 1 => {
+                    format!(
+                        ", numbers from {} countries",
+                        self.args.countries.min(p.len())
+                    )
+                }
+                _ => String::new(),
             }
         );
         let m = machine();
@@ -2271,7 +2332,8 @@ impl Bench {
                 "big_rows": self.s.rows,
                 "big_conns": self.args.big_conns,
                 "log_level": self.args.log_level,
-                "countries": COUNTRIES.get().map_or(1, Vec::len),
+                "countries": self.args.countries.min(COUNTRIES.get().map_or(1, Vec::len)),
+                "many_countries": self.many_countries(),
             },
             "rows": self.rows.iter().map(|r| json!({
                 "scenario": r.scenario,
@@ -2422,15 +2484,23 @@ fn main() {
     let bin = args.otpd_bin.clone().unwrap_or_else(otpd_binary);
     assert!(bin.exists(), "{} does not exist", bin.display());
     let s = Settings::from(&args);
-    if args.countries > 1 {
-        let prefixes = country_prefixes(args.countries);
+    let most = args
+        .countries
+        .max(if args.sections.iter().any(|s| s == "countries") {
+            args.many_countries
+        } else {
+            1
+        });
+    if most > 1 {
+        let prefixes = country_prefixes(most);
         progress(&format!(
-            "numbers from {} countries: {}",
+            "numbers from up to {} countries: {}",
             prefixes.len(),
             prefixes.join(" ")
         ));
         COUNTRIES.get_or_init(|| prefixes);
     }
+    COUNTRIES_IN_USE.store(args.countries, Ordering::Relaxed);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .thread_name("load")
         .enable_all()
@@ -2468,6 +2538,9 @@ fn main() {
         for &scenario in &scenarios {
             bench.group(scenario, 0, &conns);
         }
+    }
+    if bench.section("countries") && s.latencies.contains(&0) {
+        bench.countries(&scenarios);
     }
     if bench.section("slow") {
         for &latency in s.latencies.iter().filter(|l| **l > 0) {
