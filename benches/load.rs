@@ -773,7 +773,7 @@ static COUNTRIES_IN_USE: AtomicUsize = AtomicUsize::new(0);
 fn next_phone() -> String {
     let n = NEXT_PHONE.fetch_add(1, Ordering::Relaxed);
     let in_use = COUNTRIES_IN_USE.load(Ordering::Relaxed);
-    match COUNTRIES.get().and_then(|p| p.get(..in_use)) {
+    match COUNTRIES.get().map(|p| &p[..in_use.min(p.len())]) {
         Some(prefixes) if prefixes.len() > 1 => {
             let count = prefixes.len() as u64;
             let prefix = &prefixes[(n % count) as usize];
