@@ -257,9 +257,7 @@ const PRAGMAS: &str = "PRAGMA journal_mode = WAL;
 fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     let version = |c: &Connection| c.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0));
     let (started, before) = (Instant::now(), version(conn)?);
-    conn.pragma_update(None, "foreign_keys", "OFF")?;
-    Migrations::from_slice(MIGRATIONS).to_latest(conn)?;
-    conn.pragma_update(None, "foreign_keys", "ON")?;
+    migrate_to(conn, SCHEMA_VERSION)?;
     let after = version(conn)?;
     // A rebuild takes seconds on a large database: say why this start was slow.
     if before > 0 && after != before {
@@ -271,15 +269,21 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// The migrations up to `version`, foreign keys off while they run (see [`migrate`]).
+fn migrate_to(conn: &mut Connection, version: usize) -> Result<(), StoreError> {
+    conn.pragma_update(None, "foreign_keys", "OFF")?;
+    Migrations::from_slice(MIGRATIONS).to_version(conn, version)?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    Ok(())
+}
+
 /// Creates the database at `path` with the schema of `version`, as the otpd of that
 /// version left it: for upgrade tests, which start today's binary on such a file.
 #[doc(hidden)]
 pub fn create_at_version(path: &Path, version: usize) -> Result<(), StoreError> {
     let mut conn = Connection::open(path)?;
     conn.execute_batch(PRAGMAS)?;
-    conn.pragma_update(None, "foreign_keys", "OFF")?;
-    Migrations::from_slice(MIGRATIONS).to_version(&mut conn, version)?;
-    Ok(())
+    migrate_to(&mut conn, version)
 }
 
 /// The schema version this otpd brings every database to.
@@ -852,6 +856,8 @@ impl Store {
     }
 
     const EXPIRE: &str = "UPDATE otps SET state = 'expired' WHERE id = ?1";
+    /// A wrong guess: the attempt is counted, the code stays.
+    const COUNT_ATTEMPT: &str = "UPDATE otps SET attempts = attempts + 1 WHERE id = ?1";
     /// A match: the attempt is counted and the code consumed in one statement.
     const CONSUME: &str = "UPDATE otps SET attempts = attempts + 1, state = 'verified',
                                           verified_at = ?2
@@ -922,8 +928,7 @@ impl Store {
                 audit(tx, now, id, "verified", None, caller)?;
                 return Ok(Attempt::Verified { id });
             }
-            tx.prepare_cached("UPDATE otps SET attempts = attempts + 1 WHERE id = ?1")?
-                .execute([id])?;
+            tx.prepare_cached(Self::COUNT_ATTEMPT)?.execute([id])?;
             let attempts_remaining = max_attempts.saturating_sub(attempts + 1);
             let detail = format!("{attempts_remaining} attempts remaining");
             audit(tx, now, id, "failed_attempt", Some(&detail), caller)?;
@@ -1173,6 +1178,7 @@ mod tests {
             Store::INSERT_CODE,
             Store::MARK_DELIVERED,
             Store::CONSUME,
+            Store::COUNT_ATTEMPT,
             Store::EXPIRE,
         ] {
             let ops = opcodes(&conn, sql);
@@ -1195,11 +1201,8 @@ mod tests {
     #[test]
     fn rebuilding_otps_keeps_every_row_index_and_reference() {
         let mut conn = Connection::open_in_memory().unwrap();
-        conn.pragma_update(None, "foreign_keys", "OFF").unwrap();
         // Version 7: the schema before migration 8 rebuilt `otps`.
-        let migrations = Migrations::from_slice(MIGRATIONS);
-        migrations.to_version(&mut conn, 7).unwrap();
-        conn.pragma_update(None, "foreign_keys", "ON").unwrap();
+        migrate_to(&mut conn, 7).unwrap();
         conn.execute_batch(
             "INSERT INTO otps (id, phone, purpose, user_id, code_hash, state, attempts,
                                max_attempts, test_number, created_at, expires_at,
