@@ -1,6 +1,6 @@
 //! otpd's one door to the phonenumber crate's regular expressions. The library keeps
 //! every metadata pattern in one LRU cache of 100 compiled regexes, shared by all
-//! countries and locked for each match. Two things about that cache hurt a daemon:
+//! countries and locked for each match. Three things about that cache hurt a daemon:
 //!
 //! - 100 is fewer than the patterns that numbers from about fifteen countries need, so
 //!   with traffic from more countries than that, parses evict each other's regexes and
@@ -8,13 +8,19 @@
 //!   (BENCHMARKS.md, "Many countries").
 //! - Its regexes are compiled in Unicode mode, where `\d` is every script's digits:
 //!   ~110 KB each, against ~10 KB for the ASCII build of the same pattern.
+//! - The library only ever uses a match that starts at the number's first digit, but
+//!   its patterns are unanchored, and their lazy DFAs (one per regex and thread) then
+//!   track every later start as well: they grew with each new number, ~25 MB a thread
+//!   after 80,000 numbers from 40 countries (BENCHMARKS.md, "The phone regexes' lazy
+//!   DFAs").
 //!
 //! So the cache is made big enough never to evict (the metadata holds ~2,100 distinct
-//! patterns), and [`call`] rebuilds each regex the library compiled as ASCII-only once
-//! the call is over. The library's matches are unchanged for what otpd gives it: ASCII
-//! digits only ([`crate::types::PhoneNumber`] refuses anything else before parsing).
-//! Memory grows with the countries seen: ~8 MB for 40 (the old cache took ~23 MB for
-//! the same numbers), ~25 MB were every pattern of every country ever needed.
+//! patterns), and [`call`] rebuilds each regex the library compiled once the call is
+//! over ([`rebuild`]: ASCII, anchored, no lazy DFA). The library's answers are
+//! unchanged for what otpd gives it, ASCII digits only ([`crate::types::PhoneNumber`]
+//! refuses anything else before parsing); a test holds every pattern to that. Memory
+//! is bounded by the countries seen, not the numbers: ~2 MB for 40 in one thread, ~1 MB
+//! more for each other thread that parses.
 
 use std::collections::HashSet;
 use std::sync::{LazyLock, Mutex, PoisonError};
@@ -46,19 +52,33 @@ pub fn call<T>(f: impl FnOnce() -> T) -> T {
             if rebuilt.contains(source.as_str()) {
                 continue;
             }
-            // The same options as the library's (`Database::from`), but ASCII digits.
-            // A pattern that does not build that way keeps its Unicode regex.
-            if let Ok(ascii) = regex::RegexBuilder::new(source)
-                .ignore_whitespace(true)
-                .unicode(false)
-                .build()
-            {
-                *regex = ascii;
+            // A pattern that does not build that way keeps the library's regex.
+            if let Ok(rebuilt) = rebuild(source) {
+                *regex = rebuilt;
             }
             rebuilt.insert(source.clone());
         }
     }
     out
+}
+
+/// `source` built with the library's options (`Database::from`: whitespace ignored) and
+/// three changes that keep every answer the library takes from it:
+/// - ASCII digits only (see the module doc);
+/// - anchored at the start: each of the library's uses (`find`, then `captures` or
+///   `replace`) discards a match that does not start at 0, and a leftmost-first match
+///   that starts at 0 is the same match anchored or not. The newline ends a `#` comment
+///   that would otherwise swallow the `)` in whitespace-ignoring mode;
+/// - no lazy DFA: a cache capacity below its minimum makes `regex` skip it, and the
+///   one-pass DFA, built once and shared, or the bounded backtracker match instead.
+///   Their per-thread state is sized by the pattern, not by the numbers matched so far;
+///   on ~12-digit numbers they are as fast (BENCHMARKS.md).
+fn rebuild(source: &str) -> Result<regex::Regex, regex::Error> {
+    regex::RegexBuilder::new(&format!("^(?:{source}\n)"))
+        .ignore_whitespace(true)
+        .unicode(false)
+        .dfa_size_limit(0)
+        .build()
 }
 
 /// The library itself panics on a poisoned cache; otpd's side goes on with the data.
@@ -70,7 +90,7 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 mod tests {
     use super::*;
 
-    use phonenumber::metadata::Metadata;
+    use phonenumber::metadata::{Descriptor, Metadata};
 
     /// Every region in the library's metadata.
     fn regions() -> Vec<&'static Metadata> {
@@ -97,53 +117,124 @@ mod tests {
         numbers.len()
     }
 
+    /// The number types `region` describes, each with its pattern and example.
+    fn descriptors(region: &Metadata) -> Vec<&Descriptor> {
+        let d = region.descriptors();
+        let all = [
+            Some(d.general()),
+            d.fixed_line(),
+            d.mobile(),
+            d.toll_free(),
+            d.premium_rate(),
+            d.shared_cost(),
+            d.personal_number(),
+            d.voip(),
+            d.pager(),
+            d.uan(),
+            d.voicemail(),
+            d.emergency(),
+            d.short_code(),
+            d.standard_rate(),
+            d.carrier(),
+            d.no_international(),
+        ];
+        all.into_iter().flatten().collect()
+    }
+
+    /// Every pattern of `region`'s metadata, each of which the library compiles into
+    /// its cache when it first uses it.
+    fn patterns(region: &Metadata) -> HashSet<&str> {
+        let mut patterns: HashSet<&str> = descriptors(region)
+            .into_iter()
+            .map(|d| d.national_number().as_str())
+            .collect();
+        let prefixes = [
+            region.international_prefix(),
+            region.national_prefix_for_parsing(),
+            region.leading_digits(),
+        ];
+        patterns.extend(prefixes.into_iter().flatten().map(|r| r.as_str()));
+        for format in region
+            .formats()
+            .iter()
+            .chain(region.international_formats())
+        {
+            patterns.insert(format.pattern().as_str());
+            patterns.extend(format.leading_digits().iter().map(|r| r.as_str()));
+        }
+        patterns
+    }
+
     #[test]
     fn the_cache_holds_every_pattern_of_the_metadata() {
-        let mut patterns = HashSet::new();
-        for region in regions() {
-            let d = region.descriptors();
-            let descriptors = [
-                Some(d.general()),
-                d.fixed_line(),
-                d.mobile(),
-                d.toll_free(),
-                d.premium_rate(),
-                d.shared_cost(),
-                d.personal_number(),
-                d.voip(),
-                d.pager(),
-                d.uan(),
-                d.voicemail(),
-                d.emergency(),
-                d.short_code(),
-                d.standard_rate(),
-                d.carrier(),
-                d.no_international(),
-            ];
-            for descriptor in descriptors.into_iter().flatten() {
-                patterns.insert(descriptor.national_number().as_str());
-            }
-            let prefixes = [
-                region.international_prefix(),
-                region.national_prefix_for_parsing(),
-                region.leading_digits(),
-            ];
-            patterns.extend(prefixes.into_iter().flatten().map(|r| r.as_str()));
-            for format in region
-                .formats()
-                .iter()
-                .chain(region.international_formats())
-            {
-                patterns.insert(format.pattern().as_str());
-                patterns.extend(format.leading_digits().iter().map(|r| r.as_str()));
-            }
-        }
+        let patterns: HashSet<&str> = regions().into_iter().flat_map(patterns).collect();
         assert!(patterns.len() > 1000, "{} patterns found", patterns.len());
         assert!(
             patterns.len() < CACHE_CAPACITY,
             "{} patterns: raise CACHE_CAPACITY",
             patterns.len()
         );
+    }
+
+    /// What the library can give `region`'s patterns: its example numbers whole, cut
+    /// short, lengthened, and behind a trunk or international prefix still to strip.
+    fn inputs(region: &Metadata) -> HashSet<String> {
+        let mut inputs = HashSet::new();
+        for example in descriptors(region).into_iter().filter_map(|d| d.example()) {
+            for cut in 1..example.len() {
+                inputs.insert(example[..cut].to_owned());
+            }
+            inputs.insert(example[1..].to_owned());
+            let prefixes = ["", "0", "00", "011", "8", "1"];
+            let national = region.national_prefix().unwrap_or("0");
+            for prefix in prefixes.into_iter().chain([national]) {
+                inputs.insert(format!("{prefix}{example}"));
+                inputs.insert(format!("{prefix}{example}7"));
+            }
+        }
+        inputs
+    }
+
+    /// The spans of a match and its groups: all that `find`, `captures` and `replace`
+    /// hand the library.
+    fn spans(captures: regex::Captures<'_>) -> Vec<Option<std::ops::Range<usize>>> {
+        captures.iter().map(|m| m.map(|m| m.range())).collect()
+    }
+
+    #[test]
+    fn rebuilt_regexes_give_the_library_the_same_answers() {
+        // The library's own build, but ASCII (the test below covers that change alone).
+        let plain = |source: &str| {
+            regex::RegexBuilder::new(source)
+                .ignore_whitespace(true)
+                .unicode(false)
+                .build()
+        };
+        let mut built = std::collections::HashMap::new();
+        let mut checked = 0;
+        for region in regions() {
+            let inputs = inputs(region);
+            for source in patterns(region) {
+                let (plain, rebuilt) = built.entry(source).or_insert_with(|| {
+                    let plain = plain(source).unwrap_or_else(|e| panic!("{source}: {e}"));
+                    let rebuilt = rebuild(source).unwrap_or_else(|e| panic!("{source}: {e}"));
+                    assert_eq!(plain.captures_len(), rebuilt.captures_len(), "{source}");
+                    (plain, rebuilt)
+                });
+                for input in &inputs {
+                    // Every use in the library discards a match that starts later.
+                    let wanted = plain
+                        .captures(input)
+                        .filter(|c| c.get(0).is_some_and(|m| m.start() == 0))
+                        .map(spans);
+                    let got = rebuilt.captures(input).map(spans);
+                    assert_eq!(got, wanted, "{source} on {input}");
+                    checked += 1;
+                }
+            }
+        }
+        assert!(built.len() > 1000, "{} patterns", built.len());
+        assert!(checked > 100_000, "{checked} matches");
     }
 
     #[test]
@@ -170,7 +261,8 @@ mod tests {
         let mut cache = lock(&cache);
         // Each region's mobile example with one digit written in Arabic-Indic: where
         // a Unicode `\d` and the ASCII build disagree, the cached regex must side with
-        // the ASCII build.
+        // the ASCII build. (A match counts only from the start, as in the library.)
+        let at_start = |re: &regex::Regex, s: &str| re.find(s).is_some_and(|m| m.start() == 0);
         let mut disagreements = 0;
         for region in regions().into_iter().take(60) {
             let Some(mobile) = region.descriptors().mobile() else {
@@ -187,7 +279,7 @@ mod tests {
             ) else {
                 continue;
             };
-            assert!(cached.is_match(example), "{source} on {example}");
+            assert!(at_start(cached, example), "{source} on {example}");
             for (at, digit) in example.char_indices() {
                 let arabic = char::from_u32(0x0660 + digit.to_digit(10).unwrap_or(0));
                 let variant = format!(
@@ -196,11 +288,11 @@ mod tests {
                     arabic.unwrap_or(digit),
                     &example[at + 1..]
                 );
-                if ascii.is_match(&variant) != unicode.is_match(&variant) {
+                if at_start(&ascii, &variant) != at_start(&unicode, &variant) {
                     disagreements += 1;
                     assert_eq!(
-                        cached.is_match(&variant),
-                        ascii.is_match(&variant),
+                        at_start(cached, &variant),
+                        at_start(&ascii, &variant),
                         "{source} on {variant}"
                     );
                 }
