@@ -1792,23 +1792,43 @@ impl Bench {
             progress(&format!("{name} x{conns}, mock {latency} ms"));
             let mut runs = Vec::new();
             let mut server = String::new();
+            let verifies = matches!(scenario, Scenario::Verify | Scenario::VerifyWrong);
             for _ in 0..self.s.repeat {
-                match scenario {
-                    Scenario::Verify | Scenario::VerifyWrong => {
-                        self.ensure_pool(&socket, self.pool_for(conns));
+                let mut pool = self.pool_for(conns);
+                let run = loop {
+                    if verifies {
+                        self.ensure_pool(&socket, pool);
                     }
-                    Scenario::Send | Scenario::Flow => {}
-                }
-                self.set_latency(latency);
-                let _perf = Perf::start(
-                    self.perf_dir(),
-                    otpd.pid(),
-                    &format!("{}-{conns}-{latency}ms", name.replace([' ', ','], "-")),
-                );
-                let before = self.scrape(&socket);
-                let run = self.closed(&socket, Some(scenario), conns);
-                server = server_side(&before, &self.scrape(&socket), scenario);
-                self.set_latency(0);
+                    self.set_latency(latency);
+                    let _perf = Perf::start(
+                        self.perf_dir(),
+                        otpd.pid(),
+                        &format!("{}-{conns}-{latency}ms", name.replace([' ', ','], "-")),
+                    );
+                    let before = self.scrape(&socket);
+                    let run = self.closed(&socket, Some(scenario), conns);
+                    server = server_side(&before, &self.scrape(&socket), scenario);
+                    self.set_latency(0);
+                    // With no ceiling or earlier verify measured, the pool is a guess that
+                    // can run out before the window is half over: run again with more.
+                    let short = run.count == 0 || run.elapsed < self.s.duration / 2;
+                    if !(verifies && run.exhausted && short) || pool > 1_000_000 {
+                        break run;
+                    }
+                    // The codes lasted the warm-up and `elapsed` at most: their rate, at least.
+                    let lasted = self.s.warmup
+                        + if run.count == 0 {
+                            Duration::ZERO
+                        } else {
+                            run.elapsed
+                        };
+                    let rate = self.verify_rate.entry(conns).or_insert(0.0);
+                    *rate = rate.max(pool as f64 / lasted.as_secs_f64());
+                    pool = self.pool_for(conns).max(pool * 2);
+                    progress(&format!(
+                        "  the code pool ran out early: again with {pool} codes"
+                    ));
+                };
                 runs.push(run);
             }
             let mut row = summarize(name, conns, Some(latency), &runs);
