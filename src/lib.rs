@@ -41,6 +41,7 @@ pub mod config;
 pub mod guard;
 pub mod limiter;
 pub mod logging;
+pub mod memory;
 pub mod messaging;
 pub mod otp;
 pub mod phonelib;
@@ -316,8 +317,8 @@ impl Workers {
     }
 }
 
-/// The periodic jobs: limiter pruning, metrics upkeep and the retention job, each on
-/// the services current at its tick.
+/// The periodic jobs: limiter pruning and handing freed memory back, metrics upkeep and
+/// the retention job, each on the services current at its tick.
 async fn housekeeping(apis: Arc<ArcSwap<Api>>) {
     let mut prune = tokio::time::interval(PRUNE_EVERY);
     let mut upkeep = tokio::time::interval(METRICS_UPKEEP_EVERY);
@@ -328,6 +329,8 @@ async fn housekeeping(apis: Arc<ArcSwap<Api>>) {
                 let api = apis.load_full();
                 api.service().limiter().prune();
                 api.service().guard().prune();
+                // After what the prunes (and, the first time, start-up) freed.
+                memory::release();
             }
             _ = upkeep.tick() => apis.load().metrics().run_upkeep(),
             _ = retention.tick() => {
