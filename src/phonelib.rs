@@ -72,7 +72,7 @@ pub fn call<T>(f: impl FnOnce() -> T) -> T {
 /// - no lazy DFA: a cache capacity below its minimum makes `regex` skip it, and the
 ///   one-pass DFA, built once and shared, or the bounded backtracker match instead.
 ///   Their per-thread state is sized by the pattern, not by the numbers matched so far;
-///   on ~12-digit numbers they are as fast (BENCHMARKS.md).
+///   on phone numbers they are no slower than the lazy DFA was (BENCHMARKS.md).
 fn rebuild(source: &str) -> Result<regex::Regex, regex::Error> {
     regex::RegexBuilder::new(&format!("^(?:{source}\n)"))
         .ignore_whitespace(true)
