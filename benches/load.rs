@@ -1799,41 +1799,23 @@ impl Bench {
                     if verifies {
                         self.ensure_pool(&socket, pool);
                     }
-                    self.set_latency(latency);
-                    let _perf = Perf::start(
-                        self.perf_dir(),
-                        otpd.pid(),
-                        &format!("{}-{conns}-{latency}ms", name.replace([' ', ','], "-")),
-                    );
-                    let before = self.scrape(&socket);
-                    let run = self.closed(&socket, Some(scenario), conns);
-                    server = server_side(&before, &self.scrape(&socket), scenario);
-                    self.set_latency(0);
-                    // With no ceiling or earlier verify measured, the pool is a guess that
-                    // can run out before the window is half over: run again with more.
-                    let short = run.count == 0 || run.elapsed < self.s.duration / 2;
-                    if !(verifies && run.exhausted && short) || pool > 1_000_000 {
-                        break run;
+                    let (run, side) = self.measure(&otpd, name, scenario, latency, conns);
+                    server = side;
+                    let more = if verifies {
+                        self.pool_ran_short(&run, pool, conns)
+                    } else {
+                        None
+                    };
+                    match more {
+                        Some(more) => pool = more,
+                        None => break run,
                     }
-                    // The codes lasted the warm-up and `elapsed` at most: their rate, at least.
-                    let lasted = self.s.warmup
-                        + if run.count == 0 {
-                            Duration::ZERO
-                        } else {
-                            run.elapsed
-                        };
-                    let rate = self.verify_rate.entry(conns).or_insert(0.0);
-                    *rate = rate.max(pool as f64 / lasted.as_secs_f64());
-                    pool = self.pool_for(conns).max(pool * 2);
-                    progress(&format!(
-                        "  the code pool ran out early: again with {pool} codes"
-                    ));
                 };
                 runs.push(run);
             }
             let mut row = summarize(name, conns, Some(latency), &runs);
             row.add_note(&server);
-            if matches!(scenario, Scenario::Verify | Scenario::VerifyWrong) {
+            if verifies {
                 let r = self.verify_rate.entry(conns).or_insert(0.0);
                 *r = r.max(row.rps);
             }
@@ -1846,6 +1828,52 @@ impl Bench {
             self.rows.push(row);
         }
         otpd.stop();
+    }
+
+    /// One measured run of `scenario` on `otpd`, and otpd's own view of it (`/metrics`).
+    fn measure(
+        &mut self,
+        otpd: &Otpd,
+        name: &str,
+        scenario: Scenario,
+        latency: u64,
+        conns: usize,
+    ) -> (RunStats, String) {
+        let socket = otpd.socket();
+        self.set_latency(latency);
+        let _perf = Perf::start(
+            self.perf_dir(),
+            otpd.pid(),
+            &format!("{}-{conns}-{latency}ms", name.replace([' ', ','], "-")),
+        );
+        let before = self.scrape(&socket);
+        let run = self.closed(&socket, Some(scenario), conns);
+        let server = server_side(&before, &self.scrape(&socket), scenario);
+        self.set_latency(0);
+        (run, server)
+    }
+
+    /// With no ceiling or earlier verify measured, a verify run's pool of `pool` codes is
+    /// a guess that can run out before the window is half over: then the pool to run
+    /// again with, sized from how fast those codes went (at least the warm-up and the
+    /// measured part, so their rate at least).
+    fn pool_ran_short(&mut self, run: &RunStats, pool: usize, conns: usize) -> Option<usize> {
+        let short = run.count == 0 || run.elapsed < self.s.duration / 2;
+        if !run.exhausted || !short || pool > 1_000_000 {
+            return None;
+        }
+        let measured = if run.count == 0 {
+            Duration::ZERO
+        } else {
+            run.elapsed
+        };
+        let rate = self.verify_rate.entry(conns).or_insert(0.0);
+        *rate = rate.max(pool as f64 / (self.s.warmup + measured).as_secs_f64());
+        let more = self.pool_for(conns).max(pool * 2);
+        progress(&format!(
+            "  the code pool ran out early: again with {more} codes"
+        ));
+        Some(more)
     }
 
     /// `send` and `verify` at the largest connection count, numbers from
