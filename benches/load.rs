@@ -1010,10 +1010,10 @@ fn merge(tasks: Vec<TaskStats>, w: &Window) -> RunStats {
             }
         }
     }
-    if out.exhausted {
-        if let Some(last) = last {
-            out.elapsed = last.saturating_duration_since(w.measure_from);
-        }
+    if out.exhausted
+        && let Some(last) = last
+    {
+        out.elapsed = last.saturating_duration_since(w.measure_from);
     }
     out.hist = hist;
     out

@@ -953,20 +953,19 @@ impl Config {
             }
         };
 
-        if let ProviderConfig::Twilio(twilio) = &provider {
-            if let Some(channel) = messaging
+        if let ProviderConfig::Twilio(twilio) = &provider
+            && let Some(channel) = messaging
                 .channels
                 .iter()
                 .find(|c| twilio.sender(**c).is_none())
-            {
-                return Err(invalid(
-                    "messaging.channels",
-                    format!(
-                        "lists {channel}, but neither twilio.whatsapp_from nor \
-                         twilio.messaging_service_sid is set"
-                    ),
-                ));
-            }
+        {
+            return Err(invalid(
+                "messaging.channels",
+                format!(
+                    "lists {channel}, but neither twilio.whatsapp_from nor \
+                     twilio.messaging_service_sid is set"
+                ),
+            ));
         }
 
         let mut effective = raw;

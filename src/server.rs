@@ -44,10 +44,10 @@ pub struct BoundSocket {
 
 impl Drop for BoundSocket {
     fn drop(&mut self) {
-        if let Err(e) = std::fs::remove_file(&self.path) {
-            if e.kind() != ErrorKind::NotFound {
-                log::warn!("cannot remove {}: {e}", self.path.display());
-            }
+        if let Err(e) = std::fs::remove_file(&self.path)
+            && e.kind() != ErrorKind::NotFound
+        {
+            log::warn!("cannot remove {}: {e}", self.path.display());
         }
     }
 }

@@ -52,10 +52,11 @@ impl InstallLock {
         let owner = fs::read_to_string(path)
             .ok()
             .and_then(|s| s.trim().parse::<u32>().ok());
-        if let Some(pid) = owner {
-            if Path::new("/proc/self").exists() && !Path::new(&format!("/proc/{pid}")).exists() {
-                return true;
-            }
+        if let Some(pid) = owner
+            && Path::new("/proc/self").exists()
+            && !Path::new(&format!("/proc/{pid}")).exists()
+        {
+            return true;
         }
         let age = fs::metadata(path)
             .and_then(|m| m.modified())

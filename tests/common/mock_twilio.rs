@@ -893,13 +893,13 @@ fn check_create(shared: &Shared, req: &RecordedRequest, is_form: bool) -> Outcom
                 "Invalid From and To pair. From and To should be of the same channel",
             );
         }
-        if let Some(number) = from.strip_prefix("whatsapp:") {
-            if !shared.opts.whatsapp_senders.iter().any(|s| s == number) {
-                return Outcome::bad_request(
-                    63007,
-                    "Twilio could not find a Channel with the specified From address",
-                );
-            }
+        if let Some(number) = from.strip_prefix("whatsapp:")
+            && !shared.opts.whatsapp_senders.iter().any(|s| s == number)
+        {
+            return Outcome::bad_request(
+                63007,
+                "Twilio could not find a Channel with the specified From address",
+            );
         }
     }
     if let Some(sid) = service.filter(|sid| !is_sid(sid, "MG")) {
