@@ -1,14 +1,24 @@
 #!/usr/bin/env python3
 """Instructions per request of otpd under callgrind (BENCHMARKS.md, "Per-request CPU"):
 N sends, then N verifies of their codes, each phase between `callgrind_control -z` and
-`-d`, against a mock Twilio in this process. Usage: icount.py OTPD_BIN [N] [CONNS]"""
-import http.client, http.server, json, os, re, socket, subprocess, sys, tempfile, threading, time, glob
+`-d`, against a mock Twilio in this process.
+
+With --order-file PATH it also writes the release link order (build.rs): the functions
+that start-up and an idle second run (a `--dev` start, then this run's start with the
+journal as stderr, as under systemd), then those the requests ran, hottest first.
+Usage: icount.py OTPD_BIN [N] [CONNS] [--order-file PATH]"""
+import argparse, http.client, http.server, json, os, re, socket, subprocess, sys, tempfile, threading, time, glob
 import urllib.parse
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
-BIN = sys.argv[1]
-N = int(sys.argv[2]) if len(sys.argv) > 2 else 2000
-CONNS = int(sys.argv[3]) if len(sys.argv) > 3 else 16
+args = argparse.ArgumentParser()
+args.add_argument("bin")
+args.add_argument("n", nargs="?", type=int, default=2000)
+args.add_argument("conns", nargs="?", type=int, default=16)
+args.add_argument("--order-file")
+args = args.parse_args()
+BIN, N, CONNS, ORDER = os.path.abspath(args.bin), args.n, args.conns, args.order_file
 SID = "AC0123456789abcdef0123456789abcdef"
 codes = {}
 lock = threading.Lock()
@@ -69,11 +79,7 @@ from_number = "+15005550006"
 api_base = "http://127.0.0.1:{port}"
 timeout = "10s"
 """)
-env = {k: v for k, v in os.environ.items() if not k.startswith(("TWILIO", "OTPD", "RUST_LOG", "LISTEN", "NOTIFY"))}
-log = open(f"{d}/otpd.log", "w")
-proc = subprocess.Popen(["valgrind", "--tool=callgrind", f"--callgrind-out-file={d}/cg.out",
-                         BIN, "serve", "--config", f"{d}/config.toml"],
-                        cwd=d, env=env, stdout=log, stderr=log)
+env = {k: v for k, v in os.environ.items() if not k.startswith(("TWILIO", "OTPD", "RUST_LOG", "LISTEN", "NOTIFY", "JOURNAL"))}
 
 
 class UConn(http.client.HTTPConnection):
@@ -86,14 +92,67 @@ class UConn(http.client.HTTPConnection):
         self.sock.connect(self.path)
 
 
-sock = f"{d}/otpd.sock"
-for _ in range(600):
-    try:
-        c = UConn(sock); c.request("GET", "/healthz"); c.getresponse().read(); break
-    except Exception:
-        time.sleep(0.2)
-else:
-    sys.exit("otpd did not start: " + open(f"{d}/otpd.log").read()[-2000:])
+def start(name, argv, cwd, journal=False):
+    """otpd under callgrind, answering /healthz; its dumps are {d}/{name}.cg.*"""
+    log = open(f"{d}/{name}.log", "w")
+    st = os.fstat(log.fileno())
+    extra = {"JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}"} if journal else {}
+    p = subprocess.Popen(["valgrind", "--tool=callgrind", "--demangle=no", f"--callgrind-out-file={d}/{name}.cg",
+                          BIN, "serve", *argv], cwd=cwd, env={**env, **extra}, stdout=log, stderr=log)
+    sock = os.path.join(cwd, "otpd.sock")
+    for _ in range(600):
+        try:
+            c = UConn(sock); c.request("GET", "/healthz"); c.getresponse().read(); return p, sock
+        except Exception:
+            time.sleep(0.2)
+    sys.exit("otpd did not start: " + open(f"{d}/{name}.log").read()[-2000:])
+
+
+def ctl(p, flag):
+    subprocess.run(["callgrind_control", flag, str(p.pid)], check=True, capture_output=True)
+
+
+def last_dump(name):
+    time.sleep(0.5)
+    return open(sorted(glob.glob(f"{d}/{name}.cg.*"), key=os.path.getmtime)[-1]).read()
+
+
+def functions(dump):
+    """Self cost of each function in a callgrind dump (names as the linker sees them)."""
+    ids, cost, current, call = {}, Counter(), None, False
+    for line in dump.splitlines():
+        m = re.match(r"^(c?fn)=\((\d+)\)(?: (.*))?$", line)
+        if m:
+            kind, i, name = m.groups()
+            ids[i] = name or ids[i]
+            if kind == "fn":
+                current = ids[i]
+                cost[current] += 0
+        elif line.startswith("calls="):
+            call = True  # the next cost line is the callee's, not this function's
+        elif current and re.match(r"^[-+*0-9]\S* \d+$", line):
+            if not call:
+                cost[current] += int(line.split()[1])
+            call = False
+    return cost
+
+
+startup = []
+if ORDER:
+    # The README's development start, in an empty directory of its own.
+    os.mkdir(f"{d}/dev")
+    p, _ = start("dev", ["--dev"], f"{d}/dev")
+    time.sleep(1)
+    ctl(p, "-d")
+    startup += functions(last_dump("dev"))
+    p.terminate(); p.wait()
+
+proc, sock = start("otpd", ["--config", f"{d}/config.toml"], d, journal=bool(ORDER))
+if ORDER:
+    time.sleep(1)
+    ctl(proc, "-d")
+    startup += functions(last_dump("otpd"))
+    ctl(proc, "-z")
 
 local = threading.local()
 
@@ -128,28 +187,36 @@ def phase(fn, lo, hi):
         list(ex.map(fn, range(lo, hi)))
 
 
-def ctl(flag):
-    subprocess.run(["callgrind_control", flag, str(proc.pid)], check=True, capture_output=True)
-
-
-def dumped_total():
-    files = sorted(glob.glob(f"{d}/cg.out.*"), key=os.path.getmtime)
-    text = open(files[-1]).read()
-    m = re.search(r"^(?:summary|totals): (\d+)", text, re.M)
-    return int(m.group(1))
+def total(dump):
+    return int(re.search(r"^(?:summary|totals): (\d+)", dump, re.M).group(1))
 
 
 W = 300
 phase(send, 1, W + 1); phase(verify, 1, W + 1)  # warm-up
-res = {}
+res, hot = {}, Counter()
 for name, fn, base in (("send", send, 10_000), ("verify", verify, 10_000)):
     time.sleep(0.5)
-    ctl("-z")
+    ctl(proc, "-z")
     t = time.time()
     phase(fn, base, base + N)
-    ctl("-d")
-    time.sleep(0.5)
-    res[name] = dumped_total() / N
+    ctl(proc, "-d")
+    dump = last_dump("otpd")
+    res[name] = total(dump) / N
+    hot.update(functions(dump))
     print(f"{name}: {res[name]:,.0f} instructions/request ({N} requests, {time.time()-t:.1f}s)", flush=True)
 proc.terminate(); proc.wait()
 print(json.dumps(res))
+
+if ORDER:
+    # Only the executable's own functions: the linker places nothing else.
+    nm = subprocess.run(["nm", "--defined-only", BIN], capture_output=True, text=True, check=True).stdout
+    defined = {f[2] for f in (l.split() for l in nm.splitlines()) if len(f) == 3 and f[1] in "tTwW"}
+    order = list(dict.fromkeys(n for n in startup if n in defined))
+    listed = set(order)
+    order += [n for n, _ in hot.most_common() if n in defined and n not in listed]
+    with open(ORDER, "w") as out:
+        out.write("# otpd's release link order (build.rs): start-up and idle code first, then the\n"
+                  "# request path, hottest first. Written by `benches/icount.py --order-file`;\n"
+                  f"# {len(listed)} start-up and {len(order) - len(listed)} request functions.\n")
+        out.write("\n".join(order) + "\n")
+    print(f"{ORDER}: {len(listed)} start-up and {len(order) - len(listed)} request functions")
