@@ -6,7 +6,8 @@ N sends, then N verifies of their codes, each phase between `callgrind_control -
 With --order-file PATH it also writes the release link order (build.rs): the functions
 that start-up and an idle second run (a `--dev` start, then this run's start with the
 journal as stderr, as under systemd), then those the requests ran, hottest first.
-Usage: icount.py OTPD_BIN [N] [CONNS] [--order-file PATH]"""
+Its counts are then of logging to a journal socket, not a file: compare them with each
+other only. Usage: icount.py OTPD_BIN [N] [CONNS] [--order-file PATH]"""
 import argparse, http.client, http.server, json, os, re, socket, subprocess, sys, tempfile, threading, time, glob
 import urllib.parse
 from collections import Counter
@@ -152,7 +153,6 @@ if ORDER:
     time.sleep(1)
     ctl(proc, "-d")
     startup += functions(last_dump("otpd"))
-    ctl(proc, "-z")
 
 local = threading.local()
 
