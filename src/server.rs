@@ -1,5 +1,5 @@
 //! The Unix socket: inheriting it from systemd (`LISTEN_FDS`) or binding it safely
-//! (stale-socket probe, then bind, then chmod), the accept loop with a connection cap, peer credentials, hyper's HTTP/1.1 connections,
+//! (stale-socket probe, then bind under a hidden name, chmod, link), the accept loop with a connection cap, peer credentials, hyper's HTTP/1.1 connections,
 //! and the graceful drain at shutdown. Knows the api's entry point and nothing below.
 
 use std::future::Future;
@@ -130,18 +130,60 @@ pub fn bind(
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(bind_error)?;
     }
-    let listener = UnixListener::bind(path).map_err(bind_error)?;
-    let bound = BoundSocket {
+    // Bound under a hidden name, given its owner and mode, then linked at `path`: the
+    // socket appears already open to the configured group (and to no one else), so a
+    // caller that can connect knows it is ready. link(2), unlike rename(2), fails if
+    // `path` exists, so a second otpd starting at the same moment still gets "in use".
+    let staging = staging_path(path);
+    match std::fs::symlink_metadata(&staging) {
+        Ok(meta) if !meta.file_type().is_socket() => {
+            return Err(ServerError::NotASocket(staging));
+        }
+        Ok(_) => std::fs::remove_file(&staging).map_err(bind_error)?,
+        Err(e) if e.kind() == ErrorKind::NotFound => {}
+        Err(e) => return Err(bind_error(e)),
+    }
+    let listener = UnixListener::bind(&staging).map_err(bind_error)?;
+    let published = publish(&staging, path, mode, owner, group);
+    // The hidden name goes either way; the listener keeps the socket.
+    if let Err(e) = std::fs::remove_file(&staging) {
+        log::warn!("cannot remove {}: {e}", staging.display());
+    }
+    published?;
+    Ok(BoundSocket {
         listener,
         path: path.to_owned(),
+    })
+}
+
+/// `dir/.name`: beside the socket, as link(2) needs the same filesystem, and only one
+/// byte longer (a socket path is limited to 107).
+fn staging_path(path: &Path) -> PathBuf {
+    let mut name = std::ffi::OsString::from(".");
+    name.push(path.file_name().unwrap_or_default());
+    path.with_file_name(name)
+}
+
+/// Gives the staged socket its owner and mode, then links it at `path`.
+fn publish(
+    staging: &Path,
+    path: &Path,
+    mode: u32,
+    owner: Option<u32>,
+    group: Option<u32>,
+) -> Result<(), ServerError> {
+    let bind_error = |source| ServerError::Bind {
+        path: path.to_owned(),
+        source,
     };
-    // Between bind and chmod the socket has the umask's mode; with any usual umask
-    // (022, or systemd's UMask=) no other user can connect in that window.
     if owner.is_some() || group.is_some() {
-        std::os::unix::fs::chown(path, owner, group).map_err(bind_error)?;
+        std::os::unix::fs::chown(staging, owner, group).map_err(bind_error)?;
     }
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(bind_error)?;
-    Ok(bound)
+    std::fs::set_permissions(staging, std::fs::Permissions::from_mode(mode)).map_err(bind_error)?;
+    std::fs::hard_link(staging, path).map_err(|e| match e.kind() {
+        ErrorKind::AlreadyExists => ServerError::InUse(path.to_owned()),
+        _ => bind_error(e),
+    })
 }
 
 /// Connection-level limits of the accept loop.

@@ -117,6 +117,55 @@ fn a_live_socket_is_refused_and_a_non_socket_is_left_alone() {
     assert_eq!(std::fs::read_to_string(&plain).unwrap(), "data");
 }
 
+/// The socket is bound under a hidden name and linked into place once its mode is set, so
+/// no one ever sees it with the umask's mode; a staging name left by a crash is replaced.
+#[test]
+fn the_socket_appears_with_its_configured_mode_and_no_staging_name_stays() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("otpd.sock");
+    let staging = dir.path().join(".otpd.sock");
+    // What a crash between bind and link leaves: a socket file nobody listens on.
+    drop(std::os::unix::net::UnixListener::bind(&staging).unwrap());
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nsocket_path = \"{}\"\nsocket_mode = \"0600\"\n[store]\npath = \"{}\"\n",
+            socket.display(),
+            dir.path().join("otpd.db").display()
+        ),
+    )
+    .unwrap();
+    let mut child = otpd_command()
+        .args(["serve", "--dev", "--config"])
+        .arg(&config)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // The first sight of the file, polled as fast as stat allows: before the staging
+    // name, the window between bind and chmod showed the umask's 0755 here.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let first = loop {
+        if let Ok(meta) = std::fs::symlink_metadata(&socket) {
+            break meta.permissions().mode() & 0o777;
+        }
+        assert!(Instant::now() < deadline, "otpd did not bind");
+        assert!(child.try_wait().unwrap().is_none(), "otpd exited");
+    };
+    while std::os::unix::net::UnixStream::connect(&socket).is_err() {
+        assert!(Instant::now() < deadline, "otpd did not listen");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let _ = std::process::Command::new("kill")
+        .arg(child.id().to_string())
+        .status();
+    let status = child.wait().unwrap();
+    assert_eq!(first, 0o600);
+    assert!(status.success(), "{status}");
+    assert!(!staging.exists(), "the staging name was left behind");
+    assert!(!socket.exists(), "the socket was left behind");
+}
+
 #[test]
 fn check_config_prints_the_effective_config_with_secrets_masked() {
     let dir = tempfile::tempdir().unwrap();
