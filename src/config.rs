@@ -31,6 +31,10 @@ pub enum ConfigError {
     Invalid { key: String, message: String },
 }
 
+/// The longest `server.socket_path` otpd can bind: 107 bytes, less one for the hidden
+/// name it binds first.
+pub const MAX_SOCKET_PATH: usize = 106;
+
 fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         key: key.to_owned(),
@@ -799,6 +803,17 @@ impl Config {
             return Err(invalid(
                 "server",
                 "max_body_bytes and max_connections must be above 0",
+            ));
+        }
+        // Linux keeps a socket's path in 108 bytes with its NUL, and otpd first binds a
+        // hidden name one byte longer than the path (`server::bind`).
+        let path_len = s.socket_path.as_os_str().len();
+        if s.socket_path.file_name().is_none() || path_len > MAX_SOCKET_PATH {
+            return Err(invalid(
+                "server.socket_path",
+                format!(
+                    "must name a file, in at most {MAX_SOCKET_PATH} bytes (this is {path_len})"
+                ),
             ));
         }
         let server = ServerConfig {

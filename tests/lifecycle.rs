@@ -118,12 +118,19 @@ fn a_live_socket_is_refused_and_a_non_socket_is_left_alone() {
 }
 
 /// The socket is bound under a hidden name and linked into place once its mode is set, so
-/// no one ever sees it with the umask's mode; a staging name left by a crash is replaced.
+/// no one ever sees it with the umask's mode; a staging name left by a crash is replaced;
+/// the longest accepted path works.
 #[test]
 fn the_socket_appears_with_its_configured_mode_and_no_staging_name_stays() {
     let dir = tempfile::tempdir().unwrap();
-    let socket = dir.path().join("otpd.sock");
-    let staging = dir.path().join(".otpd.sock");
+    // The longest path otpd accepts (`server.socket_path`: 106 bytes), so the hidden
+    // name, one byte longer, is bound at the kernel's limit.
+    let pad = 106 - dir.path().as_os_str().len() - "/".len() - "/otpd.sock".len();
+    let sub = dir.path().join("d".repeat(pad));
+    std::fs::create_dir(&sub).unwrap();
+    let socket = sub.join("otpd.sock");
+    assert_eq!(socket.as_os_str().len(), 106);
+    let staging = sub.join(".otpd.sock");
     // What a crash between bind and link leaves: a socket file nobody listens on.
     drop(std::os::unix::net::UnixListener::bind(&staging).unwrap());
     let config = dir.path().join("config.toml");
@@ -208,7 +215,9 @@ fn check_config_prints_the_effective_config_with_secrets_masked() {
 fn a_bad_config_exits_78_naming_the_key() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("config.toml");
+    let too_long = format!("[server]\nsocket_path = \"/run/{}\"\n", "x".repeat(102));
     for (text, key) in [
+        (too_long.as_str(), "server.socket_path"),
         (
             "[limits]\nsend_per_phone = \"lots\"\n",
             "limits.send_per_phone",
