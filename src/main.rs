@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use otpd::client::Call;
+use otpd::cli::Call;
 use otpd::config::{Config, Sources};
 use otpd::signals::{Intent, Intents};
 
@@ -113,7 +113,7 @@ struct Daemon {
 
 impl Daemon {
     fn call(&self, call: Call) -> ExitCode {
-        ExitCode::from(otpd::client::run(&self.socket, &call, self.json))
+        ExitCode::from(otpd::cli::run(&self.socket, &call, self.json))
     }
 }
 
@@ -145,7 +145,7 @@ impl ConfigSource {
     }
 
     /// Start-up and SIGHUP load the configuration the same way.
-    fn loader(&self) -> otpd::LoadConfig {
+    fn loader(&self) -> otpd::daemon::LoadConfig {
         let (path, dev) = (self.path(), self.dev);
         std::sync::Arc::new(move || Config::load(path.as_deref(), dev, &Sources::from_process()))
     }
@@ -230,10 +230,10 @@ fn generate_assets(dir: &std::path::Path) -> std::io::Result<()> {
     Ok(())
 }
 
-fn serve(config: &Config, load: otpd::LoadConfig) -> ExitCode {
+fn serve(config: &Config, load: otpd::daemon::LoadConfig) -> ExitCode {
     otpd::logging::init(&config.server.log_level);
     // Before the runtime's threads exist: taking the socket unsets LISTEN_FDS.
-    let passed = match otpd::server::passed_socket() {
+    let passed = match otpd::socket::passed_socket() {
         Ok(passed) => passed,
         Err(e) => {
             log::error!("{e}");
@@ -253,15 +253,6 @@ fn serve(config: &Config, load: otpd::LoadConfig) -> ExitCode {
     let result = runtime.block_on(async {
         let mut intents =
             Intents::install().map_err(|e| format!("cannot install signal handlers: {e}"))?;
-        let server = &config.server;
-        let socket = otpd::server::listen(
-            passed,
-            &server.socket_path,
-            server.socket_mode,
-            server.socket_uid,
-            server.socket_gid,
-        )
-        .map_err(|e| e.to_string())?;
         let (reload, requests) = tokio::sync::mpsc::unbounded_channel();
         let shutdown = async move {
             while let Some(intent) = intents.next().await {
@@ -273,11 +264,10 @@ fn serve(config: &Config, load: otpd::LoadConfig) -> ExitCode {
                 }
             }
         };
-        let reloads = otpd::Reloads { requests, load };
-        otpd::run(config, socket.listener(), shutdown, Some(reloads))
+        let reloads = otpd::daemon::Reloads { requests, load };
+        otpd::daemon::run(config, passed, shutdown, Some(reloads))
             .await
             .map_err(|e| e.to_string())
-        // `socket` drops here and removes the socket file (unless systemd passed it).
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,72 @@
+//! The one place the parts are wired together: an [`App`] is the services of one
+//! configuration over the long-lived store, limiter and metrics recorder. The daemon
+//! owns it and swaps it whole on reload; nothing below reaches another part through it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use metrics_exporter_prometheus::PrometheusHandle;
+
+use super::StartError;
+use crate::api::Api;
+use crate::config::Config;
+use crate::guard::Guard;
+use crate::limiter::Limiter;
+use crate::messaging::MessagingService;
+use crate::otp::OtpService;
+use crate::sender::Sender;
+use crate::store::Store;
+
+pub struct App {
+    pub store: Store,
+    pub limiter: Arc<Limiter>,
+    pub guard: Arc<Guard>,
+    pub messaging: Arc<MessagingService>,
+    pub api: Arc<Api>,
+    pub metrics: PrometheusHandle,
+    pub retention_every: Duration,
+}
+
+impl App {
+    pub fn build(
+        config: &Config,
+        store: &Store,
+        limiter: &Arc<Limiter>,
+        metrics: PrometheusHandle,
+    ) -> Result<App, StartError> {
+        let sender = Arc::new(Sender::new(&config.provider)?);
+        // One guard for both paths: codes and plain messages count against one daily cap.
+        // Built per configuration: a reload restarts its in-memory (per-country/prefix)
+        // counters; the daily cap is counted in the store and carries over.
+        let guard = Arc::new(Guard::new(&config.guard));
+        let messaging = Arc::new(MessagingService::new(
+            config,
+            store.clone(),
+            sender.clone(),
+            limiter.clone(),
+            guard.clone(),
+        ));
+        let otp = OtpService::new(
+            config,
+            store.clone(),
+            sender,
+            limiter.clone(),
+            guard.clone(),
+        )?;
+        let api = Arc::new(Api::new(
+            otp,
+            messaging.clone(),
+            &config.server,
+            metrics.clone(),
+        ));
+        Ok(App {
+            store: store.clone(),
+            limiter: limiter.clone(),
+            guard,
+            messaging,
+            api,
+            metrics,
+            retention_every: config.retention.interval,
+        })
+    }
+}

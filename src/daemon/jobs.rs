@@ -1,0 +1,85 @@
+//! The daemon's background work: the outbox workers of the current configuration, the
+//! periodic jobs (limiter and guard pruning, handing freed memory back, metrics upkeep,
+//! retention) and the watchdog's pings. Each tick uses the [`App`] current at that tick.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwap;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use super::app::App;
+use crate::{memory, systemd};
+
+/// How often limiter keys that have fully refilled are forgotten.
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
+/// How often histogram samples are folded into the exporter's buckets: until then each
+/// sample is kept raw, so a short interval bounds that memory under load.
+const METRICS_UPKEEP_EVERY: Duration = Duration::from_secs(1);
+
+/// One set of outbox workers and the switch that stops them.
+pub struct Workers {
+    stop: watch::Sender<bool>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl Workers {
+    pub fn start(app: &App) -> Self {
+        let (stop, stopped) = watch::channel(false);
+        Workers {
+            stop,
+            task: Some(tokio::spawn(app.messaging.clone().run_workers(stopped))),
+        }
+    }
+
+    /// Stops them and waits up to `timeout` for their sends; false if they were still
+    /// running then (they are left to finish on their own).
+    pub async fn stop(&mut self, timeout: Duration) -> bool {
+        let _ = self.stop.send(true);
+        match self.task.take() {
+            Some(task) => tokio::time::timeout(timeout, task).await.is_ok(),
+            None => true,
+        }
+    }
+}
+
+/// The periodic jobs, until aborted.
+pub async fn housekeeping(apps: Arc<ArcSwap<App>>) {
+    let mut prune = tokio::time::interval(PRUNE_EVERY);
+    let mut upkeep = tokio::time::interval(METRICS_UPKEEP_EVERY);
+    let mut retention = tokio::time::interval(apps.load().retention_every);
+    loop {
+        tokio::select! {
+            _ = prune.tick() => {
+                let app = apps.load_full();
+                app.limiter.prune();
+                app.guard.prune();
+                // After what the prunes (and, the first time, start-up) freed.
+                memory::release();
+            }
+            _ = upkeep.tick() => apps.load().metrics.run_upkeep(),
+            _ = retention.tick() => {
+                let app = apps.load_full();
+                if let Err(e) = app.api.service().purge(SystemTime::now()).await {
+                    log::error!("retention job: {e}");
+                }
+            }
+        }
+    }
+}
+
+/// Pings systemd's watchdog while the store answers; a wedged daemon stops pinging
+/// and systemd restarts it.
+pub async fn watchdog(apps: Arc<ArcSwap<App>>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tick.tick().await;
+        let store = apps.load().store.clone();
+        match tokio::time::timeout(every, store.ping()).await {
+            Ok(Ok(())) => systemd::notify(&[systemd::State::Watchdog]),
+            Ok(Err(e)) => log::error!("watchdog: the store does not answer: {e}"),
+            Err(_) => log::error!("watchdog: the store did not answer within {every:?}"),
+        }
+    }
+}
