@@ -25,16 +25,17 @@ use crate::messaging::{
     Content, IdempotencyKey, MessagingError, MessagingService, SendSms, SmsBody,
 };
 use crate::otp::{OtpError, OtpService, SendOtp, VerifyOtp};
+use crate::reports::Reports;
 use crate::sender::SendError;
 use crate::store::{Fault, MessageDetail, StoreError};
 use crate::telemetry::{self, Kept};
 use crate::templates::TemplateError;
-use crate::twilio::TwilioError;
 use crate::types::{Caller, Channel, InvalidInput, OtpCode, PhoneNumber, Purpose, Region, UserId};
 
 pub struct Api {
     service: OtpService,
     messaging: Arc<MessagingService>,
+    reports: Arc<Reports>,
     max_body_bytes: usize,
     body_timeout: Duration,
     metrics: PrometheusHandle,
@@ -156,6 +157,12 @@ impl From<MessagingError> for Failure {
 impl From<InvalidInput> for Failure {
     fn from(e: InvalidInput) -> Self {
         Failure::Input(e)
+    }
+}
+
+impl From<StoreError> for Failure {
+    fn from(e: StoreError) -> Self {
+        Failure::Otp(OtpError::Store(e))
     }
 }
 
@@ -316,19 +323,17 @@ impl Failure {
                 OtpError::Send(SendError::ChannelNotConfigured(channel)) => {
                     channel_not_configured(*channel)
                 }
-                OtpError::Send(SendError::Twilio {
-                    error:
-                        TwilioError::Rejected {
-                            status,
-                            code,
-                            message,
-                            more_info,
-                        },
+                OtpError::Send(SendError::Rejected {
+                    provider,
+                    status,
+                    code,
+                    message,
+                    more_info,
                     ..
                 }) => {
                     let details = match code {
-                        Some(code) => format!("Twilio error {code}: {message}"),
-                        None => format!("Twilio answered HTTP {status}: {message}"),
+                        Some(code) => format!("{provider} error {code}: {message}"),
+                        None => format!("{provider} answered HTTP {status}: {message}"),
                     };
                     Described::new(
                         S::BAD_GATEWAY,
@@ -338,12 +343,7 @@ impl Failure {
                     .details(details)
                     .extra(json!({"twilio_code": code, "twilio_more_info": more_info}))
                 }
-                OtpError::Send(
-                    e @ SendError::Twilio {
-                        error: TwilioError::Unavailable { retry_after, .. },
-                        ..
-                    },
-                ) => {
+                OtpError::Send(e @ SendError::Unavailable { retry_after, .. }) => {
                     let described = Described::new(
                         S::SERVICE_UNAVAILABLE,
                         "twilio_unavailable",
@@ -356,21 +356,7 @@ impl Failure {
                         _ => described,
                     }
                 }
-                OtpError::Send(
-                    e @ SendError::Twilio {
-                        error: TwilioError::Client(_),
-                        ..
-                    },
-                ) => Described::new(
-                    S::SERVICE_UNAVAILABLE,
-                    "twilio_unavailable",
-                    "Twilio is unreachable",
-                )
-                .details(e.to_string()),
-                OtpError::Send(SendError::Twilio {
-                    error: TwilioError::CircuitOpen { retry_after },
-                    ..
-                }) => Described::new(
+                OtpError::Send(SendError::CircuitOpen { retry_after, .. }) => Described::new(
                     S::SERVICE_UNAVAILABLE,
                     "twilio_circuit_open",
                     "Twilio is failing; sends are paused",
@@ -862,12 +848,14 @@ impl Api {
     pub fn new(
         service: OtpService,
         messaging: Arc<MessagingService>,
+        reports: Arc<Reports>,
         server: &ServerConfig,
         metrics: PrometheusHandle,
     ) -> Self {
         Api {
             service,
             messaging,
+            reports,
             max_body_bytes: server.max_body_bytes,
             body_timeout: server.request_timeout,
             metrics,
@@ -885,10 +873,6 @@ impl Api {
 
     pub fn metrics(&self) -> &PrometheusHandle {
         &self.metrics
-    }
-
-    pub fn service(&self) -> &OtpService {
-        &self.service
     }
 
     /// hyper's service function: never fails, every problem is a JSON answer.
@@ -992,7 +976,7 @@ impl Api {
                 ))
             }
             Route::Status => {
-                let s = service.status().await?;
+                let s = self.reports.status().await?;
                 let counts = |rows: &[(String, i64)]| {
                     rows.iter()
                         .map(|(k, n)| (k.clone(), json!(n)))
@@ -1004,7 +988,7 @@ impl Api {
                         "enabled": s.provider.is_some(),
                         "provider": s.provider,
                         "provider_reachable": s.provider_reachable,
-                        "provider_circuit": s.provider_circuit.map(|c| c.name()),
+                        "provider_circuit": s.provider_circuit,
                         "dev_mode": s.dev_mode,
                         "test_phone_configured": s.test_phone_configured,
                         "purposes": s.purposes,
@@ -1019,7 +1003,8 @@ impl Api {
             }
             Route::Messages => {
                 let query = Query::parse(req.uri().query())?;
-                let rows = service
+                let rows = self
+                    .reports
                     .messages_since(query.since(now)?, query.limit()?)
                     .await?;
                 let messages: Vec<Value> = rows
@@ -1109,7 +1094,8 @@ impl Api {
                     .get("phone")
                     .map(|p| PhoneNumber::parse_in(p, region))
                     .transpose()?;
-                let rows = service
+                let rows = self
+                    .reports
                     .audit_since(query.since(now)?, phone.as_ref(), query.limit()?)
                     .await?;
                 let events: Vec<Value> = rows
@@ -1126,7 +1112,7 @@ impl Api {
                 Ok(json_response(StatusCode::OK, &json!({ "events": events })))
             }
             Route::Purge => {
-                let purged = service.purge(now).await?;
+                let purged = self.reports.purge(now).await?;
                 Ok(json_response(
                     StatusCode::OK,
                     &json!({"deleted": {"codes": purged.otps, "messages": purged.messages, "audit": purged.audit}}),
@@ -1141,11 +1127,7 @@ impl Api {
                 Ok(response)
             }
             Route::Health => {
-                service
-                    .store()
-                    .ping()
-                    .await
-                    .map_err(|e| Failure::Otp(e.into()))?;
+                self.reports.ping().await?;
                 Ok(json_response(StatusCode::OK, &json!({"status": "ok"})))
             }
         }

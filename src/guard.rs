@@ -21,9 +21,9 @@ use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use thiserror::Error;
 
 use crate::config::{GuardConfig, GuardMode, GuardRegion as Region, Rate};
-use crate::phonelib;
 use crate::store::{GuardEvent, Store, StoreError};
 use crate::telemetry;
+use crate::types::phone_cache;
 use crate::types::{Caller, PhoneNumber};
 
 /// A send the guard refuses; each variant has its own API error code.
@@ -154,7 +154,7 @@ impl Guard {
     /// The region and prefix of `phone`. Parses again: `PhoneNumber` keeps only the
     /// E.164 text, which libphonenumber maps back to one region.
     pub fn destination(&self, phone: &PhoneNumber) -> Destination {
-        let (parsed, region) = phonelib::call(|| {
+        let (parsed, region) = phone_cache::call(|| {
             let parsed = phonenumber::parse(None, phone.as_str()).ok();
             let region = parsed.as_ref().and_then(|p| p.country().id());
             (parsed, region)

@@ -50,6 +50,7 @@ pub mod types;
 
 pub mod messaging;
 pub mod otp;
+pub mod reports;
 pub mod segments;
 pub mod templates;
 
@@ -58,10 +59,6 @@ pub mod limiter;
 pub mod sender;
 pub mod store;
 pub mod twilio;
-
-pub mod breaker;
-pub mod callback;
-pub mod phonelib;
 
 #[cfg(test)]
 mod properties;

@@ -1,31 +1,55 @@
-//! The provider boundary: one `send(to, body)` for Twilio and for the development outbox,
+//! The provider boundary: one `send(to, channel, body)` for Twilio and for the development outbox,
 //! plus "no provider" so a daemon without credentials says so instead of pretending.
 //! It reports how many requests each message took and the state of Twilio's circuit.
 //! Knows nothing of OTPs, the store or HTTP serving.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
 use thiserror::Error;
 use tokio::io::AsyncWriteExt;
 
-use crate::breaker::CircuitState;
 use crate::config::ProviderConfig;
 use crate::telemetry;
 use crate::twilio::{Failed, TwilioClient, TwilioError};
 use crate::types::{Channel, PhoneNumber};
 
+/// Why a message did not leave, in the provider's terms but not its types: the
+/// services decide on these (fall back, retry, give up) whatever the provider is.
 #[derive(Debug, Error)]
 pub enum SendError {
     #[error("no SMS provider is configured")]
     NotConfigured,
     #[error("no sender is configured for {0}")]
     ChannelNotConfigured(Channel),
-    /// Twilio's final error after `attempts` requests (0: the circuit was open).
-    #[error("{error}{}", match attempts { 0 | 1 => String::new(), n => format!(" (after {n} requests)") })]
-    Twilio { error: TwilioError, attempts: u32 },
+    /// The provider answered and refused the message (bad number, blocked,
+    /// credentials, ...): the same request would get the same answer.
+    #[error("{provider} rejected the message (HTTP {status}, code {}): {message}{}", code.map_or("none".to_owned(), |c| c.to_string()), after(*attempts))]
+    Rejected {
+        provider: &'static str,
+        status: u16,
+        code: Option<i64>,
+        message: String,
+        more_info: Option<String>,
+        attempts: u32,
+    },
+    /// No usable answer within the deadline; `retry_after` is the provider's own hint.
+    #[error("{provider} is unavailable: {reason}{}", after(*attempts))]
+    Unavailable {
+        provider: &'static str,
+        reason: String,
+        code: Option<i64>,
+        retry_after: Option<Duration>,
+        attempts: u32,
+    },
+    /// The provider's circuit breaker is open: no request was made.
+    #[error("{provider}'s circuit is open after repeated failures; next try in {}s", retry_after.as_secs_f64().ceil())]
+    CircuitOpen {
+        provider: &'static str,
+        retry_after: Duration,
+    },
     #[error("cannot write the development outbox {path}: {source}")]
     Outbox {
         path: PathBuf,
@@ -33,9 +57,10 @@ pub enum SendError {
     },
 }
 
-impl From<TwilioError> for SendError {
-    fn from(error: TwilioError) -> Self {
-        SendError::Twilio { error, attempts: 0 }
+fn after(attempts: u32) -> String {
+    match attempts {
+        0 | 1 => String::new(),
+        n => format!(" (after {n} requests)"),
     }
 }
 
@@ -43,9 +68,63 @@ impl SendError {
     /// Requests made to the provider for this message.
     pub fn attempts(&self) -> u32 {
         match self {
-            SendError::Twilio { attempts, .. } => *attempts,
-            SendError::NotConfigured | SendError::ChannelNotConfigured(_) => 0,
+            SendError::Rejected { attempts, .. } | SendError::Unavailable { attempts, .. } => {
+                *attempts
+            }
+            SendError::NotConfigured
+            | SendError::ChannelNotConfigured(_)
+            | SendError::CircuitOpen { .. } => 0,
             SendError::Outbox { .. } => 1,
+        }
+    }
+
+    /// The provider's own error code, when it gave one.
+    pub fn provider_code(&self) -> Option<i64> {
+        match self {
+            SendError::Rejected { code, .. } | SendError::Unavailable { code, .. } => *code,
+            _ => None,
+        }
+    }
+
+    /// Twilio's error, with the number of requests it took, in the provider-neutral terms.
+    fn from_twilio(error: TwilioError, attempts: u32) -> Self {
+        const TWILIO: &str = "Twilio";
+        match error {
+            TwilioError::Rejected {
+                status,
+                code,
+                message,
+                more_info,
+            } => SendError::Rejected {
+                provider: TWILIO,
+                status,
+                code,
+                message,
+                more_info,
+                attempts,
+            },
+            TwilioError::Unavailable {
+                reason,
+                code,
+                retry_after,
+            } => SendError::Unavailable {
+                provider: TWILIO,
+                reason,
+                code,
+                retry_after,
+                attempts,
+            },
+            TwilioError::CircuitOpen { retry_after } => SendError::CircuitOpen {
+                provider: TWILIO,
+                retry_after,
+            },
+            TwilioError::Client(reason) => SendError::Unavailable {
+                provider: TWILIO,
+                reason: format!("cannot build the HTTP client: {reason}"),
+                code: None,
+                retry_after: None,
+                attempts,
+            },
         }
     }
 }
@@ -80,7 +159,8 @@ impl Sender {
     pub fn new(config: &ProviderConfig) -> Result<Sender, SendError> {
         let provider = match config {
             ProviderConfig::Twilio(twilio) => {
-                Provider::Twilio(Box::new(TwilioClient::new(twilio)?))
+                let client = TwilioClient::new(twilio).map_err(|e| SendError::from_twilio(e, 0))?;
+                Provider::Twilio(Box::new(client))
             }
             ProviderConfig::DevOutbox(path) => {
                 Provider::DevOutbox(DevOutbox { path: path.clone() })
@@ -112,10 +192,11 @@ impl Sender {
         }
     }
 
-    /// Twilio's circuit breaker; `None` for the other providers.
-    pub fn circuit(&self) -> Option<CircuitState> {
+    /// The state of Twilio's circuit breaker (`closed`, `open`, `half_open`); `None` for
+    /// the other providers.
+    pub fn circuit(&self) -> Option<&'static str> {
         match &self.provider {
-            Provider::Twilio(client) => Some(client.circuit()),
+            Provider::Twilio(client) => Some(client.circuit().name()),
             _ => None,
         }
     }
@@ -163,18 +244,15 @@ impl Sender {
                         status: accepted.status.unwrap_or_else(|| "queued".to_owned()),
                         attempts: accepted.attempts,
                     })
-                    .map_err(|Failed { error, attempts }| SendError::Twilio { error, attempts })
+                    .map_err(|Failed { error, attempts }| SendError::from_twilio(error, attempts))
             }
             Provider::DevOutbox(outbox) => outbox.append(to, channel, body).await,
             Provider::None => return Err(SendError::NotConfigured),
         };
         let outcome = match &result {
             Ok(_) => "accepted",
-            Err(SendError::Twilio { error, .. }) => match error {
-                TwilioError::Rejected { .. } => "rejected",
-                TwilioError::CircuitOpen { .. } => "circuit_open",
-                _ => "unavailable",
-            },
+            Err(SendError::Rejected { .. }) => "rejected",
+            Err(SendError::CircuitOpen { .. }) => "circuit_open",
             Err(_) => "unavailable",
         };
         let provider = self.provider().unwrap_or("none");

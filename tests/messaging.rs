@@ -367,7 +367,7 @@ async fn callback(daemon: &Daemon, params: &[(&str, &str)], signature: Option<&s
     let body = form_urlencoded::Serializer::new(String::new())
         .extend_pairs(&owned)
         .finish();
-    let good = otpd::callback::sign(DEFAULT_AUTH_TOKEN, CALLBACK_URL, &owned);
+    let good = otpd::twilio::webhook::sign(DEFAULT_AUTH_TOKEN, CALLBACK_URL, &owned);
     let signature = signature.unwrap_or(&good);
     request_with(
         &daemon.socket(),
@@ -419,7 +419,7 @@ async fn signed_status_callbacks_update_sms_and_otp_messages_and_forged_ones_are
     );
 
     // Forged: signed with another token, or over other parameters, or not signed.
-    let forged = otpd::callback::sign(
+    let forged = otpd::twilio::webhook::sign(
         "not-the-token",
         CALLBACK_URL,
         &[
@@ -431,7 +431,7 @@ async fn signed_status_callbacks_update_sms_and_otp_messages_and_forged_ones_are
     callback(&daemon, &params, Some(&forged))
         .await
         .assert_error(403, "invalid_signature");
-    let good_for_other = otpd::callback::sign(
+    let good_for_other = otpd::twilio::webhook::sign(
         DEFAULT_AUTH_TOKEN,
         CALLBACK_URL,
         &[

@@ -3,7 +3,6 @@
 //! owns it and swaps it whole on reload; nothing below reaches another part through it.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use metrics_exporter_prometheus::PrometheusHandle;
 
@@ -14,6 +13,7 @@ use crate::guard::Guard;
 use crate::limiter::Limiter;
 use crate::messaging::MessagingService;
 use crate::otp::OtpService;
+use crate::reports::Reports;
 use crate::sender::Sender;
 use crate::store::Store;
 
@@ -22,9 +22,9 @@ pub struct App {
     pub limiter: Arc<Limiter>,
     pub guard: Arc<Guard>,
     pub messaging: Arc<MessagingService>,
+    pub reports: Arc<Reports>,
     pub api: Arc<Api>,
     pub metrics: PrometheusHandle,
-    pub retention_every: Duration,
 }
 
 impl App {
@@ -46,6 +46,12 @@ impl App {
             limiter.clone(),
             guard.clone(),
         ));
+        let reports = Arc::new(Reports::new(
+            config,
+            store.clone(),
+            limiter.clone(),
+            sender.clone(),
+        ));
         let otp = OtpService::new(
             config,
             store.clone(),
@@ -56,6 +62,7 @@ impl App {
         let api = Arc::new(Api::new(
             otp,
             messaging.clone(),
+            reports.clone(),
             &config.server,
             metrics.clone(),
         ));
@@ -64,9 +71,9 @@ impl App {
             limiter: limiter.clone(),
             guard,
             messaging,
+            reports,
             api,
             metrics,
-            retention_every: config.retention.interval,
         })
     }
 }

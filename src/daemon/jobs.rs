@@ -48,7 +48,7 @@ impl Workers {
 pub async fn housekeeping(apps: Arc<ArcSwap<App>>) {
     let mut prune = tokio::time::interval(PRUNE_EVERY);
     let mut upkeep = tokio::time::interval(METRICS_UPKEEP_EVERY);
-    let mut retention = tokio::time::interval(apps.load().retention_every);
+    let mut retention = tokio::time::interval(apps.load().reports.retention_interval());
     loop {
         tokio::select! {
             _ = prune.tick() => {
@@ -61,7 +61,7 @@ pub async fn housekeeping(apps: Arc<ArcSwap<App>>) {
             _ = upkeep.tick() => apps.load().metrics.run_upkeep(),
             _ = retention.tick() => {
                 let app = apps.load_full();
-                if let Err(e) = app.api.service().purge(SystemTime::now()).await {
+                if let Err(e) = app.reports.purge(SystemTime::now()).await {
                     log::error!("retention job: {e}");
                 }
             }
@@ -75,8 +75,8 @@ pub async fn watchdog(apps: Arc<ArcSwap<App>>, every: Duration) {
     let mut tick = tokio::time::interval(every);
     loop {
         tick.tick().await;
-        let store = apps.load().store.clone();
-        match tokio::time::timeout(every, store.ping()).await {
+        let app = apps.load_full();
+        match tokio::time::timeout(every, app.reports.ping()).await {
             Ok(Ok(())) => systemd::notify(&[systemd::State::Watchdog]),
             Ok(Err(e)) => log::error!("watchdog: the store does not answer: {e}"),
             Err(_) => log::error!("watchdog: the store did not answer within {every:?}"),

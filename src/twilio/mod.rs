@@ -19,24 +19,21 @@
 //! - The breaker counts every request that failed in a retryable way (a 4xx refusal is
 //!   an answer: Twilio is up); while it is open, sends fail at once without a request.
 
+pub mod breaker;
+mod retry;
+pub mod webhook;
+
 use std::time::{Duration, Instant, SystemTime};
 
-use rand::Rng;
 use reqwest::StatusCode;
-use reqwest::header::{HeaderMap, RETRY_AFTER};
 use serde::Deserialize;
 use thiserror::Error;
 
-use crate::breaker::{Breaker, CircuitState, Transition};
 use crate::config::{Secret, TwilioConfig, TwilioFaults, TwilioFrom};
 use crate::telemetry;
-use crate::types::{Channel, PhoneNumber};
-
-/// The longest wait between two attempts, whatever the retry count.
-pub const MAX_BACKOFF: Duration = Duration::from_secs(5);
-
-/// An attempt given less time than this would mostly add a duplicate risk: not made.
-const MIN_ATTEMPT: Duration = Duration::from_millis(200);
+use crate::types::{Channel, PhoneNumber, mask_numbers};
+use breaker::{Breaker, CircuitState, Transition};
+use retry::{MIN_ATTEMPT, backoff, retry_after};
 
 #[derive(Debug, Error)]
 pub enum TwilioError {
@@ -104,11 +101,8 @@ struct ErrorBody {
 
 pub struct TwilioClient {
     http: reqwest::Client,
-    messages_url: String,
-    /// `messages_url` parsed once: reqwest parses a `&str` URL again on every request
-    /// (~2% of a send's instructions). `None` if it does not parse; each request then
-    /// passes the text and fails as before.
-    messages_target: Option<reqwest::Url>,
+    /// CreateMessage's URL, parsed once (reqwest would parse a `&str` on every request).
+    messages_url: reqwest::Url,
     auth_user: String,
     auth_secret: Secret,
     /// The sender per channel (`Channel::ALL` order); `None`: not set up for it.
@@ -129,13 +123,13 @@ impl TwilioClient {
             .map_err(|e| TwilioError::Client(e.to_string()))?;
         circuit_gauge(false);
         // The Account SID stays in the path even when an API key authenticates.
-        let messages_url = format!(
+        let messages_url = reqwest::Url::parse(&format!(
             "{}/2010-04-01/Accounts/{}/Messages.json",
             config.api_base, config.account_sid
-        );
+        ))
+        .map_err(|e| TwilioError::Client(format!("twilio.api_base: {e}")))?;
         Ok(TwilioClient {
             http,
-            messages_target: reqwest::Url::parse(&messages_url).ok(),
             messages_url,
             auth_user: config.auth_user.clone(),
             auth_secret: config.auth_secret.clone(),
@@ -263,10 +257,7 @@ impl TwilioClient {
             code: None,
             retry_after: None,
         };
-        let request = match &self.messages_target {
-            Some(url) => self.http.post(url.clone()),
-            None => self.http.post(&self.messages_url),
-        };
+        let request = self.http.post(self.messages_url.clone());
         let response = request
             .basic_auth(&self.auth_user, Some(self.auth_secret.expose()))
             .form(form)
@@ -296,9 +287,12 @@ impl TwilioClient {
             });
         }
         let error: Option<ErrorBody> = serde_json::from_slice(&bytes).ok();
+        // Twilio's texts name the number ("The 'To' number +34... is not valid"): they
+        // reach logs, the audit trail and API answers, so they are masked here, once.
         let message = error
             .as_ref()
-            .and_then(|e| e.message.clone())
+            .and_then(|e| e.message.as_deref())
+            .map(|text| mask_numbers(text).into_owned())
             .unwrap_or_else(|| status.canonical_reason().unwrap_or("error").to_owned());
         let code = error.as_ref().and_then(|e| e.code);
         // 429 and 5xx say "not now", not "never".
@@ -333,24 +327,6 @@ fn describe(error: reqwest::Error) -> String {
     }
 }
 
-/// Full jitter: anywhere from 0 to `base * 2^(retry - 1)`, capped at [`MAX_BACKOFF`].
-fn backoff(base: Duration, retry: u32) -> Duration {
-    let ceiling = base
-        .saturating_mul(1 << retry.saturating_sub(1).min(16))
-        .min(MAX_BACKOFF);
-    rand::rng().random_range(Duration::ZERO..=ceiling)
-}
-
-/// `Retry-After` as seconds or as an HTTP-date (RFC 9110 §10.2.3).
-fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
-    let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
-    if let Ok(seconds) = value.parse::<u64>() {
-        return Some(Duration::from_secs(seconds));
-    }
-    let at = httpdate::parse_http_date(value).ok()?;
-    Some(at.duration_since(now).unwrap_or_default())
-}
-
 fn circuit_changed(transition: Option<Transition>, faults: &TwilioFaults) {
     match transition {
         Some(Transition::Opened) => {
@@ -376,39 +352,4 @@ fn circuit_changed(transition: Option<Transition>, faults: &TwilioFaults) {
 fn circuit_gauge(open: bool) {
     metrics::gauge!(telemetry::PROVIDER_CIRCUIT_OPEN, "provider" => "twilio")
         .set(f64::from(u8::from(open)));
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use reqwest::header::HeaderValue;
-
-    #[test]
-    fn backoff_stays_under_its_doubling_ceiling() {
-        let base = Duration::from_millis(100);
-        for retry in 1..=10 {
-            let ceiling = (base * 2u32.pow(retry - 1)).min(MAX_BACKOFF);
-            for _ in 0..50 {
-                assert!(backoff(base, retry) <= ceiling);
-            }
-        }
-        assert!(backoff(Duration::from_secs(3600), 60) <= MAX_BACKOFF);
-    }
-
-    #[test]
-    fn retry_after_reads_seconds_and_http_dates() {
-        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
-        let with = |value: &str| {
-            let mut headers = HeaderMap::new();
-            headers.insert(RETRY_AFTER, HeaderValue::from_str(value).unwrap());
-            retry_after(&headers, now)
-        };
-        assert_eq!(with("2"), Some(Duration::from_secs(2)));
-        let later = httpdate::fmt_http_date(now + Duration::from_secs(7));
-        assert_eq!(with(&later), Some(Duration::from_secs(7)));
-        let earlier = httpdate::fmt_http_date(now - Duration::from_secs(7));
-        assert_eq!(with(&earlier), Some(Duration::ZERO));
-        assert_eq!(with("soon"), None);
-        assert_eq!(retry_after(&HeaderMap::new(), now), None);
-    }
 }

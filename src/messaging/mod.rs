@@ -7,34 +7,30 @@
 //! becomes `unknown` and is not sent again: at most once (see [`Store::recover_interrupted`]).
 //! Knows nothing of HTTP; takes `now` from its caller, except in the workers' own loop.
 
+mod status;
+mod workers;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use sha2::{Digest, Sha256};
 use thiserror::Error;
-use tokio::sync::{Notify, watch};
-use tokio::task::JoinSet;
+use tokio::sync::Notify;
 
-use crate::callback::{self, StatusUpdate};
 use crate::config::{Config, MessagingConfig, ProviderConfig, Secret};
 use crate::guard::{Guard, GuardError, Subject};
 use crate::limiter::{Limiter, RateLimited};
 use crate::segments::{self, Segments};
-use crate::sender::{SendError, Sender};
-use crate::store::{Claimed, Enqueued, MessageDetail, NewOutgoing, Outcome, Store, StoreError};
+use crate::sender::Sender;
+use crate::store::{Enqueued, MessageDetail, NewOutgoing, Store, StoreError};
 use crate::templates::{Catalog, TemplateError};
-use crate::twilio::TwilioError;
 use crate::types::{Caller, Channel, PhoneNumber, UserId};
 
 /// Twilio schedules messages at most 35 days ahead; otpd keeps the same horizon.
 const MAX_SCHEDULE_AHEAD: Duration = Duration::from_secs(35 * 24 * 3600);
 /// How long an idempotency key is remembered.
 const IDEMPOTENCY_WINDOW: Duration = Duration::from_secs(24 * 3600);
-/// Retries never wait longer than this, however many came before.
-const MAX_RETRY_DELAY: Duration = Duration::from_secs(3600);
-/// The workers look at the queue at least this often, whatever woke them last.
-const IDLE_POLL: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Error)]
 pub enum MessagingError {
@@ -311,211 +307,6 @@ impl MessagingService {
             .message(id)
             .await?
             .ok_or(MessagingError::NotFound(id))
-    }
-
-    /// A status callback, as Twilio posted it (form fields and the signature header).
-    /// Only a valid signature over the configured public URL is trusted; a forged or
-    /// unsigned one is refused and audited.
-    pub async fn status_callback(
-        &self,
-        params: Vec<(String, String)>,
-        signature: Option<String>,
-        caller: Caller,
-        now: SystemTime,
-    ) -> Result<i64, MessagingError> {
-        let Some((url, token)) = &self.callbacks else {
-            return Err(MessagingError::CallbacksNotConfigured);
-        };
-        let valid = signature
-            .as_deref()
-            .is_some_and(|s| callback::signature_is_valid(token.expose(), url, &params, s));
-        if !valid {
-            let sid = params
-                .iter()
-                .find(|(k, _)| k == "MessageSid")
-                .map_or("none", |(_, v)| v.as_str());
-            let detail = format!(
-                "{} X-Twilio-Signature for MessageSid {sid:.40}",
-                if signature.is_some() {
-                    "invalid"
-                } else {
-                    "missing"
-                }
-            );
-            log::warn!("refused a status callback: {detail}");
-            self.store
-                .audit_other("callback_refused", detail, caller, now)
-                .await?;
-            return Err(MessagingError::BadSignature);
-        }
-        let update = StatusUpdate::from_params(&params).ok_or(MessagingError::BadCallback)?;
-        let id = self
-            .store
-            .apply_status(update.sid.clone(), update.status, update.error_code, now)
-            .await?;
-        id.ok_or(MessagingError::UnknownSid(update.sid))
-    }
-
-    /// The workers: until `shutdown` turns true, claim due messages and send them, at
-    /// most `messaging.workers` at a time; then wait for the sends in flight.
-    pub async fn run_workers(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
-        match self.store.recover_interrupted(SystemTime::now()).await {
-            Ok(ids) if !ids.is_empty() => log::warn!(
-                "{} message(s) were being sent when otpd stopped; marked unknown, not resent: {ids:?}",
-                ids.len()
-            ),
-            Ok(_) => {}
-            Err(e) => log::error!("outbox recovery: {e}"),
-        }
-        let mut sends = JoinSet::new();
-        while !*shutdown.borrow() {
-            while sends.try_join_next().is_some() {}
-            if sends.len() >= self.config.workers {
-                tokio::select! {
-                    _ = sends.join_next() => {}
-                    _ = shutdown.changed() => {}
-                }
-                continue;
-            }
-            let free = self.config.workers - sends.len();
-            match self.store.claim_due(SystemTime::now(), free as u32).await {
-                Ok(batch) => {
-                    let full = batch.len() == free;
-                    for message in batch {
-                        sends.spawn(self.clone().send_one(message));
-                    }
-                    if full {
-                        // More may be due: go round once a worker is free.
-                        continue;
-                    }
-                }
-                Err(e) => {
-                    log::error!("outbox: {e}");
-                    tokio::select! {
-                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                        _ = shutdown.changed() => {}
-                    }
-                    continue;
-                }
-            }
-            // Nothing more is due now: sleep until the next scheduled message, a new
-            // one, a finished send, or shutdown.
-            let wait = match self.store.next_due().await {
-                Ok(Some(due)) => due
-                    .duration_since(SystemTime::now())
-                    .unwrap_or(Duration::ZERO)
-                    .min(IDLE_POLL),
-                Ok(None) => IDLE_POLL,
-                Err(e) => {
-                    log::error!("outbox: {e}");
-                    IDLE_POLL
-                }
-            };
-            tokio::select! {
-                _ = self.wake.notified() => {}
-                _ = tokio::time::sleep(wait) => {}
-                _ = sends.join_next(), if !sends.is_empty() => {}
-                _ = shutdown.changed() => {}
-            }
-        }
-        // Sends already handed to Twilio finish and are recorded; none start.
-        while sends.join_next().await.is_some() {}
-    }
-
-    async fn send_one(self: Arc<Self>, message: Claimed) {
-        let to = PhoneNumber::parse(&message.to);
-        let channel = Channel::parse(&message.channel);
-        let outcome = match (to, channel) {
-            (Err(_), _) | (_, Err(_)) => Outcome::Failed {
-                error_code: None,
-                error_message: "stored number or channel no longer parses".into(),
-            },
-            (Ok(to), Ok(channel)) => match self.sender.send(&to, channel, &message.body).await {
-                Ok(sent) => Outcome::Sent {
-                    provider: self.sender.provider().unwrap_or("none"),
-                    sid: sent.sid,
-                },
-                // Twilio refused this channel for this number: the next one may reach it.
-                Err(
-                    error @ SendError::Twilio {
-                        error: TwilioError::Rejected { .. },
-                        ..
-                    },
-                ) if message.fallback.as_deref().is_some_and(|f| !f.is_empty()) => {
-                    let fallback = message.fallback.as_deref().unwrap_or_default();
-                    let (next, rest) = fallback.split_once(',').unwrap_or((fallback, ""));
-                    Outcome::Fallback {
-                        next: next.to_owned(),
-                        rest: Some(rest.to_owned()).filter(|r| !r.is_empty()),
-                        reason: format!("{channel} refused: {error}"),
-                    }
-                }
-                Err(SendError::Twilio {
-                    error: TwilioError::Rejected { code, message, .. },
-                    ..
-                }) => Outcome::Failed {
-                    error_code: code,
-                    error_message: message,
-                },
-                // No request was made: wait for the breaker's probe without spending
-                // one of the message's attempts.
-                Err(SendError::Twilio {
-                    error: TwilioError::CircuitOpen { retry_after },
-                    ..
-                }) => Outcome::Retry {
-                    at: SystemTime::now() + retry_after.mul_f64(rand::random_range(1.0..1.25)),
-                    reason: "Twilio's circuit is open".into(),
-                    counted: false,
-                },
-                Err(e @ (SendError::NotConfigured | SendError::ChannelNotConfigured(_))) => {
-                    Outcome::Failed {
-                        error_code: None,
-                        error_message: e.to_string(),
-                    }
-                }
-                Err(e) if message.attempts >= self.config.max_attempts => Outcome::Failed {
-                    error_code: None,
-                    error_message: format!("gave up after {} attempts: {e}", message.attempts),
-                },
-                Err(e) => Outcome::Retry {
-                    at: SystemTime::now() + self.retry_delay(message.attempts),
-                    reason: e.to_string(),
-                    counted: true,
-                },
-            },
-        };
-        match &outcome {
-            Outcome::Sent { .. } => {
-                log::info!(message_id = message.id; "message {} sent", message.id)
-            }
-            Outcome::Failed { error_message, .. } => {
-                log::warn!(message_id = message.id, error = error_message.as_str(); "message {} failed: {error_message}", message.id)
-            }
-            Outcome::Retry { reason, .. } => {
-                log::warn!(message_id = message.id; "message {} will be retried: {reason}", message.id)
-            }
-            Outcome::Fallback { reason, next, .. } => {
-                log::warn!(message_id = message.id; "message {} {reason}; trying {next}", message.id)
-            }
-        }
-        if let Err(e) = self
-            .store
-            .finish(message.id, outcome, SystemTime::now())
-            .await
-        {
-            log::error!("outbox: recording message {}: {e}", message.id);
-        }
-    }
-
-    /// `retry_delay` doubled per attempt already made, capped, with ±25% jitter so a
-    /// burst of failures does not come back as one burst.
-    fn retry_delay(&self, attempts: u32) -> Duration {
-        let doubled = self
-            .config
-            .retry_delay
-            .saturating_mul(1 << attempts.saturating_sub(1).min(16));
-        let base = doubled.min(MAX_RETRY_DELAY);
-        base.mul_f64(rand::random_range(0.75..1.25))
     }
 }
 

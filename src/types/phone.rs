@@ -1,37 +1,12 @@
-//! Validated values built once at the API edge: phone numbers in E.164, purposes from
-//! the configured allow-list, user ids and OTP codes. The service below takes these
-//! types and never re-validates; nothing here knows about HTTP or SQL.
+//! Phone numbers: parsed once at the edge by a real numbering-plan library into E.164,
+//! the region numbers without a country code are read in, and the masked form every log
+//! line uses, also for numbers inside texts that come from a provider.
 
 use std::borrow::Cow;
 use std::fmt;
 
-use thiserror::Error;
-
-use crate::phonelib;
-
-/// Why a caller's value was refused; `api` maps each variant to a stable error code.
-#[derive(Debug, Error, PartialEq, Eq)]
-pub enum InvalidInput {
-    #[error("Invalid phone number")]
-    PhoneNumber(&'static str),
-    #[error("Invalid purpose")]
-    Purpose(String),
-    #[error("Invalid user_id")]
-    UserId(&'static str),
-    #[error("Invalid OTP code")]
-    OtpCode(&'static str),
-    #[error("Invalid channel")]
-    Channel(String),
-}
-
-/// The process on the other end of the socket (SO_PEERCRED): logged with requests,
-/// written to the audit trail, and checked against the allow-list.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Caller {
-    pub uid: u32,
-    pub gid: u32,
-    pub pid: Option<i32>,
-}
+use super::InvalidInput;
+use super::phone_cache;
 
 /// The country whose national format otpd accepts for numbers typed without a country
 /// code (`otp.default_region`, an ISO 3166-1 code such as "ES").
@@ -121,7 +96,7 @@ impl PhoneNumber {
         };
         // Validity is asked inside the call too: it matches the number against the
         // metadata's regexes, which `phonelib` then keeps compiled.
-        let (parsed, valid) = phonelib::call(|| {
+        let (parsed, valid) = phone_cache::call(|| {
             phonenumber::parse(country, text).map(|p| {
                 let valid = p.extension().is_none() && p.is_valid();
                 (p, valid)
@@ -136,7 +111,7 @@ impl PhoneNumber {
         // E.164 is "+", the country code and the national number (with its leading
         // zeros), which is exactly what the library's E164 formatter writes; written
         // here because that formatter first picks a national format by regex for
-        // the other modes and throws it away (~2% of a verify's instructions). A valid
+        // the other modes and throws it away, on every verify. A valid
         // number always has metadata for its code, so the formatter could not fail.
         let e164 = format!("+{}{}", parsed.code().value(), parsed.national());
         Ok(PhoneNumber(e164))
@@ -172,126 +147,75 @@ impl fmt::Display for MaskedPhone<'_> {
     }
 }
 
-/// A purpose from the configured allow-list ("registration", "login", ...).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Purpose(String);
-
-impl Purpose {
-    pub fn parse(input: &str, allowed: &[String]) -> Result<Self, InvalidInput> {
-        if allowed.iter().any(|p| p == input) {
-            Ok(Purpose(input.to_owned()))
-        } else {
-            Err(InvalidInput::Purpose(allowed.join(", ")))
+/// `text` with every phone number in it masked as [`MaskedPhone`] does: a provider's
+/// error text ("The 'To' number +34600111999 is not a valid phone number.") must not put
+/// the full number into a log line, the audit trail or an API answer. A number is a run
+/// of at least 7 digits (single spaces, dots, dashes or brackets between them allowed,
+/// an optional `+` before) that does not continue a word, so error codes and SIDs stay.
+pub fn mask_numbers(text: &str) -> Cow<'_, str> {
+    let bytes = text.as_bytes();
+    let mut out = String::new();
+    let mut copied = 0;
+    let mut i = 0;
+    while i < bytes.len() {
+        let starts_word = i > 0 && bytes[i - 1].is_ascii_alphanumeric();
+        let start = i;
+        let first = if bytes[i] == b'+' { i + 1 } else { i };
+        if starts_word || !bytes.get(first).is_some_and(u8::is_ascii_digit) {
+            i += 1;
+            continue;
         }
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-/// How a message reaches the phone. WhatsApp goes through Twilio's same Messages API,
-/// with `whatsapp:` in front of both addresses and its own sender.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Channel {
-    Sms,
-    WhatsApp,
-}
-
-impl Channel {
-    pub const ALL: [Channel; 2] = [Channel::Sms, Channel::WhatsApp];
-
-    pub fn parse(input: &str) -> Result<Self, InvalidInput> {
-        Channel::ALL
-            .into_iter()
-            .find(|c| c.as_str() == input)
-            .ok_or_else(|| InvalidInput::Channel(format!("{input:?}: use \"sms\" or \"whatsapp\"")))
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Channel::Sms => "sms",
-            Channel::WhatsApp => "whatsapp",
+        let (mut end, mut digits, mut j) = (first, String::new(), first);
+        while j < bytes.len() {
+            if bytes[j].is_ascii_digit() {
+                digits.push(char::from(bytes[j]));
+                j += 1;
+                end = j;
+            } else if b" .-()".contains(&bytes[j])
+                && bytes.get(j + 1).is_some_and(u8::is_ascii_digit)
+            {
+                j += 1;
+            } else {
+                break;
+            }
         }
-    }
-
-    /// The address Twilio expects for `number` on this channel.
-    pub fn address(self, number: &str) -> String {
-        match self {
-            Channel::Sms => number.to_owned(),
-            Channel::WhatsApp => format!("whatsapp:{number}"),
+        let ends_word = bytes.get(end).is_some_and(u8::is_ascii_alphabetic);
+        if digits.len() >= 7 && !ends_word {
+            out.push_str(&text[copied..start]);
+            out.push_str(&MaskedPhone(&format!("+{digits}")).to_string());
+            copied = end;
         }
+        i = end.max(i + 1);
     }
-}
-
-impl fmt::Display for Channel {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+    if copied == 0 {
+        return Cow::Borrowed(text);
     }
-}
-
-/// The backend's id for its already-authenticated user, kept opaque.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct UserId(String);
-
-impl UserId {
-    const MAX_LEN: usize = 128;
-
-    pub fn parse(input: &str) -> Result<Self, InvalidInput> {
-        if input.is_empty() {
-            return Err(InvalidInput::UserId("user_id is empty"));
-        }
-        if input.len() > Self::MAX_LEN {
-            return Err(InvalidInput::UserId("user_id is longer than 128 bytes"));
-        }
-        if input.chars().any(char::is_control) {
-            return Err(InvalidInput::UserId("user_id contains control characters"));
-        }
-        Ok(UserId(input.to_owned()))
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-/// A code as typed by the user: ASCII digits of a length otpd can ever issue (4–10).
-/// Whether it is the right length for the code on file is the comparison's business.
-#[derive(Clone, PartialEq, Eq)]
-pub struct OtpCode(String);
-
-impl OtpCode {
-    pub const MIN_LEN: usize = 4;
-    pub const MAX_LEN: usize = 10;
-
-    pub fn parse(input: &str) -> Result<Self, InvalidInput> {
-        let input = input.trim();
-        if !(Self::MIN_LEN..=Self::MAX_LEN).contains(&input.len()) {
-            return Err(InvalidInput::OtpCode("otp_code must have 4 to 10 digits"));
-        }
-        if !input.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(InvalidInput::OtpCode(
-                "otp_code may contain only the digits 0-9",
-            ));
-        }
-        Ok(OtpCode(input.to_owned()))
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-/// Codes never reach a log, not even through `{:?}`.
-impl fmt::Debug for OtpCode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("OtpCode(******)")
-    }
+    out.push_str(&text[copied..]);
+    Cow::Owned(out)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn numbers_inside_provider_texts_are_masked_and_codes_and_sids_kept() {
+        let twilio = "The 'To' number +34600111999 is not a valid phone number.";
+        assert_eq!(
+            mask_numbers(twilio),
+            "The 'To' number +34*****999 is not a valid phone number."
+        );
+        assert_eq!(
+            mask_numbers("to whatsapp:+34 600 11 19 99 (21211)"),
+            "to whatsapp:+34*****999 (21211)"
+        );
+        assert_eq!(
+            mask_numbers("error 21610 on SM0123456789abcdef0123456789abcdef"),
+            "error 21610 on SM0123456789abcdef0123456789abcdef"
+        );
+        assert_eq!(mask_numbers("call 6001119"), "call +*****");
+        assert!(matches!(mask_numbers("HTTP 400"), Cow::Borrowed(_)));
+    }
 
     #[test]
     fn phone_numbers_normalize_to_e164() {
@@ -379,24 +303,5 @@ mod tests {
     fn masking_keeps_only_prefix_and_last_three_digits() {
         let phone = PhoneNumber::parse("+34600111222").map(|p| p.masked().to_string());
         assert_eq!(phone, Ok("+34*****222".to_owned()));
-    }
-
-    #[test]
-    fn otp_codes_are_ascii_digits_only() {
-        assert!(OtpCode::parse("123456").is_ok());
-        assert!(OtpCode::parse("12 34").is_err());
-        assert!(OtpCode::parse("١٢٣٤٥٦").is_err());
-        assert!(OtpCode::parse("123").is_err());
-        assert_eq!(
-            format!("{:?}", OtpCode::parse("123456")),
-            "Ok(OtpCode(******))"
-        );
-    }
-
-    #[test]
-    fn purposes_come_from_the_allow_list() {
-        let allowed = vec!["login".to_owned()];
-        assert!(Purpose::parse("login", &allowed).is_ok());
-        assert!(Purpose::parse("Login", &allowed).is_err());
     }
 }

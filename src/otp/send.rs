@@ -1,0 +1,293 @@
+//! Issuing a code: test numbers, channel choice, the caller's limits, the cost guard,
+//! the stored MAC, then the message with fallback across channels, each try recorded.
+//! Also the operator's test message, which goes the same way without a code.
+
+use std::time::SystemTime;
+
+use hmac::Mac;
+
+use super::code::generate_code;
+use super::{Issued, OtpError, OtpService, SendOtp, TEST_MESSAGE};
+use crate::config::TestNumber;
+use crate::guard::{Subject, Verdict};
+use crate::sender::SendError;
+use crate::store::{Delivery, NewCode};
+use crate::types::{Caller, Channel, PhoneNumber, Purpose, UserId};
+
+impl OtpService {
+    pub async fn send_otp(&self, req: SendOtp, now: SystemTime) -> Result<Issued, OtpError> {
+        if let Some(test) = self
+            .otp
+            .test_numbers
+            .iter()
+            .find(|t| t.matches(&req.phone, now))
+        {
+            return self.issue_test_code(&req, test, now).await;
+        }
+        if self.sender.provider().is_none() {
+            return Err(SendError::NotConfigured.into());
+        }
+        let channels = self
+            .sender
+            .channels(req.channel, &self.channels)
+            .map_err(SendError::ChannelNotConfigured)?;
+        self.limiter
+            .check_send(req.phone.as_str(), req.user_id.as_ref().map(UserId::as_str))?;
+        // The cost guard, after the caller's own limits (a flood stops there) and before
+        // anything is stored or sent.
+        let country = match self.guard.is_active() {
+            true => Some(self.guard_send(&req, now).await?),
+            false => None,
+        };
+        let code = generate_code(self.otp.length);
+        let (otp_id, expires_at) = self.issue(&req, &code, false, country, now).await?;
+        let body = self.body(&req, &code);
+        let channel = self.deliver(&req, otp_id, channels, &body, now).await?;
+        Ok(Issued {
+            otp_id,
+            expires_at,
+            channel,
+        })
+    }
+
+    /// A test number gets its fixed code and no SMS, on whatever channel it asks for;
+    /// no limit or guard applies (nothing is sent, nothing costs).
+    async fn issue_test_code(
+        &self,
+        req: &SendOtp,
+        test: &TestNumber,
+        now: SystemTime,
+    ) -> Result<Issued, OtpError> {
+        let channel = req.channel.unwrap_or(self.channels[0]);
+        let (otp_id, expires_at) = self.issue(req, &test.code, true, None, now).await?;
+        let to = req.phone.as_str().to_owned();
+        self.store
+            .record_delivery(otp_id, to, channel, Delivery::Skipped, now, req.caller)
+            .await?;
+        let (masked, purpose) = (req.phone.masked(), req.purpose.as_str());
+        log::info!(otp_id = otp_id, purpose = purpose, phone:% = masked; "otp {otp_id} for {masked} ({purpose}): test number, no SMS sent");
+        self.events.test_number.increment(1);
+        Ok(Issued {
+            otp_id,
+            expires_at,
+            channel,
+        })
+    }
+
+    /// Stores the code's MAC (superseding the live code for the same phone and purpose).
+    async fn issue(
+        &self,
+        req: &SendOtp,
+        code: &str,
+        test_number: bool,
+        country: Option<String>,
+        now: SystemTime,
+    ) -> Result<(i64, SystemTime), OtpError> {
+        let expires_at = now + self.otp.ttl;
+        let code_hash = self
+            .key
+            .mac(req.phone.as_str(), req.purpose.as_str(), code)
+            .finalize()
+            .into_bytes()
+            .to_vec();
+        let otp_id = self
+            .store
+            .insert_code(NewCode {
+                caller: req.caller,
+                phone: req.phone.as_str().to_owned(),
+                purpose: req.purpose.as_str().to_owned(),
+                user_id: req.user_id.as_ref().map(|u| u.as_str().to_owned()),
+                code_hash,
+                max_attempts: self.otp.max_attempts,
+                test_number,
+                created_at: now,
+                expires_at,
+                country,
+            })
+            .await?;
+        Ok((otp_id, expires_at))
+    }
+
+    /// The SMS text in the request's locale.
+    fn body(&self, req: &SendOtp, code: &str) -> String {
+        let minutes = self.otp.ttl.as_secs().div_ceil(60).to_string();
+        let purpose = req.purpose.as_str();
+        let template = &self.otp.template;
+        let body = template
+            .text(template.locale_for(req.locale.as_deref()))
+            .map(|text| {
+                text.render(|name| match name {
+                    "code" => Some(code),
+                    "minutes" => Some(minutes.as_str()),
+                    "purpose" => Some(purpose),
+                    _ => None,
+                })
+            });
+        // Checked at load: the otp template has the default locale and only these slots.
+        let Some(Ok(body)) = body else {
+            unreachable!("the otp template was validated at start-up")
+        };
+        body
+    }
+
+    /// Sends on each channel in turn until one takes it; every try is recorded. A
+    /// refusal moves to the next channel; an outage does not (every channel is the same
+    /// provider). Returns the channel that carried the code.
+    async fn deliver(
+        &self,
+        req: &SendOtp,
+        otp_id: i64,
+        channels: Vec<Channel>,
+        body: &str,
+        now: SystemTime,
+    ) -> Result<Channel, OtpError> {
+        let (masked, purpose) = (req.phone.masked(), req.purpose.as_str());
+        let to = req.phone.as_str();
+        let provider = self.sender.provider().unwrap_or("none");
+        let last = channels.len().saturating_sub(1);
+        for (i, channel) in channels.into_iter().enumerate() {
+            match self.sender.send(&req.phone, channel, body).await {
+                Ok(sent) => {
+                    // At info, unlike verify's success line: a send already costs a
+                    // provider call, and operators look codes up by it.
+                    log::info!(
+                        otp_id = otp_id, purpose = purpose, phone:% = masked, channel:% = channel, twilio_sid = sent.sid.as_str();
+                        "otp {otp_id} for {masked} ({purpose}) sent via {provider} {channel}, sid {}",
+                        sent.sid
+                    );
+                    self.events.sent.increment(1);
+                    let delivery = Delivery::Sent {
+                        provider,
+                        sid: sent.sid,
+                        status: sent.status,
+                        attempts: sent.attempts,
+                    };
+                    self.store
+                        .record_delivery(otp_id, to.to_owned(), channel, delivery, now, req.caller)
+                        .await?;
+                    return Ok(channel);
+                }
+                Err(error @ SendError::Rejected { .. }) if i < last => {
+                    log::warn!(
+                        otp_id = otp_id, purpose = purpose, phone:% = masked, channel:% = channel, error:% = error;
+                        "otp {otp_id} for {masked} ({purpose}) not sent by {channel}, trying the next channel: {error}"
+                    );
+                    self.events.channel_fallback.increment(1);
+                    let delivery = failed(provider, &error);
+                    self.store
+                        .record_fallback(otp_id, to.to_owned(), channel, delivery, now, req.caller)
+                        .await?;
+                }
+                Err(error) => {
+                    // Marked failed: this code can never verify, whatever happens next.
+                    let error_code = error.provider_code();
+                    log::warn!(otp_id = otp_id, purpose = purpose, phone:% = masked, error:% = error, error_code = error_code; "otp {otp_id} for {masked} ({purpose}) not sent: {error}");
+                    match error {
+                        SendError::CircuitOpen { .. } => self.events.circuit_open.increment(1),
+                        _ => self.events.send_failed.increment(1),
+                    }
+                    let delivery = failed(provider, &error);
+                    self.store
+                        .record_delivery(otp_id, to.to_owned(), channel, delivery, now, req.caller)
+                        .await?;
+                    return Err(error.into());
+                }
+            }
+        }
+        // `messaging.channels` is never empty and a named channel is one: unreachable in
+        // practice, and answered as a configuration problem rather than a panic.
+        Err(SendError::ChannelNotConfigured(req.channel.unwrap_or(Channel::Sms)).into())
+    }
+
+    /// Asks the guard about a code's SMS; returns the destination region to store.
+    async fn guard_send(&self, req: &SendOtp, now: SystemTime) -> Result<String, OtpError> {
+        let dest = self.guard.destination(&req.phone);
+        let verdict = self.guard.check(&dest, now, &self.store).await?;
+        self.audit_guard(
+            verdict,
+            &req.phone,
+            Some(&req.purpose),
+            req.user_id.as_ref(),
+            Some(req.caller),
+            now,
+        )
+        .await?;
+        Ok(dest.region_code())
+    }
+
+    /// Audits every refusal and would-be refusal, then fails if the send is blocked.
+    async fn audit_guard(
+        &self,
+        verdict: Verdict,
+        phone: &PhoneNumber,
+        purpose: Option<&Purpose>,
+        user_id: Option<&UserId>,
+        caller: Option<Caller>,
+        now: SystemTime,
+    ) -> Result<(), OtpError> {
+        let who = Subject {
+            phone,
+            purpose: purpose.map(Purpose::as_str),
+            user_id: user_id.map(UserId::as_str),
+            caller,
+        };
+        match self.guard.audit(verdict, who, now, &self.store).await? {
+            Some(e) => Err(e.into()),
+            None => Ok(()),
+        }
+    }
+
+    /// Sends the fixed test message to the configured test number; returns its SID.
+    pub async fn send_test_message(&self, now: SystemTime) -> Result<String, OtpError> {
+        let to = self.test_phone.as_ref().ok_or(OtpError::NoTestNumber)?;
+        let provider = self.sender.provider().ok_or(SendError::NotConfigured)?;
+        self.limiter.check_global()?;
+        // Only the daily cap: the message costs money, but goes to the operator's number.
+        let verdict = self.guard.check_test_message(now, &self.store).await?;
+        self.audit_guard(verdict, to, None, None, None, now).await?;
+        let result = self.sender.send(to, Channel::Sms, TEST_MESSAGE).await;
+        let delivery = match &result {
+            Ok(sent) => Delivery::Sent {
+                provider,
+                sid: sent.sid.clone(),
+                status: sent.status.clone(),
+                attempts: sent.attempts,
+            },
+            Err(error) => failed(provider, error),
+        };
+        self.store
+            .record_message(to.as_str().to_owned(), delivery, now)
+            .await?;
+        match result {
+            Ok(sent) => {
+                log::info!(
+                    "test message sent to {} via {provider}, sid {}",
+                    to.masked(),
+                    sent.sid
+                );
+                Ok(sent.sid)
+            }
+            Err(error) => {
+                log::warn!("test message to {} not sent: {error}", to.masked());
+                Err(error.into())
+            }
+        }
+    }
+}
+
+/// The record of a message that did not leave, with the provider's error code if it
+/// gave one and the number of requests made; a refusal by the open circuit is told apart.
+fn failed(provider: &'static str, error: &SendError) -> Delivery {
+    match error {
+        SendError::CircuitOpen { .. } => Delivery::CircuitOpen {
+            provider,
+            error_message: error.to_string(),
+        },
+        _ => Delivery::Failed {
+            provider,
+            error_code: error.provider_code(),
+            error_message: error.to_string(),
+            attempts: error.attempts(),
+        },
+    }
+}

@@ -1,0 +1,118 @@
+//! The read and admin side the api and the daemon's jobs use: the `/status/` summary,
+//! message and audit listings, the store's health, and the retention job. Knows nothing
+//! of HTTP; the api shapes these into JSON.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::config::{Config, RetentionConfig};
+use crate::limiter::Limiter;
+use crate::sender::Sender;
+use crate::store::{AuditRow, Counts, Cutoffs, MessageRow, Purged, Store, StoreError};
+use crate::types::PhoneNumber;
+
+/// What `/status/` reports.
+pub struct Status {
+    pub provider: Option<&'static str>,
+    pub dev_mode: bool,
+    pub test_phone_configured: bool,
+    pub purposes: Vec<String>,
+    pub otp_length: usize,
+    pub otp_ttl: Duration,
+    pub limiter_keys: usize,
+    /// Whether the provider answered its last request; `None` before the first.
+    pub provider_reachable: Option<bool>,
+    /// The provider's circuit breaker (`closed`, `open`, `half_open`); `None` without one.
+    pub provider_circuit: Option<&'static str>,
+    pub counts: Counts,
+}
+
+pub struct Reports {
+    store: Store,
+    limiter: Arc<Limiter>,
+    sender: Arc<Sender>,
+    retention: RetentionConfig,
+    test_phone_configured: bool,
+    purposes: Vec<String>,
+    otp_length: usize,
+    otp_ttl: Duration,
+}
+
+impl Reports {
+    pub fn new(config: &Config, store: Store, limiter: Arc<Limiter>, sender: Arc<Sender>) -> Self {
+        Reports {
+            store,
+            limiter,
+            sender,
+            retention: config.retention,
+            test_phone_configured: config.test_phone_number.is_some(),
+            purposes: config.otp.purposes.clone(),
+            otp_length: config.otp.length,
+            otp_ttl: config.otp.ttl,
+        }
+    }
+
+    pub async fn status(&self) -> Result<Status, StoreError> {
+        let provider = self.sender.provider();
+        Ok(Status {
+            provider,
+            dev_mode: provider == Some("dev_outbox"),
+            test_phone_configured: self.test_phone_configured,
+            purposes: self.purposes.clone(),
+            otp_length: self.otp_length,
+            otp_ttl: self.otp_ttl,
+            limiter_keys: self.limiter.key_count(),
+            provider_reachable: self.sender.reachable(),
+            provider_circuit: self.sender.circuit(),
+            counts: self.store.counts().await?,
+        })
+    }
+
+    /// Whether the store answers (`/healthz`, the watchdog).
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.store.ping().await
+    }
+
+    /// The retention job: deletes what has outlived `[retention]`.
+    pub async fn purge(&self, now: SystemTime) -> Result<Purged, StoreError> {
+        let r = &self.retention;
+        let before = |keep: Duration| now.checked_sub(keep).unwrap_or(UNIX_EPOCH);
+        let purged = self
+            .store
+            .purge(Cutoffs {
+                codes_before: before(r.codes),
+                messages_before: before(r.messages),
+                audit_before: before(r.audit),
+            })
+            .await?;
+        log::info!(
+            "retention: deleted {} codes, {} messages, {} audit events",
+            purged.otps,
+            purged.messages,
+            purged.audit
+        );
+        Ok(purged)
+    }
+
+    pub fn retention_interval(&self) -> Duration {
+        self.retention.interval
+    }
+
+    pub async fn messages_since(
+        &self,
+        since: SystemTime,
+        limit: u32,
+    ) -> Result<Vec<MessageRow>, StoreError> {
+        self.store.messages_since(since, limit).await
+    }
+
+    pub async fn audit_since(
+        &self,
+        since: SystemTime,
+        phone: Option<&PhoneNumber>,
+        limit: u32,
+    ) -> Result<Vec<AuditRow>, StoreError> {
+        let phone = phone.map(|p| p.as_str().to_owned());
+        self.store.audit_since(since, phone, limit).await
+    }
+}

@@ -1,0 +1,177 @@
+//! Validated values built once at the API edge: phone numbers in E.164, purposes from
+//! the configured allow-list, user ids and OTP codes. The service below takes these
+//! types and never re-validates; nothing here knows about HTTP or SQL.
+
+use std::fmt;
+
+use thiserror::Error;
+
+mod phone;
+pub mod phone_cache;
+
+pub use phone::{MaskedPhone, PhoneNumber, Region, mask_numbers};
+
+/// Why a caller's value was refused; `api` maps each variant to a stable error code.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum InvalidInput {
+    #[error("Invalid phone number")]
+    PhoneNumber(&'static str),
+    #[error("Invalid purpose")]
+    Purpose(String),
+    #[error("Invalid user_id")]
+    UserId(&'static str),
+    #[error("Invalid OTP code")]
+    OtpCode(&'static str),
+    #[error("Invalid channel")]
+    Channel(String),
+}
+
+/// The process on the other end of the socket (SO_PEERCRED): logged with requests,
+/// written to the audit trail, and checked against the allow-list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Caller {
+    pub uid: u32,
+    pub gid: u32,
+    pub pid: Option<i32>,
+}
+
+/// A purpose from the configured allow-list ("registration", "login", ...).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Purpose(String);
+
+impl Purpose {
+    pub fn parse(input: &str, allowed: &[String]) -> Result<Self, InvalidInput> {
+        if allowed.iter().any(|p| p == input) {
+            Ok(Purpose(input.to_owned()))
+        } else {
+            Err(InvalidInput::Purpose(allowed.join(", ")))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// How a message reaches the phone. WhatsApp goes through Twilio's same Messages API,
+/// with `whatsapp:` in front of both addresses and its own sender.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Channel {
+    Sms,
+    WhatsApp,
+}
+
+impl Channel {
+    pub const ALL: [Channel; 2] = [Channel::Sms, Channel::WhatsApp];
+
+    pub fn parse(input: &str) -> Result<Self, InvalidInput> {
+        Channel::ALL
+            .into_iter()
+            .find(|c| c.as_str() == input)
+            .ok_or_else(|| InvalidInput::Channel(format!("{input:?}: use \"sms\" or \"whatsapp\"")))
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Channel::Sms => "sms",
+            Channel::WhatsApp => "whatsapp",
+        }
+    }
+
+    /// The address Twilio expects for `number` on this channel.
+    pub fn address(self, number: &str) -> String {
+        match self {
+            Channel::Sms => number.to_owned(),
+            Channel::WhatsApp => format!("whatsapp:{number}"),
+        }
+    }
+}
+
+impl fmt::Display for Channel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The backend's id for its already-authenticated user, kept opaque.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct UserId(String);
+
+impl UserId {
+    const MAX_LEN: usize = 128;
+
+    pub fn parse(input: &str) -> Result<Self, InvalidInput> {
+        if input.is_empty() {
+            return Err(InvalidInput::UserId("user_id is empty"));
+        }
+        if input.len() > Self::MAX_LEN {
+            return Err(InvalidInput::UserId("user_id is longer than 128 bytes"));
+        }
+        if input.chars().any(char::is_control) {
+            return Err(InvalidInput::UserId("user_id contains control characters"));
+        }
+        Ok(UserId(input.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A code as typed by the user: ASCII digits of a length otpd can ever issue (4–10).
+/// Whether it is the right length for the code on file is the comparison's business.
+#[derive(Clone, PartialEq, Eq)]
+pub struct OtpCode(String);
+
+impl OtpCode {
+    pub const MIN_LEN: usize = 4;
+    pub const MAX_LEN: usize = 10;
+
+    pub fn parse(input: &str) -> Result<Self, InvalidInput> {
+        let input = input.trim();
+        if !(Self::MIN_LEN..=Self::MAX_LEN).contains(&input.len()) {
+            return Err(InvalidInput::OtpCode("otp_code must have 4 to 10 digits"));
+        }
+        if !input.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(InvalidInput::OtpCode(
+                "otp_code may contain only the digits 0-9",
+            ));
+        }
+        Ok(OtpCode(input.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Codes never reach a log, not even through `{:?}`.
+impl fmt::Debug for OtpCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("OtpCode(******)")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn otp_codes_are_ascii_digits_only() {
+        assert!(OtpCode::parse("123456").is_ok());
+        assert!(OtpCode::parse("12 34").is_err());
+        assert!(OtpCode::parse("١٢٣٤٥٦").is_err());
+        assert!(OtpCode::parse("123").is_err());
+        assert_eq!(
+            format!("{:?}", OtpCode::parse("123456")),
+            "Ok(OtpCode(******))"
+        );
+    }
+
+    #[test]
+    fn purposes_come_from_the_allow_list() {
+        let allowed = vec!["login".to_owned()];
+        assert!(Purpose::parse("login", &allowed).is_ok());
+        assert!(Purpose::parse("Login", &allowed).is_err());
+    }
+}
