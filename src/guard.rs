@@ -8,23 +8,22 @@
 //! the backend writes them to its own users, so the pumping rules do not fit them, but
 //! they cost the same money and count against the same day.
 //!
-//! It reads counts and writes its audit events through the store's narrow operations
-//! and knows nothing of HTTP or SQL. The caller's own limits (per phone, per user, global) stay in the limiter,
-//! which runs first, so a flood is refused there before it can reach the guard.
+//! It holds no store: the service reads the counts it [`Needs`] and passes them in as
+//! [`Observed`], and writes the audit events of the [`Verdict`]. Knows nothing of HTTP or
+//! SQL. The caller's own limits (per phone, per user, global) stay in the limiter, which
+//! runs first, so a flood is refused there before it can reach the guard.
 
-use std::num::NonZeroU32;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use governor::clock::Clock;
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use governor::{DefaultKeyedRateLimiter, RateLimiter};
 use thiserror::Error;
 
-use crate::config::{GuardConfig, GuardMode, GuardRegion as Region, Rate};
-use crate::store::{GuardEvent, Store, StoreError};
+use crate::config::{GuardConfig, GuardMode, GuardRegion as Region};
 use crate::telemetry;
+use crate::types::PhoneNumber;
 use crate::types::phone_cache;
-use crate::types::{Caller, PhoneNumber};
 
 /// A send the guard refuses; each variant has its own API error code.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
@@ -70,12 +69,29 @@ pub struct Verdict {
     pub would_block: Vec<GuardError>,
 }
 
-/// Who a guarded send was for, as the audit trail records it.
-pub struct Subject<'a> {
-    pub phone: &'a PhoneNumber,
-    pub purpose: Option<&'a str>,
-    pub user_id: Option<&'a str>,
-    pub caller: Option<Caller>,
+impl Verdict {
+    /// Every refusal and would-be refusal, with the audit event it is recorded as.
+    pub fn events(&self) -> impl Iterator<Item = (&'static str, &GuardError)> {
+        (self.blocked.iter().map(|e| ("guard_blocked", e)))
+            .chain(self.would_block.iter().map(|e| ("guard_would_block", e)))
+    }
+}
+
+/// The counts a check needs from the store, which the service reads before asking.
+#[derive(Debug, Default)]
+pub struct Needs {
+    /// Codes sent to this country since this time and never verified.
+    pub unverified: Option<(String, SystemTime)>,
+    /// Messages written since this time (the start of the UTC day), to seed the cap.
+    pub messages_since: Option<SystemTime>,
+}
+
+/// The counts the service read for [`Needs`].
+#[derive(Debug, Default)]
+pub struct Observed {
+    /// How many unverified codes, and when the oldest of them was sent.
+    pub unverified: (u64, Option<SystemTime>),
+    pub messages_today: Option<u64>,
 }
 
 /// Where a number goes, as the guard sees it.
@@ -115,15 +131,6 @@ pub struct Guard {
 
 const DAY: u64 = 86_400;
 
-/// "N per period" as GCRA, exactly as `limiter.rs` builds its quotas: a burst of N,
-/// refilled one every period / N.
-fn quota(rate: Rate) -> Quota {
-    let interval = rate.period / rate.count.get();
-    Quota::with_period(interval)
-        .unwrap_or_else(|| Quota::per_second(NonZeroU32::MAX))
-        .allow_burst(rate.count)
-}
-
 fn keyed<K: std::hash::Hash + Eq + Clone>(
     limiter: &DefaultKeyedRateLimiter<K>,
     key: &K,
@@ -140,8 +147,12 @@ fn unix_secs(t: SystemTime) -> u64 {
 impl Guard {
     pub fn new(config: &GuardConfig) -> Self {
         Guard {
-            per_country: config.per_country.map(|r| RateLimiter::keyed(quota(r))),
-            per_prefix: config.per_prefix.map(|r| RateLimiter::keyed(quota(r))),
+            per_country: config
+                .per_country
+                .map(|r| RateLimiter::keyed(crate::limiter::quota(r))),
+            per_prefix: config
+                .per_prefix
+                .map(|r| RateLimiter::keyed(crate::limiter::quota(r))),
             config: config.clone(),
             today: Mutex::new(None),
         }
@@ -170,24 +181,33 @@ impl Guard {
         }
     }
 
+    /// What [`Guard::check`] (with `dest`) or the daily cap alone (without) needs read.
+    pub fn needs(&self, dest: Option<&Destination>, now: SystemTime) -> Needs {
+        let c = &self.config;
+        let day = unix_secs(now) / DAY;
+        let seeded = self.lock().is_some_and(|t| t.day == day);
+        Needs {
+            unverified: dest.zip(c.unverified_per_country).map(|(dest, _)| {
+                let since = now.checked_sub(c.unverified_window).unwrap_or(UNIX_EPOCH);
+                (dest.region_code(), since)
+            }),
+            messages_since: (c.daily_message_cap.is_some() && !seeded)
+                .then(|| UNIX_EPOCH + Duration::from_secs(day * DAY)),
+        }
+    }
+
     /// Checks a code's SMS to `dest` against every rule, cheapest first, stopping at
     /// the first that refuses in enforce mode. The daily cap comes last and counts the
     /// message only if nothing refused it.
-    pub async fn check(
-        &self,
-        dest: &Destination,
-        now: SystemTime,
-        store: &Store,
-    ) -> Result<Verdict, StoreError> {
+    pub fn check(&self, dest: &Destination, now: SystemTime, observed: &Observed) -> Verdict {
         let mut verdict = Verdict::default();
         let c = &self.config;
         let country = || dest.region_code();
         if self.country_refused(&mut verdict, dest) {
-            return Ok(verdict);
+            return verdict;
         }
         if let Some(budget) = c.unverified_per_country {
-            let since = now.checked_sub(c.unverified_window).unwrap_or(UNIX_EPOCH);
-            let (count, oldest) = store.count_unverified(country(), since).await?;
+            let (count, oldest) = observed.unverified;
             if count >= budget {
                 // One slot frees when the oldest leaves the window (or sooner, by a verify).
                 let retry_after = oldest
@@ -200,7 +220,7 @@ impl Guard {
                     retry_after,
                 };
                 if self.refuse(&mut verdict, e) {
-                    return Ok(verdict);
+                    return verdict;
                 }
             }
         }
@@ -208,7 +228,7 @@ impl Guard {
             && let Err(retry_after) = keyed(limiter, &dest.prefix)
             && self.refuse(&mut verdict, GuardError::PrefixLimited { retry_after })
         {
-            return Ok(verdict);
+            return verdict;
         }
         if let Some(limiter) = &self.per_country
             && let Err(retry_after) = keyed(limiter, &dest.region)
@@ -218,30 +238,30 @@ impl Guard {
                 retry_after,
             };
             if self.refuse(&mut verdict, e) {
-                return Ok(verdict);
+                return verdict;
             }
         }
-        if let Err(e) = self.count_message(now, store).await? {
+        if let Err(e) = self.count_message(now, observed) {
             self.refuse(&mut verdict, e);
         }
-        Ok(verdict)
+        verdict
     }
 
     /// A plain message to `dest`: the country lists, then the daily cap.
-    pub async fn check_message(
+    pub fn check_message(
         &self,
         dest: &Destination,
         now: SystemTime,
-        store: &Store,
-    ) -> Result<Verdict, StoreError> {
+        observed: &Observed,
+    ) -> Verdict {
         let mut verdict = Verdict::default();
         if self.country_refused(&mut verdict, dest) {
-            return Ok(verdict);
+            return verdict;
         }
-        if let Err(e) = self.count_message(now, store).await? {
+        if let Err(e) = self.count_message(now, observed) {
             self.refuse(&mut verdict, e);
         }
-        Ok(verdict)
+        verdict
     }
 
     /// The allow- and deny-lists; true when the send must stop here.
@@ -258,46 +278,14 @@ impl Guard {
             )
     }
 
-    /// Audits every refusal and would-be refusal of `verdict`; returns the refusal
-    /// that stops the send, if any.
-    pub async fn audit(
-        &self,
-        verdict: Verdict,
-        who: Subject<'_>,
-        now: SystemTime,
-        store: &Store,
-    ) -> Result<Option<GuardError>, StoreError> {
-        let events = (verdict.blocked.iter().map(|e| ("guard_blocked", e)))
-            .chain(verdict.would_block.iter().map(|e| ("guard_would_block", e)));
-        for (event, e) in events {
-            log::warn!("{event} {} for {}: {e}", e.rule(), who.phone.masked());
-            store
-                .record_guard_event(GuardEvent {
-                    at: now,
-                    event,
-                    phone: who.phone.as_str().to_owned(),
-                    purpose: who.purpose.map(str::to_owned),
-                    user_id: who.user_id.map(str::to_owned),
-                    detail: e.rule(),
-                    caller: who.caller,
-                })
-                .await?;
-        }
-        Ok(verdict.blocked)
-    }
-
     /// The daily cap alone, for the test message: it costs money like any other, but
     /// goes to the operator's own number, so no destination rule applies.
-    pub async fn check_test_message(
-        &self,
-        now: SystemTime,
-        store: &Store,
-    ) -> Result<Verdict, StoreError> {
+    pub fn check_test_message(&self, now: SystemTime, observed: &Observed) -> Verdict {
         let mut verdict = Verdict::default();
-        if let Err(e) = self.count_message(now, store).await? {
+        if let Err(e) = self.count_message(now, observed) {
             self.refuse(&mut verdict, e);
         }
-        Ok(verdict)
+        verdict
     }
 
     /// Files `e` as blocking (enforce: returns true, stop) or as a would-block.
@@ -322,29 +310,21 @@ impl Guard {
 
     /// Counts one message against today's cap (UTC). Refused sends are not counted in
     /// enforce mode; in record mode every send counts, as every send leaves.
-    async fn count_message(
-        &self,
-        now: SystemTime,
-        store: &Store,
-    ) -> Result<Result<(), GuardError>, StoreError> {
+    fn count_message(&self, now: SystemTime, observed: &Observed) -> Result<(), GuardError> {
         let Some(cap) = self.config.daily_message_cap else {
-            return Ok(Ok(()));
+            return Ok(());
         };
         let secs = unix_secs(now);
         let day = secs / DAY;
-        let seeded = self.lock().is_some_and(|t| t.day == day);
-        if !seeded {
-            // The store holds every message written today, so the cap survives restarts.
-            let since = UNIX_EPOCH + Duration::from_secs(day * DAY);
-            let count = store.count_messages_since(since).await?;
-            let mut today = self.lock();
-            if today.is_none_or(|t| t.day != day) {
-                *today = Some(DayCount { day, count });
-            }
-        }
         let mut today = self.lock();
-        let Some(t) = today.as_mut() else {
-            return Ok(Ok(()));
+        // The store holds every message written today, so the cap survives restarts.
+        if let Some(count) = observed.messages_today
+            && today.is_none_or(|t| t.day != day)
+        {
+            *today = Some(DayCount { day, count });
+        }
+        let Some(t) = today.as_mut().filter(|t| t.day == day) else {
+            return Ok(());
         };
         let over = t.count >= cap;
         if !over || self.config.mode == GuardMode::Record {
@@ -353,9 +333,9 @@ impl Guard {
         if over {
             // Until the next UTC midnight.
             let retry_after = Duration::from_secs(DAY - secs % DAY);
-            return Ok(Err(GuardError::DailyCapReached { cap, retry_after }));
+            return Err(GuardError::DailyCapReached { cap, retry_after });
         }
-        Ok(Ok(()))
+        Ok(())
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Option<DayCount>> {
@@ -397,15 +377,17 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn the_daily_cap_starts_again_at_utc_midnight() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&crate::config::StoreConfig {
-            path: dir.path().join("otpd.db"),
-            busy_timeout: Duration::from_secs(5),
-            max_size: None,
-        })
-        .unwrap();
+    /// What the service would pass: the seed count when the guard asks for one.
+    fn observed(guard: &Guard, dest: &Destination, now: SystemTime, today: u64) -> Observed {
+        let needs = guard.needs(Some(dest), now);
+        Observed {
+            unverified: (0, None),
+            messages_today: needs.messages_since.map(|_| today),
+        }
+    }
+
+    #[test]
+    fn the_daily_cap_starts_again_at_utc_midnight() {
         let guard = Guard::new(&GuardConfig {
             daily_message_cap: Some(2),
             ..config()
@@ -413,14 +395,14 @@ mod tests {
         let dest = guard.destination(&PhoneNumber::parse("+34600111222").unwrap());
         let day = UNIX_EPOCH + Duration::from_secs(20_000 * DAY);
         let late = day + Duration::from_secs(DAY - 10);
+        let check = |now| guard.check(&dest, now, &observed(&guard, &dest, now, 0));
         for _ in 0..2 {
-            let verdict = guard.check(&dest, late, &store).await.unwrap();
+            let verdict = check(late);
             assert!(verdict.blocked.is_none(), "{verdict:?}");
         }
         for _ in 0..3 {
-            let verdict = guard.check(&dest, late, &store).await.unwrap();
             assert_eq!(
-                verdict.blocked,
+                check(late).blocked,
                 Some(GuardError::DailyCapReached {
                     cap: 2,
                     retry_after: Duration::from_secs(10)
@@ -429,29 +411,31 @@ mod tests {
         }
         let next_day = day + Duration::from_secs(DAY);
         for _ in 0..2 {
-            let verdict = guard.check(&dest, next_day, &store).await.unwrap();
+            let verdict = check(next_day);
             assert!(verdict.blocked.is_none(), "{verdict:?}");
         }
-        assert!(
-            guard
-                .check(&dest, next_day, &store)
-                .await
-                .unwrap()
-                .blocked
-                .is_some()
-        );
-        store.close();
+        assert!(check(next_day).blocked.is_some());
     }
 
-    #[tokio::test]
-    async fn a_send_refused_by_another_rule_does_not_count_against_the_daily_cap() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&crate::config::StoreConfig {
-            path: dir.path().join("otpd.db"),
-            busy_timeout: Duration::from_secs(5),
-            max_size: None,
-        })
-        .unwrap();
+    #[test]
+    fn the_daily_cap_is_seeded_with_what_the_store_counted_today() {
+        let guard = Guard::new(&GuardConfig {
+            daily_message_cap: Some(3),
+            ..config()
+        });
+        let dest = guard.destination(&PhoneNumber::parse("+34600111222").unwrap());
+        let now = SystemTime::now();
+        assert!(guard.needs(Some(&dest), now).messages_since.is_some());
+        let first = guard.check(&dest, now, &observed(&guard, &dest, now, 2));
+        assert!(first.blocked.is_none(), "{first:?}");
+        // Seeded: the guard counts on by itself and asks no more.
+        assert!(guard.needs(Some(&dest), now).messages_since.is_none());
+        let second = guard.check(&dest, now, &Observed::default());
+        assert_eq!(second.blocked.map(|e| e.rule()), Some("daily_message_cap"));
+    }
+
+    #[test]
+    fn a_send_refused_by_another_rule_does_not_count_against_the_daily_cap() {
         let guard = Guard::new(&GuardConfig {
             daily_message_cap: Some(1),
             deny_countries: vec![Some(Id::ES)],
@@ -461,14 +445,13 @@ mod tests {
         let es = guard.destination(&PhoneNumber::parse("+34600111222").unwrap());
         let pt = guard.destination(&PhoneNumber::parse("+351912345678").unwrap());
         for _ in 0..3 {
-            let verdict = guard.check(&es, now, &store).await.unwrap();
+            let verdict = guard.check(&es, now, &observed(&guard, &es, now, 0));
             assert_eq!(verdict.blocked.map(|e| e.rule()), Some("country"));
         }
-        let verdict = guard.check(&pt, now, &store).await.unwrap();
+        let verdict = guard.check(&pt, now, &observed(&guard, &pt, now, 0));
         assert!(verdict.blocked.is_none(), "{verdict:?}");
-        let verdict = guard.check(&pt, now, &store).await.unwrap();
+        let verdict = guard.check(&pt, now, &observed(&guard, &pt, now, 0));
         assert_eq!(verdict.blocked.map(|e| e.rule()), Some("daily_message_cap"));
-        store.close();
     }
 
     #[test]

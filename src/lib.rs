@@ -54,6 +54,7 @@ pub mod reports;
 pub mod segments;
 pub mod templates;
 
+pub mod checks;
 pub mod guard;
 pub mod limiter;
 pub mod sender;

@@ -139,7 +139,7 @@ struct Keyed {
 }
 
 /// "N per period" as GCRA: a burst of N, refilled one cell every period / N.
-fn quota(rate: Rate) -> Quota {
+pub fn quota(rate: Rate) -> Quota {
     let interval = rate.period / rate.count.get();
     Quota::with_period(interval)
         .unwrap_or_else(|| Quota::per_second(NonZeroU32::MAX))

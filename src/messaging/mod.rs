@@ -18,8 +18,9 @@ use sha2::{Digest, Sha256};
 use thiserror::Error;
 use tokio::sync::Notify;
 
+use crate::checks::{self, Check, Subject};
 use crate::config::{Config, MessagingConfig, ProviderConfig, Secret};
-use crate::guard::{Guard, GuardError, Subject};
+use crate::guard::{Guard, GuardError};
 use crate::limiter::{Limiter, RateLimited};
 use crate::segments::{self, Segments};
 use crate::sender::Sender;
@@ -273,15 +274,15 @@ impl MessagingService {
         now: SystemTime,
     ) -> Result<(), MessagingError> {
         let dest = self.guard.destination(to);
-        let verdict = self.guard.check_message(&dest, now, &self.store).await?;
         let who = Subject {
             phone: to,
             purpose: None,
             user_id: user_id.map(UserId::as_str),
             caller: Some(caller),
         };
-        match self.guard.audit(verdict, who, now, &self.store).await? {
-            Some(e) => Err(e.into()),
+        let check = Check::Message(&dest);
+        match checks::guard(&self.guard, &self.store, check, who, now).await? {
+            Some(refused) => Err(refused.into()),
             None => Ok(()),
         }
     }

@@ -13,10 +13,10 @@ use std::time::{Duration, SystemTime};
 use metrics::Counter;
 use thiserror::Error;
 
+pub(crate) use code::CodeKey;
 pub use code::KeyError;
 #[cfg(test)]
 pub(crate) use code::code_matches;
-pub(crate) use code::CodeKey;
 use code::load_key;
 
 use crate::config::{Config, OtpConfig};

@@ -8,31 +8,36 @@ use hmac::Mac;
 
 use super::code::generate_code;
 use super::{Issued, OtpError, OtpService, SendOtp, TEST_MESSAGE};
+use crate::checks::{self, Check, Subject};
 use crate::config::TestNumber;
-use crate::guard::{Subject, Verdict};
 use crate::sender::SendError;
 use crate::store::{Delivery, NewCode};
-use crate::types::{Caller, Channel, PhoneNumber, Purpose, UserId};
+use crate::types::{Channel, UserId};
 
 impl OtpService {
     pub async fn send_otp(&self, req: SendOtp, now: SystemTime) -> Result<Issued, OtpError> {
-        if let Some(test) = self
+        let test = self
             .otp
             .test_numbers
             .iter()
-            .find(|t| t.matches(&req.phone, now))
-        {
-            return self.issue_test_code(&req, test, now).await;
-        }
-        if self.sender.provider().is_none() {
+            .find(|t| t.matches(&req.phone, now));
+        if test.is_none() && self.sender.provider().is_none() {
             return Err(SendError::NotConfigured.into());
         }
-        let channels = self
-            .sender
-            .channels(req.channel, &self.channels)
-            .map_err(SendError::ChannelNotConfigured)?;
+        let channels = match test {
+            // A test number is sent nothing, on whatever channel it asks for.
+            Some(_) => vec![req.channel.unwrap_or(self.channels[0])],
+            None => self
+                .sender
+                .channels(req.channel, &self.channels)
+                .map_err(SendError::ChannelNotConfigured)?,
+        };
+        // Test numbers too: a script hammering one must still be told to slow down.
         self.limiter
             .check_send(req.phone.as_str(), req.user_id.as_ref().map(UserId::as_str))?;
+        if let Some(test) = test {
+            return self.issue_test_code(&req, test, channels[0], now).await;
+        }
         // The cost guard, after the caller's own limits (a flood stops there) and before
         // anything is stored or sent.
         let country = match self.guard.is_active() {
@@ -50,15 +55,15 @@ impl OtpService {
         })
     }
 
-    /// A test number gets its fixed code and no SMS, on whatever channel it asks for;
-    /// no limit or guard applies (nothing is sent, nothing costs).
+    /// A test number gets its fixed code and no SMS; the cost guard does not apply
+    /// (nothing is sent, nothing costs).
     async fn issue_test_code(
         &self,
         req: &SendOtp,
         test: &TestNumber,
+        channel: Channel,
         now: SystemTime,
     ) -> Result<Issued, OtpError> {
-        let channel = req.channel.unwrap_or(self.channels[0]);
         let (otp_id, expires_at) = self.issue(req, &test.code, true, None, now).await?;
         let to = req.phone.as_str().to_owned();
         self.store
@@ -202,38 +207,15 @@ impl OtpService {
     /// Asks the guard about a code's SMS; returns the destination region to store.
     async fn guard_send(&self, req: &SendOtp, now: SystemTime) -> Result<String, OtpError> {
         let dest = self.guard.destination(&req.phone);
-        let verdict = self.guard.check(&dest, now, &self.store).await?;
-        self.audit_guard(
-            verdict,
-            &req.phone,
-            Some(&req.purpose),
-            req.user_id.as_ref(),
-            Some(req.caller),
-            now,
-        )
-        .await?;
-        Ok(dest.region_code())
-    }
-
-    /// Audits every refusal and would-be refusal, then fails if the send is blocked.
-    async fn audit_guard(
-        &self,
-        verdict: Verdict,
-        phone: &PhoneNumber,
-        purpose: Option<&Purpose>,
-        user_id: Option<&UserId>,
-        caller: Option<Caller>,
-        now: SystemTime,
-    ) -> Result<(), OtpError> {
         let who = Subject {
-            phone,
-            purpose: purpose.map(Purpose::as_str),
-            user_id: user_id.map(UserId::as_str),
-            caller,
+            phone: &req.phone,
+            purpose: Some(req.purpose.as_str()),
+            user_id: req.user_id.as_ref().map(UserId::as_str),
+            caller: Some(req.caller),
         };
-        match self.guard.audit(verdict, who, now, &self.store).await? {
-            Some(e) => Err(e.into()),
-            None => Ok(()),
+        match checks::guard(&self.guard, &self.store, Check::Code(&dest), who, now).await? {
+            Some(refused) => Err(refused.into()),
+            None => Ok(dest.region_code()),
         }
     }
 
@@ -243,8 +225,16 @@ impl OtpService {
         let provider = self.sender.provider().ok_or(SendError::NotConfigured)?;
         self.limiter.check_global()?;
         // Only the daily cap: the message costs money, but goes to the operator's number.
-        let verdict = self.guard.check_test_message(now, &self.store).await?;
-        self.audit_guard(verdict, to, None, None, None, now).await?;
+        let who = Subject {
+            phone: to,
+            purpose: None,
+            user_id: None,
+            caller: None,
+        };
+        let check = Check::TestMessage;
+        if let Some(refused) = checks::guard(&self.guard, &self.store, check, who, now).await? {
+            return Err(refused.into());
+        }
         let result = self.sender.send(to, Channel::Sms, TEST_MESSAGE).await;
         let delivery = match &result {
             Ok(sent) => Delivery::Sent {
