@@ -243,10 +243,9 @@ impl Store {
             source,
         })?;
         let (writer, jobs) = mpsc::channel::<Command>();
-        let db = path.to_owned();
         let thread = std::thread::Builder::new()
             .name("otpd-store-writer".into())
-            .spawn(move || writer::run(conn, jobs, db, busy_timeout))
+            .spawn(move || writer::run(conn, jobs))
             .map_err(|source| StoreError::Open {
                 path: path.to_owned(),
                 source,
