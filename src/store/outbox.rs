@@ -1,14 +1,15 @@
-//! The durable outbox: plain SMS queued by `send-sms`, claimed by the workers, and the
-//! status history of every message (OTP or not) that Twilio's callbacks extend.
-//! Same rules as the rest of the store: writes on the writer thread, one transaction
-//! each; reads on the pool.
+//! The durable outbox: plain SMS queued by `send-sms`, claimed by the workers, sent at
+//! most once, and finished with how the send ended. Each step also extends the
+//! message's status history (`messages.rs`). It must not know how a send is made or why
+//! it failed: outcomes arrive already decided. Same rules as the rest of the store:
+//! writes on the writer thread, one transaction each; reads on the pool.
 
 use std::time::SystemTime;
 
-use rusqlite::{OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, params};
 
+use super::messages::event;
 use super::{Store, StoreError, from_millis, millis};
-use crate::types::Caller;
 
 /// A message to queue; `request_hash` fingerprints what the caller asked for, so a
 /// reused idempotency key with a different request is refused instead of replayed.
@@ -91,47 +92,8 @@ pub enum Outcome {
     },
 }
 
-#[derive(Debug)]
-pub struct MessageDetail {
-    pub id: i64,
-    pub otp_id: Option<i64>,
-    pub kind: String,
-    pub channel: String,
-    pub to: String,
-    pub user_id: Option<String>,
-    pub status: String,
-    pub sid: Option<String>,
-    pub segments: Option<u32>,
-    pub created_at: SystemTime,
-    pub send_at: Option<SystemTime>,
-    pub error_code: Option<i64>,
-    pub error_message: Option<String>,
-    pub history: Vec<StatusEvent>,
-}
-
-#[derive(Debug)]
-pub struct StatusEvent {
-    pub at: SystemTime,
-    pub status: String,
-    pub error_code: Option<i64>,
-    pub detail: Option<String>,
-}
-
-/// Twilio's statuses in the order a message moves through them. Callbacks can arrive
-/// out of order; the message keeps the furthest status and the history keeps them all.
-fn rank(status: &str) -> u8 {
-    match status {
-        "queued" | "accepted" | "scheduled" => 0,
-        "sending" => 1,
-        "sent" | "delivered_to_outbox" => 2,
-        "delivered" | "undelivered" | "failed" | "canceled" | "unknown" => 3,
-        "read" => 4,
-        _ => 0,
-    }
-}
-
 /// Claims the queued messages that are due, oldest first (`messages_due` index).
-pub(super) const CLAIM_DUE: &str = "UPDATE messages SET status = 'sending', updated_at = ?1,
+const CLAIM_DUE: &str = "UPDATE messages SET status = 'sending', updated_at = ?1,
             send_attempts = send_attempts + 1
      WHERE id IN (SELECT id FROM messages
                   WHERE status = 'queued' AND kind = 'sms' AND send_at <= ?1
@@ -139,23 +101,22 @@ pub(super) const CLAIM_DUE: &str = "UPDATE messages SET status = 'sending', upda
      RETURNING id, to_number, body, channel, send_attempts, fallback";
 
 /// When the next queued message falls due (`messages_due` index).
-pub(super) const NEXT_DUE: &str =
-    "SELECT min(send_at) FROM messages WHERE status = 'queued' AND kind = 'sms'";
+const NEXT_DUE: &str = "SELECT min(send_at) FROM messages WHERE status = 'queued' AND kind = 'sms'";
 
-pub(super) fn event(
-    tx: &rusqlite::Transaction<'_>,
-    message_id: i64,
-    at: SystemTime,
-    status: &str,
-    error_code: Option<i64>,
-    detail: Option<&str>,
-) -> rusqlite::Result<()> {
-    tx.prepare_cached(
-        "INSERT INTO message_events (message_id, at, status, error_code, detail)
-         VALUES (?1, ?2, ?3, ?4, ?5)",
+/// The message holding `key` since `since`: its id, request hash and status.
+fn holding_key(
+    c: &Connection,
+    key: &str,
+    since: SystemTime,
+) -> rusqlite::Result<Option<(i64, String, String)>> {
+    c.prepare_cached(
+        "SELECT id, request_hash, status FROM messages
+         WHERE idempotency_key = ?1 AND created_at >= ?2",
     )?
-    .execute(params![message_id, millis(at), status, error_code, detail])?;
-    Ok(())
+    .query_row(params![key, millis(since)], |r| {
+        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+    })
+    .optional()
 }
 
 impl Store {
@@ -164,16 +125,9 @@ impl Store {
     pub async fn enqueue(&self, m: NewOutgoing) -> Result<Enqueued, StoreError> {
         self.write("enqueue", move |tx| {
             if let Some(key) = &m.idempotency_key {
-                let first: Option<(i64, String, String)> = tx
-                    .prepare_cached(
-                        "SELECT id, request_hash, status FROM messages
-                         WHERE idempotency_key = ?1 AND created_at >= ?2",
-                    )?
-                    .query_row(params![key, millis(m.replay_since)], |r| {
-                        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-                    })
-                    .optional()?;
-                if let Some((id, hash, status)) = first {
+                // Inside the inserting transaction: of two requests racing on one key,
+                // the second finds the first.
+                if let Some((id, hash, status)) = holding_key(tx, key, m.replay_since)? {
                     return Ok(Enqueued::replay(id, &hash, &m.request_hash, status));
                 }
                 // Past the window: the old message keeps its row but gives up the key.
@@ -219,17 +173,8 @@ impl Store {
         key: String,
         since: SystemTime,
     ) -> Result<Option<(i64, String, String)>, StoreError> {
-        self.read("find_idempotent", move |c| {
-            c.prepare_cached(
-                "SELECT id, request_hash, status FROM messages
-                 WHERE idempotency_key = ?1 AND created_at >= ?2",
-            )?
-            .query_row(params![key, millis(since)], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-            })
-            .optional()
-        })
-        .await
+        self.read("find_idempotent", move |c| holding_key(c, &key, since))
+            .await
     }
 
     /// Moves up to `limit` due messages to `sending` and hands them to the caller.
@@ -367,111 +312,25 @@ impl Store {
         })
         .await
     }
+}
 
-    /// Applies a (validated) status callback. Returns the message id, or `None` when no
-    /// message has that SID.
-    pub async fn apply_status(
-        &self,
-        sid: String,
-        status: String,
-        error_code: Option<i64>,
-        now: SystemTime,
-    ) -> Result<Option<i64>, StoreError> {
-        self.write("apply_status", move |tx| {
-            let found: Option<(i64, String)> = tx
-                .prepare_cached("SELECT id, status FROM messages WHERE sid = ?1")?
-                .query_row(params![sid], |r| Ok((r.get(0)?, r.get(1)?)))
-                .optional()?;
-            let Some((id, current)) = found else {
-                return Ok(None);
-            };
-            event(tx, id, now, &status, error_code, Some("status callback"))?;
-            if rank(&status) >= rank(&current) {
-                tx.prepare_cached(
-                    "UPDATE messages SET status = ?2, error_code = coalesce(?3, error_code),
-                            updated_at = ?4
-                     WHERE id = ?1",
-                )?
-                .execute(params![id, status, error_code, millis(now)])?;
-            }
-            Ok(Some(id))
-        })
-        .await
-    }
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::schema::{migrated, query_plan};
 
-    /// A refused callback or other event that belongs to no code.
-    pub async fn audit_other(
-        &self,
-        event: &'static str,
-        detail: String,
-        caller: Caller,
-        now: SystemTime,
-    ) -> Result<(), StoreError> {
-        self.write("audit_other", move |tx| {
-            tx.prepare_cached(
-                "INSERT INTO audit (at, event, detail, peer_uid, peer_gid, peer_pid)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            )?
-            .execute(params![
-                millis(now),
-                event,
-                detail,
-                caller.uid,
-                caller.gid,
-                caller.pid
-            ])?;
-            Ok(())
-        })
-        .await
-    }
-
-    /// One message and its status history, oldest first.
-    pub async fn message(&self, id: i64) -> Result<Option<MessageDetail>, StoreError> {
-        self.read("message", move |c| {
-            let found = c
-                .prepare_cached(
-                    "SELECT id, otp_id, kind, channel, to_number, user_id, status, sid, segments,
-                            created_at, send_at, error_code, error_message
-                     FROM messages WHERE id = ?1",
-                )?
-                .query_row(params![id], |r| {
-                    Ok(MessageDetail {
-                        id: r.get(0)?,
-                        otp_id: r.get(1)?,
-                        kind: r.get(2)?,
-                        channel: r.get(3)?,
-                        to: r.get(4)?,
-                        user_id: r.get(5)?,
-                        status: r.get(6)?,
-                        sid: r.get(7)?,
-                        segments: r.get(8)?,
-                        created_at: from_millis(r.get(9)?),
-                        send_at: r.get::<_, Option<i64>>(10)?.map(from_millis),
-                        error_code: r.get(11)?,
-                        error_message: r.get(12)?,
-                        history: Vec::new(),
-                    })
-                })
-                .optional()?;
-            let Some(mut detail) = found else {
-                return Ok(None);
-            };
-            detail.history = c
-                .prepare_cached(
-                    "SELECT at, status, error_code, detail FROM message_events
-                     WHERE message_id = ?1 ORDER BY id",
-                )?
-                .query_map(params![id], |r| {
-                    Ok(StatusEvent {
-                        at: from_millis(r.get(0)?),
-                        status: r.get(1)?,
-                        error_code: r.get(2)?,
-                        detail: r.get(3)?,
-                    })
-                })?
-                .collect::<Result<_, _>>()?;
-            Ok(Some(detail))
-        })
-        .await
+    #[test]
+    fn the_outbox_finds_due_messages_through_its_index() {
+        let conn = migrated();
+        let plans = [
+            query_plan(&conn, CLAIM_DUE, params![0, 10]),
+            query_plan(&conn, NEXT_DUE, []),
+        ];
+        for plan in plans {
+            assert!(
+                plan.iter().any(|p| p.contains("INDEX messages_due")),
+                "{plan:?}"
+            );
+        }
     }
 }

@@ -1,5 +1,5 @@
-//! The writer thread and the checkpointer beside it. It owns when things become
-//! durable, and nothing of what the writes mean: every job is a closure from `store.rs`.
+//! The writer thread. It owns when writes become durable, and nothing of what they
+//! mean: every job is a closure from one of the store's statement files.
 //!
 //! Group commit: the writer takes every job queued on its channel (up to
 //! [`MAX_GROUP`]), runs them all in one `BEGIN IMMEDIATE` transaction, commits once,
@@ -9,29 +9,20 @@
 //! WAL frame writes and locks.
 //!
 //! One job's error must not cost the others their work, yet a SAVEPOINT per job (its
-//! statements and the copy of every page the job touches) was a fifth of the writer's
-//! work per verify. So a group first runs without savepoints; if a job fails, the whole
-//! transaction is rolled back and the group runs again, each job in its own savepoint,
-//! so that only the failing job's work is undone. Jobs are therefore `FnMut` closures
-//! that only touch the database, and may run twice. A failed BEGIN or COMMIT fails
-//! every job of the group.
+//! statements and the copy of every page the job touches) is a large share of the
+//! writer's work per verify. So a group first runs without savepoints; if a job fails,
+//! the whole transaction is rolled back and the group runs again, each job in its own
+//! savepoint, so that only the failing job's work is undone. Jobs are therefore `FnMut`
+//! closures that only touch the database, and may run twice. A failed BEGIN or COMMIT
+//! fails every job of the group.
 //!
-//! Checkpoints: SQLite's automatic checkpoint runs inside the committing connection,
-//! with fsyncs, so every ~1000 WAL frames a write (and everything queued behind it)
-//! waited several milliseconds. The writer turns it off and a checkpointer thread with
-//! its own connection runs `wal_checkpoint(PASSIVE)` instead, which never blocks the
-//! writer. Under sustained load a PASSIVE checkpoint never quite catches up, so the WAL
-//! would never restart and would grow without bound: past [`RESTART_FRAMES`] the writer
-//! runs a RESTART itself between two groups (most frames are already copied by then;
-//! it waits at most [`RESTART_WAIT`] for readers, else tries again 16,000 frames later),
-//! and `journal_size_limit` shrinks the file back when the log restarts.
+//! Checkpoints are SQLite's own: the automatic checkpoint runs on this connection after
+//! a commit that leaves 1000 pages in the WAL, and closing folds the log back with a
+//! TRUNCATE. No checkpointer thread: the short stall a checkpoint adds to the writes
+//! queued behind it shows in benchmark ratios, and no product latency target needs it.
 
-use std::cell::Cell;
 use std::collections::VecDeque;
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, mpsc};
-use std::time::Duration;
+use std::sync::mpsc;
 
 use rusqlite::{Connection, TransactionBehavior, ffi};
 use tokio::sync::oneshot;
@@ -41,19 +32,8 @@ use super::StoreError;
 /// At most this many jobs share one transaction: bounds what one failed commit takes
 /// down and how long the first job of a group waits for the last.
 pub(super) const MAX_GROUP: usize = 64;
-/// The checkpointer is woken each time the WAL has grown by this many frames (4 KiB
-/// pages): SQLite's own default for its automatic checkpoint.
-const CHECKPOINT_FRAMES: i32 = 1000;
-/// Past this many frames (~64 MiB) the writer checkpoints and restarts the log itself.
-const RESTART_FRAMES: i32 = 16_000;
-/// How long the writer's RESTART waits for readers before giving up until the log has
-/// grown by another RESTART_FRAMES.
-const RESTART_WAIT: Duration = Duration::from_millis(100);
-/// The WAL file is truncated back to this size when the log restarts.
+/// After a burst, the WAL file is truncated back to this size when the log restarts.
 const WAL_SIZE_LIMIT: i64 = 64 * 1024 * 1024;
-/// Idle: a last checkpoint this long after the last commit, so a quiet daemon's WAL is
-/// folded back and restarts.
-const IDLE_CHECKPOINT: Duration = Duration::from_secs(1);
 
 /// One write: runs inside the group's transaction, then is answered with the group's fate.
 pub(super) trait WriteJob: Send {
@@ -114,61 +94,18 @@ fn duplicate(e: &rusqlite::Error) -> rusqlite::Error {
     }
 }
 
-thread_local! {
-    /// Frames in the WAL after this thread's last commit, from SQLite's WAL hook (a
-    /// plain `fn`, so it reports through the writer thread's own slot).
-    static WAL_FRAMES: Cell<i32> = const { Cell::new(0) };
-}
-
-fn record_wal_frames(
-    _wal: &rusqlite::hooks::Wal,
-    frames: std::os::raw::c_int,
-) -> rusqlite::Result<()> {
-    WAL_FRAMES.with(|f| f.set(frames));
-    Ok(())
-}
-
-/// Turns the automatic checkpoint off on the writer's connection and reports the WAL's
-/// size through [`WAL_FRAMES`] instead.
+/// Bounds the WAL file a burst leaves behind and sizes the statement cache.
 pub(super) fn prepare_writer(conn: &Connection) -> rusqlite::Result<()> {
-    conn.execute_batch(&format!(
-        "PRAGMA wal_autocheckpoint = 0; PRAGMA journal_size_limit = {WAL_SIZE_LIMIT};"
-    ))?;
-    // After the pragma: setting wal_autocheckpoint replaces any WAL hook.
-    conn.wal_hook(Some(record_wal_frames));
+    conn.execute_batch(&format!("PRAGMA journal_size_limit = {WAL_SIZE_LIMIT};"))?;
     // Every statement of the store runs here; rusqlite's default cache of 16 would
     // re-prepare some of them as soon as sends, verifies and the outbox mix.
     conn.set_prepared_statement_cache_capacity(64);
     Ok(())
 }
 
-/// The writer thread's body: groups, commits, answers; wakes the checkpointer.
-pub(super) fn run(
-    mut conn: Connection,
-    jobs: mpsc::Receiver<Command>,
-    path: PathBuf,
-    busy_timeout: Duration,
-) {
-    let (wake, woken) = mpsc::sync_channel::<()>(1);
-    let dirty = Arc::new(AtomicBool::new(false));
-    // One checkpoint at a time: SQLite answers BUSY at once (no busy handler) to a
-    // checkpoint that meets another, and a RESTART lost that way would wait for
-    // another RESTART_FRAMES of growth.
-    let checkpointing = Arc::new(Mutex::new(()));
-    let checkpointer = {
-        let dirty = dirty.clone();
-        let checkpointing = checkpointing.clone();
-        std::thread::Builder::new()
-            .name("otpd-store-ckpt".into())
-            .spawn(move || checkpoint_loop(&path, &woken, &dirty, &checkpointing))
-    };
-    if let Err(e) = &checkpointer {
-        log::warn!("cannot start the checkpointer, checkpoints run in the writer: {e}");
-        let _ = conn.execute_batch("PRAGMA wal_autocheckpoint = 1000;");
-    }
+/// The writer thread's body: takes what is queued, runs it as one group, answers.
+pub(super) fn run(mut conn: Connection, jobs: mpsc::Receiver<Command>) {
     let mut group: VecDeque<Box<dyn WriteJob>> = VecDeque::with_capacity(MAX_GROUP);
-    let mut signalled = 0;
-    let mut restart_at = RESTART_FRAMES;
     let mut stopping = false;
     while !stopping {
         match jobs.recv() {
@@ -186,34 +123,6 @@ pub(super) fn run(
             }
         }
         run_group(&mut conn, &mut group);
-        dirty.store(true, Ordering::Relaxed);
-        let frames = WAL_FRAMES.with(Cell::get);
-        if frames < signalled {
-            // The log restarted.
-            signalled = 0;
-            restart_at = RESTART_FRAMES;
-        }
-        if frames >= signalled + CHECKPOINT_FRAMES {
-            signalled = frames;
-            let _ = wake.try_send(());
-        }
-        if frames >= restart_at {
-            // Once per RESTART_FRAMES of growth, with a short wait: a reader holding an
-            // old snapshot makes RESTART wait for it, and writes wait meanwhile.
-            restart_at = frames.saturating_add(RESTART_FRAMES);
-            let _turn = checkpointing.lock().unwrap_or_else(PoisonError::into_inner);
-            let _ = conn.busy_timeout(RESTART_WAIT);
-            match conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |r| r.get::<_, i64>(0)) {
-                Ok(0) => {}
-                Ok(_) => log::debug!("WAL restart postponed: a reader still uses it"),
-                Err(e) => log::warn!("restarting the WAL: {e}"),
-            }
-            let _ = conn.busy_timeout(busy_timeout);
-        }
-    }
-    drop(wake);
-    if let Ok(handle) = checkpointer {
-        let _ = handle.join();
     }
     // Fold the WAL back so the file on disk is complete on its own.
     if let Err(e) = conn.execute_batch("PRAGMA optimize; PRAGMA wal_checkpoint(TRUNCATE);") {
@@ -331,54 +240,12 @@ fn run_in_savepoints(conn: &mut Connection, queued: &mut VecDeque<Box<dyn WriteJ
     }
 }
 
-/// Checkpoints on its own connection when the writer says the WAL has grown, and once
-/// after the writer goes quiet. Ends when the writer drops its end of `woken`.
-fn checkpoint_loop(
-    path: &std::path::Path,
-    woken: &mpsc::Receiver<()>,
-    dirty: &AtomicBool,
-    checkpointing: &Mutex<()>,
-) {
-    let conn = match Connection::open(path) {
-        Ok(conn) => conn,
-        Err(e) => {
-            log::warn!("checkpointer: cannot open the database: {e}");
-            return;
-        }
-    };
-    let mut failing = false;
-    loop {
-        match woken.recv_timeout(IDLE_CHECKPOINT) {
-            Ok(()) => {}
-            Err(mpsc::RecvTimeoutError::Timeout) => {
-                if !dirty.swap(false, Ordering::Relaxed) {
-                    continue;
-                }
-            }
-            Err(mpsc::RecvTimeoutError::Disconnected) => return,
-        }
-        // PASSIVE waits for nobody: frames a reader still needs stay for the next one.
-        let turn = checkpointing.lock().unwrap_or_else(PoisonError::into_inner);
-        let result = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
-        drop(turn);
-        match result {
-            Ok(()) if failing => {
-                failing = false;
-                log::info!("checkpoints succeed again");
-            }
-            Ok(()) => {}
-            // Logged once per failing stretch (a full disk fails every checkpoint).
-            Err(e) if !failing => {
-                failing = true;
-                log::warn!("checkpoint failed, the WAL grows until one succeeds: {e}");
-            }
-            Err(_) => {}
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
     use super::*;
 
     fn job<T: Send + 'static>(
@@ -400,7 +267,7 @@ mod tests {
     /// `insert(x)` that counts its runs in `runs`.
     fn counted(
         x: i64,
-        runs: &Arc<std::sync::atomic::AtomicUsize>,
+        runs: &Arc<AtomicUsize>,
     ) -> impl FnMut(&rusqlite::Transaction<'_>) -> rusqlite::Result<()> + use<> {
         let runs = runs.clone();
         move |tx| {
@@ -424,7 +291,7 @@ mod tests {
         let mut conn = Connection::open(dir.path().join("t.db")).unwrap();
         conn.execute_batch("PRAGMA journal_mode = WAL; CREATE TABLE t (x INTEGER UNIQUE);")
             .unwrap();
-        let runs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let runs = Arc::new(AtomicUsize::new(0));
         let (a, mut a_answer) = job(counted(1, &runs));
         let (b, mut b_answer) = job(counted(2, &runs));
         let mut queued: VecDeque<_> = [a, b].into();
@@ -474,14 +341,7 @@ mod tests {
         assert!(a_answer.try_recv().unwrap().is_ok());
         assert!(b_answer.try_recv().unwrap().is_err());
         assert!(c_answer.try_recv().unwrap().is_ok());
-        let rows: Vec<i64> = conn
-            .prepare("SELECT x FROM t ORDER BY x")
-            .unwrap()
-            .query_map([], |r| r.get(0))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
-        assert_eq!(rows, [1, 3]);
+        assert_eq!(rows(&conn), [1, 3]);
     }
 
     #[test]
@@ -522,10 +382,7 @@ mod tests {
         .unwrap();
         prepare_writer(&conn).unwrap();
         let (sender, jobs) = mpsc::channel();
-        let writer = {
-            let path = path.clone();
-            std::thread::spawn(move || run(conn, jobs, path, Duration::from_secs(5)))
-        };
+        let writer = std::thread::spawn(move || run(conn, jobs));
         // One job per group, each about 1000 pages.
         for _ in 0..60 {
             let (j, answer) = job(|tx| {
