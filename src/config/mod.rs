@@ -1,7 +1,7 @@
-//! Configuration: the TOML file, the environment variables the backend already uses and
-//! systemd credentials, parsed and validated once (at start, at each reload and by
-//! `check-config`) into a [`Config`] that cannot be invalid. Every error names the key
-//! it is about.
+//! Configuration: the TOML file, the environment variables the backend already uses, an
+//! optional secrets file (`twilio.secrets_file`) and systemd credentials, parsed and
+//! validated once (at start, at each reload and by `check-config`) into a [`Config`]
+//! that cannot be invalid. Every error names the key it is about.
 //!
 //! The way through, one file per step: `raw.rs` is the file as written and the one home
 //! of every default; `sources.rs` overlays the secrets from outside the file;
@@ -78,7 +78,7 @@ pub struct Config {
 
 impl Config {
     /// Loads the file at `path` (or the development defaults when `dev` and no path),
-    /// overlays environment and credentials, and validates everything.
+    /// overlays environment, secrets file and credentials, and validates everything.
     pub fn load(path: Option<&Path>, dev: bool, sources: &Sources) -> Result<Config, ConfigError> {
         let raw = match path {
             Some(path) => {
@@ -118,7 +118,9 @@ impl Config {
         let guard = sections::guard(&raw.guard)?;
         let messaging = sections::messaging(&raw.messaging)?;
 
-        sources::overlay(&mut raw.twilio, sources)?;
+        for warning in sources::overlay(&mut raw.twilio, sources)? {
+            sources::warn(&warning);
+        }
         let test_phone_number = twilio::test_phone_number(&raw.twilio)?;
         let dev = dev || raw.dev.enabled;
         let provider = twilio::provider(&raw.twilio, &raw.dev, dev)?;
@@ -270,5 +272,47 @@ mod tests {
             !shown.contains("from-credential") && shown.contains("********"),
             "{shown}"
         );
+    }
+
+    #[test]
+    fn a_secrets_file_configures_twilio_and_check_config_masks_it() {
+        let Ok(dir) = tempfile::tempdir() else {
+            unreachable!()
+        };
+        let secrets = dir.path().join("otpd.env");
+        let config_file = dir.path().join("config.toml");
+        let written = std::fs::write(
+            &secrets,
+            format!(
+                "TWILIO_ACCOUNT_SID=AC{}\nexport TWILIO_AUTH_TOKEN='tok-from-file'\n\
+                 TWILIO_PHONE_NUMBER=\"+15005550006\"\n",
+                "0".repeat(32)
+            ),
+        )
+        .and_then(|()| {
+            std::fs::write(
+                &config_file,
+                format!("[twilio]\nsecrets_file = {:?}\n", secrets.display()),
+            )
+        });
+        assert!(written.is_ok(), "{written:?}");
+        let config = Config::load(Some(&config_file), false, &Sources::default());
+        let Ok(config) = config else {
+            unreachable!("{config:?}")
+        };
+        let ProviderConfig::Twilio(t) = &config.provider else {
+            unreachable!()
+        };
+        assert_eq!(t.auth_secret.expose(), "tok-from-file");
+        let shown = config.effective_toml();
+        assert!(
+            !shown.contains("tok-from-file")
+                && shown.contains("auth_token = \"********\"")
+                && shown.contains("otpd.env"),
+            "{shown}"
+        );
+        // Without the key, check-config prints no secrets_file line at all.
+        let plain = load("", &Sources::default()).map(|c| c.effective_toml());
+        assert!(plain.is_ok_and(|text| !text.contains("secrets_file")));
     }
 }

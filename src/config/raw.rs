@@ -5,7 +5,7 @@
 //! them into checked values is the sections' job, and nothing here validates.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -230,6 +230,9 @@ impl Default for RawMessaging {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub(super) struct RawTwilio {
+    /// Empty: none; check-config prints the key only when it is set.
+    #[serde(skip_serializing_if = "is_empty")]
+    pub(super) secrets_file: PathBuf,
     pub(super) account_sid: String,
     pub(super) auth_token: String,
     pub(super) api_key_sid: String,
@@ -250,6 +253,7 @@ pub(super) struct RawTwilio {
 impl Default for RawTwilio {
     fn default() -> Self {
         RawTwilio {
+            secrets_file: PathBuf::new(),
             account_sid: String::new(),
             auth_token: String::new(),
             api_key_sid: String::new(),
@@ -284,4 +288,8 @@ impl Default for RawDev {
             outbox_path: "outbox.jsonl".into(),
         }
     }
+}
+
+fn is_empty(path: &Path) -> bool {
+    path.as_os_str().is_empty()
 }
