@@ -3,9 +3,6 @@
 //! `metrics` crate's macros with these names and never see the exporter. (Named
 //! `telemetry` so that it does not shadow the `metrics` crate.)
 
-use std::sync::OnceLock;
-use std::sync::atomic::{AtomicBool, Ordering};
-
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 pub const HTTP_REQUESTS: &str = "otpd_http_requests_total";
@@ -29,7 +26,8 @@ const BUCKETS: &[f64] = &[
 ];
 
 /// Installs the process-wide recorder; a second call (tests in one process) gets a
-/// private recorder's handle instead of failing.
+/// private recorder's handle instead of failing. Call it before any part makes its
+/// metric handles: a handle made earlier records nowhere.
 pub fn install() -> PrometheusHandle {
     let builder = || {
         PrometheusBuilder::new()
@@ -37,42 +35,7 @@ pub fn install() -> PrometheusHandle {
             .unwrap_or_else(|_| PrometheusBuilder::new())
     };
     match builder().install_recorder() {
-        Ok(handle) => {
-            INSTALLED.store(true, Ordering::Release);
-            handle
-        }
+        Ok(handle) => handle,
         Err(_) => builder().build_recorder().handle(),
-    }
-}
-
-/// Whether the process-wide recorder is in place (handles made before are no-ops).
-static INSTALLED: AtomicBool = AtomicBool::new(false);
-
-/// A metric handle made at its first use and then kept, for the per-request series.
-/// Each `metrics::counter!`/`histogram!` call builds its key and looks it up in the
-/// recorder's registry (~1,500 instructions; four such calls were ~3% of a verify);
-/// a kept handle records into the same series directly. The series still appears in
-/// `/metrics` only once something was recorded. Nothing is kept before [`install`]:
-/// a handle made then would stay a no-op.
-pub struct Kept<T>(OnceLock<T>);
-
-impl<T> Kept<T> {
-    pub const fn new() -> Self {
-        Kept(OnceLock::new())
-    }
-
-    /// Runs `record` on the kept handle, making it with `make` the first time.
-    pub fn with(&self, make: impl FnOnce() -> T, record: impl FnOnce(&T)) {
-        if INSTALLED.load(Ordering::Acquire) {
-            record(self.0.get_or_init(make));
-        } else {
-            record(&make());
-        }
-    }
-}
-
-impl<T> Default for Kept<T> {
-    fn default() -> Self {
-        Self::new()
     }
 }

@@ -60,12 +60,13 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
     reloads: Option<Reloads>,
 ) -> Result<(), StartError> {
+    let metrics = telemetry::install();
     let store_config = config.store.clone();
     let store = tokio::task::spawn_blocking(move || Store::open(&store_config))
         .await
         .map_err(|_| StoreError::Closed)??;
     let limiter = Arc::new(crate::limiter::Limiter::new(&config.limits));
-    let app = App::build(config, &store, &limiter, telemetry::install())?;
+    let app = App::build(config, &store, &limiter, metrics)?;
     let server_config = &config.server;
     let socket = socket::listen(
         passed,

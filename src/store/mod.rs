@@ -28,7 +28,7 @@ use thiserror::Error;
 use tokio::sync::oneshot;
 
 use crate::config::StoreConfig;
-use crate::telemetry::{self, Kept};
+use crate::telemetry;
 use writer::Command;
 
 mod audit;
@@ -39,7 +39,7 @@ mod schema;
 mod writer;
 pub use audit::{AuditRow, Counts, Cutoffs, GuardEvent, Purged};
 pub use codes::{Attempt, NewCode};
-pub use messages::{Delivery, MessageDetail, MessageRow};
+pub use messages::{Delivery, MessageDetail, MessageRow, StatusEvent};
 pub use outbox::{Claimed, Enqueued, NewOutgoing, Outcome};
 pub use schema::{SCHEMA_VERSION, create_at_version};
 
@@ -159,25 +159,28 @@ fn apply_limits(conn: &Connection, config: &StoreConfig) -> rusqlite::Result<()>
     Ok(())
 }
 
-/// The duration of a store operation; the three of every send and verify through kept
-/// handles (see `Kept`).
-fn record_duration(op: &'static str, elapsed: std::time::Duration) {
-    static CHECK_ATTEMPT: Kept<Histogram> = Kept::new();
-    static INSERT_CODE: Kept<Histogram> = Kept::new();
-    static RECORD_DELIVERY: Kept<Histogram> = Kept::new();
-    let kept = match op {
-        "check_attempt" => &CHECK_ATTEMPT,
-        "insert_code" => &INSERT_CODE,
-        "record_delivery" => &RECORD_DELIVERY,
-        _ => {
-            metrics::histogram!(telemetry::STORE_DURATION, "op" => op).record(elapsed);
-            return;
+/// `otpd_store_operation_duration_seconds` by op: the handles of the operations every
+/// send and verify makes are made once, at open; the others are looked up when used.
+struct Timers([(&'static str, Histogram); 3]);
+
+impl Timers {
+    fn new() -> Self {
+        Timers(
+            ["check_attempt", "insert_code", "record_delivery"].map(|op| {
+                (
+                    op,
+                    metrics::histogram!(telemetry::STORE_DURATION, "op" => op),
+                )
+            }),
+        )
+    }
+
+    fn record(&self, op: &'static str, elapsed: Duration) {
+        match self.0.iter().find(|(name, _)| *name == op) {
+            Some((_, histogram)) => histogram.record(elapsed),
+            None => metrics::histogram!(telemetry::STORE_DURATION, "op" => op).record(elapsed),
         }
-    };
-    kept.with(
-        || metrics::histogram!(telemetry::STORE_DURATION, "op" => op),
-        |h| h.record(elapsed),
-    );
+    }
 }
 
 /// A cheap handle: clones share the one writer thread and the reader pool.
@@ -186,6 +189,7 @@ pub struct Store {
     writer: mpsc::Sender<Command>,
     writer_thread: Arc<Mutex<Option<JoinHandle<()>>>>,
     readers: r2d2::Pool<SqliteConnectionManager>,
+    timers: Arc<Timers>,
 }
 
 fn millis(t: SystemTime) -> i64 {
@@ -254,6 +258,7 @@ impl Store {
             writer,
             writer_thread: Arc::new(Mutex::new(Some(thread))),
             readers,
+            timers: Arc::new(Timers::new()),
         })
     }
 
@@ -289,7 +294,7 @@ impl Store {
             .send(Command::Run(Box::new(job)))
             .map_err(|_| StoreError::Closed)?;
         let result = answer.await.map_err(|_| StoreError::Closed)?;
-        record_duration(op, started.elapsed());
+        self.timers.record(op, started.elapsed());
         result
     }
 
@@ -306,7 +311,7 @@ impl Store {
         })
         .await
         .map_err(|_| StoreError::Closed)?;
-        record_duration(op, started.elapsed());
+        self.timers.record(op, started.elapsed());
         result
     }
 
