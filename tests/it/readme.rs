@@ -1,11 +1,8 @@
 //! The README's curl examples, run as written against a development daemon: every
 //! answer must match the `# ` line under its command (JSON compared as values, with
 //! "…" matching anything; other text compared exactly).
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 
 fn readme_block() -> String {

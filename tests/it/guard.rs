@@ -1,11 +1,8 @@
 //! The cost guard against SMS pumping, through the real daemon and the mock Twilio:
 //! each rule refuses with its own code before Twilio is called, blocked and would-be
 //! blocked sends are audited and counted, and the store-backed rules survive restarts.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 
 const ES_1: &str = "+34600111201";

@@ -1,6 +1,5 @@
 //! The test harness: the real `otpd` binary on a temporary socket and database, a mock
 //! Twilio on 127.0.0.1 (or Prism), and a real HTTP client (hyperlocal) over the socket.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod install_lock;
 pub mod mock_twilio;
@@ -18,7 +17,6 @@ use hyper_util::client::legacy::Client;
 use hyperlocal::{UnixClientExt, UnixConnector, Uri};
 use serde_json::Value;
 
-#[allow(unused_imports)] // not every test file uses both
 pub use mock_twilio::{MockOptions, MockTwilio};
 
 /// The magic From number Twilio's test credentials accept.
@@ -31,7 +29,6 @@ pub struct Setup {
     sections: BTreeMap<String, Vec<String>>,
     raw: Vec<String>,
     env: Vec<(String, String)>,
-    args: Vec<String>,
 }
 
 impl Setup {
@@ -41,7 +38,6 @@ impl Setup {
             sections: BTreeMap::new(),
             raw: Vec::new(),
             env: Vec::new(),
-            args: Vec::new(),
         }
         .set("limits", "send_per_phone = \"1000/1m\"")
         .set("limits", "send_per_user = \"1000/1m\"")
@@ -83,12 +79,6 @@ impl Setup {
         self
     }
 
-    /// Extra command-line arguments after `serve --config PATH`.
-    pub fn arg(mut self, arg: &str) -> Self {
-        self.args.push(arg.to_owned());
-        self
-    }
-
     pub fn env(mut self, key: &str, value: &str) -> Self {
         self.env.push((key.to_owned(), value.to_owned()));
         self
@@ -100,7 +90,6 @@ impl Setup {
             sections: BTreeMap::new(),
             raw: Vec::new(),
             env: Vec::new(),
-            args: Vec::new(),
         }
         .set(
             "server",
@@ -209,7 +198,6 @@ impl Daemon {
         cmd.arg("serve")
             .arg("--config")
             .arg(&config)
-            .args(&setup.args)
             .current_dir(dir.path())
             // Debug level, so the log checks cover every line otpd can write.
             .env("OTPD_LOG", "debug")

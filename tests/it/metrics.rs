@@ -1,10 +1,7 @@
 //! `GET /metrics`: Prometheus text that a Prometheus parser reads, with counters that
 //! match the traffic sent.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use prometheus_parse::{Sample, Scrape, Value};
 
 fn value(scrape: &Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {

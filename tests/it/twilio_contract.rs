@@ -2,12 +2,9 @@
 //! request's path, Basic auth, content type and form fields must satisfy CreateMessage,
 //! and otpd must read Prism's spec-generated 201 answer. (Prism accepts unknown fields;
 //! the mock Twilio, whose field list is checked against the same spec, rejects them.)
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-
-use common::prism::{Prism, twilio_spec_path};
-use common::*;
+use crate::common::prism::{Prism, twilio_spec_path};
+use crate::common::*;
 
 const ACCOUNT: &str = "ACaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
 const TOKEN: &str = "0123456789abcdef0123456789abcdef";

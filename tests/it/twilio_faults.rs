@@ -2,14 +2,11 @@
 //! what is retried (429, 5xx, hangs, resets, slow bodies) and what never is (4xx
 //! refusals), `Retry-After`, the per-message deadline, the circuit breaker, and what
 //! the caller, the messages table and the audit trail show afterwards.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
-mod common;
 
 use std::time::{Duration, Instant, SystemTime};
 
-use common::mock_twilio::{Fault, magic};
-use common::*;
+use crate::common::mock_twilio::{Fault, magic};
+use crate::common::*;
 use serde_json::Value;
 
 /// Short timeouts, so every fault resolves in about a second.

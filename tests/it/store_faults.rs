@@ -2,16 +2,13 @@
 //! lock, a full database (store.max_size, and a real full file system), and a database
 //! otpd cannot write. Each gives a clear JSON error with its own code, and the daemon
 //! picks up again by itself once the condition clears.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
-mod common;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 fn phone(i: u32) -> String {
     format!("+3460011{:04}", i % 10_000)

@@ -1,16 +1,13 @@
 //! otpd under systemd, through the real binary: sd_notify (READY, RELOADING, STOPPING),
 //! SIGHUP reloads (new limits and templates applied, a broken file rejected), socket
 //! activation (LISTEN_FDS), and the structured log fields on the stderr fallback.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
-mod common;
 
 use std::os::unix::net::UnixDatagram;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use hyper::Method;
 
 /// A datagram socket the test owns, handed to otpd as NOTIFY_SOCKET.

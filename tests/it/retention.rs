@@ -1,11 +1,8 @@
 //! The retention job deletes what has outlived `[retention]` and nothing else.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
-mod common;
 
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 fn count(otpd: &Daemon, table: &str) -> i64 {
     let conn = rusqlite::Connection::open(otpd.db_path()).unwrap();

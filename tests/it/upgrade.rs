@@ -1,11 +1,8 @@
 //! Upgrades: today's binary started on a database that an older otpd left behind.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
-mod common;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use common::{Setup, code_in, send_body, verify_body};
+use crate::common::{Setup, code_in, send_body, verify_body};
 use rusqlite::Connection;
 
 const PHONE: &str = "+34600111222";

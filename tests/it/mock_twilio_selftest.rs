@@ -1,18 +1,14 @@
-//! Self-tests of the mock Twilio server in `tests/common/mock_twilio.rs`.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
-#[path = "common/mock_twilio.rs"]
-mod mock_twilio;
+//! Self-tests of the mock Twilio server in `common/mock_twilio.rs`.
 
 use std::collections::BTreeSet;
 use std::io::{Read as _, Write as _};
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
-use mock_twilio::{
+use crate::common::mock_twilio::{
     CREATE_MESSAGE_FIELDS, Fault, MESSAGE_PROPERTIES, MockOptions, MockTwilio, TEST_API_KEY_SECRET,
     TEST_API_KEY_SID, WHATSAPP_SANDBOX, magic,
 };
+use base64::Engine as _;
 use serde_json::Value;
 
 const TO: &str = "+15558675310";
@@ -733,13 +729,16 @@ fn works_from_sync_test_and_drop_stops_server() {
 
 #[test]
 fn rfc2822_formatting() {
-    assert_eq!(mock_twilio::rfc2822(0), "Thu, 01 Jan 1970 00:00:00 +0000");
     assert_eq!(
-        mock_twilio::rfc2822(1_692_853_305),
+        crate::common::mock_twilio::rfc2822(0),
+        "Thu, 01 Jan 1970 00:00:00 +0000"
+    );
+    assert_eq!(
+        crate::common::mock_twilio::rfc2822(1_692_853_305),
         "Thu, 24 Aug 2023 05:01:45 +0000"
     );
     assert_eq!(
-        mock_twilio::rfc2822(951_782_400),
+        crate::common::mock_twilio::rfc2822(951_782_400),
         "Tue, 29 Feb 2000 00:00:00 +0000"
     );
 }
@@ -888,4 +887,34 @@ async fn a_scripted_slow_body_creates_the_message_and_delivers_the_rest_late() {
     let json: Value = response.json().await.unwrap();
     assert!(started.elapsed() >= Duration::from_millis(250));
     assert_eq!(json["sid"], mock.messages()[0].sid.as_str());
+}
+
+#[tokio::test]
+async fn a_scripted_hang_holds_one_request_and_the_next_is_served() {
+    let mock = MockTwilio::start(MockOptions::default());
+    let o = mock.options().clone();
+    let form = [("To", TO), ("From", magic::FROM_VALID), ("Body", BODY)];
+    mock.script([Fault::Hang]);
+    let err = client()
+        .post(mock.messages_url())
+        .basic_auth(&o.account_sid, Some(&o.auth_token))
+        .form(&form)
+        .timeout(Duration::from_millis(300))
+        .send()
+        .await
+        .unwrap_err();
+    assert!(err.is_timeout(), "{err}");
+    let (status, _) = send(&mock, &form).await;
+    assert_eq!(status, 201);
+    let requests = mock.requests();
+    assert_eq!(requests.len(), 2);
+    assert_eq!(
+        (requests[0].status, requests[0].fault.clone()),
+        (0, Some(Fault::Hang))
+    );
+    assert_eq!(
+        mock.messages().len(),
+        1,
+        "a hung request creates no message"
+    );
 }

@@ -1,9 +1,6 @@
 //! Sending codes: what reaches Twilio, what the caller gets, what is stored and logged.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::json;
 
 #[tokio::test]

@@ -1,9 +1,6 @@
 //! Every rate limit answers 429 with a Retry-After in whole seconds and names itself.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 fn assert_limited(reply: &Reply, limit: &str, max_wait: u64) {
     reply.assert_error(429, "rate_limited");

@@ -1,11 +1,8 @@
 //! Verifying codes: single use, binding, expiry, the attempt cap, races and restarts.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
-mod common;
 
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 async fn sent_code(otpd: &Daemon, mock: &MockTwilio, purpose: &str, user: Option<&str>) -> String {
     let sent = otpd.send_otp(send_body(PHONE, purpose, user)).await;

@@ -9,11 +9,6 @@
 //!
 //! Prism is pinned in `tests/prism/package-lock.json` and installed with `npm ci` on first
 //! use (node >= 18.20.1 and npm must be on `PATH`).
-#![allow(
-    dead_code,
-    reason = "each test binary that includes this module uses only part of it"
-)]
-
 use std::collections::{HashMap, VecDeque};
 use std::fs;
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};

@@ -1,11 +1,8 @@
 //! Bad input and provider failures: each gives its JSON error with a stable code.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
-mod common;
 
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use hyper::Method;
 use serde_json::json;
 
@@ -292,7 +289,7 @@ async fn twilio_overload_and_server_errors_are_503_and_odd_refusals_502() {
         ),
     ] {
         let base = canned_twilio(status, body);
-        // A short deadline: the retries of tests/twilio_faults.rs are not the point here.
+        // A short deadline: the retries of twilio_faults.rs are not the point here.
         let otpd = Setup::new()
             .twilio_at(&base, &o.account_sid, &o.auth_token)
             .set("twilio", "send_deadline = \"500ms\"")

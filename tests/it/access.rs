@@ -1,14 +1,11 @@
 //! Socket access control: owner and group from the config, a uid/gid allow-list that
 //! answers 403, and the caller's credentials in the audit trail. Needs root (to chown
 //! and to run a client under another uid); CI runs as root.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
-mod common;
 
 use std::os::unix::fs::MetadataExt;
 use std::process::Command;
 
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 
 const NOBODY: u32 = 65534;

@@ -1,10 +1,7 @@
 //! Prism plumbing's own test: Prism starts on the Twilio spec, accepts a valid
 //! CreateMessage, rejects one that breaks the contract, and stops on drop.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-
-use common::prism::{Prism, twilio_spec_path};
+use crate::common::prism::{Prism, twilio_spec_path};
 
 const ACCOUNT_SID: &str = "AC0123456789abcdef0123456789abcdef";
 const AUTH_TOKEN: &str = "0123456789abcdef0123456789abcdef";

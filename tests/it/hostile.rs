@@ -2,15 +2,12 @@
 //! cap holds, odd input gets a 4xx JSON answer while the daemon keeps serving, and
 //! numbers typed in any usual format (national ones with `otp.default_region`) are
 //! normalized to one E.164 number.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
-mod common;
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use serde_json::json;
 
 /// Writes `bytes` one at a time, 200 ms apart, until the daemon hangs up or `limit` passes;

@@ -6,15 +6,12 @@
 //! at the kill got no answer, so either outcome is allowed for them, and no more.
 //!
 //! Randomness is seeded (`OTPD_CRASH_SEED` replays a run); the seed is printed.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
-mod common;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use hyper::Method;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};

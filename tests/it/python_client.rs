@@ -2,9 +2,6 @@
 //! suite runs in a virtualenv at `target/python-venv` with the pinned requirements,
 //! created with `python3 -m venv` and pip on first use (so the first run needs
 //! `python3` with the venv module, and PyPI or a pip mirror).
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
-mod common;
 
 use std::fs;
 use std::io::ErrorKind;
@@ -12,8 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use common::install_lock::InstallLock;
-use common::*;
+use crate::common::install_lock::InstallLock;
+use crate::common::*;
 
 /// How long to wait for another test process creating the virtualenv.
 const VENV_LOCK_TIMEOUT: Duration = Duration::from_secs(600);

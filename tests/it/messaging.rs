@@ -1,14 +1,11 @@
 //! General messaging through the real binary: `send-sms` into the durable outbox, the
 //! workers sending through the mock Twilio, idempotency, scheduling, segment counts,
 //! `kill -9` mid-queue and mid-send, and signed status callbacks.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
-mod common;
 
 use std::time::{Duration, Instant, SystemTime};
 
-use common::mock_twilio::{DEFAULT_AUTH_TOKEN, magic};
-use common::{Daemon, MockOptions, MockTwilio, Reply, Setup, request_with};
+use crate::common::mock_twilio::{DEFAULT_AUTH_TOKEN, magic};
+use crate::common::{Daemon, MockOptions, MockTwilio, Reply, Setup, request_with};
 use hyper::Method;
 use serde_json::{Value, json};
 
@@ -155,7 +152,11 @@ async fn segments_are_counted_for_gsm7_extended_and_unicode_bodies() {
         assert_eq!(reply.json["segments"], segments, "{body}");
         assert_eq!(reply.json["encoding"], encoding, "{body}");
         // The mock counts independently; simple bodies must agree.
-        assert_eq!(common::mock_twilio::segments(&body), segments, "{body}");
+        assert_eq!(
+            crate::common::mock_twilio::segments(&body),
+            segments,
+            "{body}"
+        );
     }
 
     let too_long = send_sms(&daemon, json!({"to": TO, "body": "ó".repeat(1601)})).await;
@@ -523,12 +524,12 @@ async fn a_callback_url_without_the_auth_token_is_a_config_error() {
         format!(
             "[twilio]\naccount_sid = \"{}\"\napi_key_sid = \"{}\"\napi_key_secret = \"s\"\n\
              from_number = \"+15005550006\"\nstatus_callback_url = \"{CALLBACK_URL}\"\n",
-            common::mock_twilio::DEFAULT_ACCOUNT_SID,
-            common::mock_twilio::TEST_API_KEY_SID
+            crate::common::mock_twilio::DEFAULT_ACCOUNT_SID,
+            crate::common::mock_twilio::TEST_API_KEY_SID
         ),
     )
     .unwrap();
-    let out = common::check_config(&path);
+    let out = crate::common::check_config(&path);
     assert_eq!(out.status.code(), Some(78));
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("twilio.status_callback_url"),
@@ -608,7 +609,7 @@ async fn templates_render_in_the_requested_locale_or_fall_back() {
     let body = mock.messages().last().unwrap().body.clone();
     assert!(body.starts_with("Tu código es "), "{body}");
     assert!(body.ends_with("Caduca en 10 minutos."), "{body}");
-    let code = common::code_in(&body);
+    let code = crate::common::code_in(&body);
     let verified = daemon
         .verify_otp(json!({"phone_number": TO, "purpose": "login", "otp_code": code}))
         .await;
@@ -644,7 +645,7 @@ fn templates_are_checked_when_the_config_loads() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("otpd.toml");
         std::fs::write(&path, text).unwrap();
-        let out = common::check_config(&path);
+        let out = crate::common::check_config(&path);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(78), "{text}: {stderr}");
         assert!(stderr.contains(key), "{text}: expected {key} in {stderr}");

@@ -34,11 +34,6 @@
 //! JSON and an optional `Retry-After`, a hang, a connection reset, a slow body. Each
 //! request consumes one fault at arrival; with the queue empty the mock behaves normally.
 
-#![allow(
-    dead_code,
-    reason = "every test binary includes this module but each uses only part of it"
-)]
-
 use std::collections::hash_map::RandomState;
 use std::convert::Infallible;
 use std::hash::BuildHasher;

@@ -1,11 +1,8 @@
 //! The `otpd` client commands against a running daemon: output, `--json`, exit codes.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
-mod common;
 
 use std::process::Output;
 
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 
 fn cli(otpd: &Daemon, args: &[&str]) -> Output {

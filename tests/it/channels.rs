@@ -1,14 +1,11 @@
 //! Channels through the real binary and the mock Twilio: WhatsApp addressing for OTPs and
 //! plain messages, the configured fallback order when Twilio refuses a channel, outages
 //! that must not switch channels, and the errors for a channel otpd cannot use.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
-mod common;
 
 use std::time::{Duration, Instant};
 
-use common::mock_twilio::{Fault, WHATSAPP_SANDBOX, magic};
-use common::{
+use crate::common::mock_twilio::{Fault, WHATSAPP_SANDBOX, magic};
+use crate::common::{
     Daemon, MockOptions, MockTwilio, Setup, check_config, last_code, send_body, verify_body,
 };
 use serde_json::{Value, json};
