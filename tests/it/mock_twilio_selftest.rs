@@ -8,6 +8,7 @@ use crate::common::mock_twilio::{
     CREATE_MESSAGE_FIELDS, Fault, MESSAGE_PROPERTIES, MockOptions, MockTwilio, TEST_API_KEY_SECRET,
     TEST_API_KEY_SID, WHATSAPP_SANDBOX, magic,
 };
+use crate::common::prism::twilio_spec_path;
 use base64::Engine as _;
 use serde_json::Value;
 
@@ -743,21 +744,13 @@ fn rfc2822_formatting() {
     );
 }
 
-/// Keeps the mock honest against Twilio's OpenAPI description when it is available
-/// (`../shared/twilio/twilio_api_v2010.json` next to the crate, or `$TWILIO_OPENAPI_V2010`).
+/// Keeps the mock honest against Twilio's OpenAPI description (the vendored part, or
+/// `$OTPD_TWILIO_SPEC`).
 #[test]
 fn field_lists_match_the_twilio_openapi_spec() {
-    let path = std::env::var("TWILIO_OPENAPI_V2010").unwrap_or_else(|_| {
-        concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../shared/twilio/twilio_api_v2010.json"
-        )
-        .to_owned()
-    });
-    let Ok(text) = std::fs::read_to_string(&path) else {
-        eprintln!("skipping: {path} not found");
-        return;
-    };
+    let path = twilio_spec_path();
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
     let spec: Value = serde_json::from_str(&text).unwrap();
     let op = &spec["paths"]["/2010-04-01/Accounts/{AccountSid}/Messages.json"]["post"];
     assert_eq!(op["operationId"], "CreateMessage");

@@ -21,8 +21,8 @@ use std::time::{Duration, Instant};
 
 use super::install_lock::InstallLock;
 
-/// How long Prism may take to answer after it is started (it needs about 1.5 s on an idle
-/// 2-core machine for the 1.8 MB Twilio spec).
+/// How long Prism may take to answer after it is started: generous, because node starts
+/// slowly on a machine busy with builds.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long to wait for another test process's `npm ci` (about 12 s with a cold cache).
 const INSTALL_LOCK_TIMEOUT: Duration = Duration::from_secs(600);
@@ -204,12 +204,14 @@ fn is_running(pid: u32) -> bool {
     }
 }
 
-/// Path of the Twilio spec: `$OTPD_TWILIO_SPEC` if set, else
-/// `<CARGO_MANIFEST_DIR>/../shared/twilio/twilio_api_v2010.json`.
+/// Path of the Twilio spec: `$OTPD_TWILIO_SPEC` if set, else the part of Twilio's
+/// description vendored in `tests/twilio/` (its README says where it came from).
 pub fn twilio_spec_path() -> PathBuf {
     match std::env::var_os("OTPD_TWILIO_SPEC") {
         Some(path) if !path.is_empty() => PathBuf::from(path),
-        _ => Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/twilio/twilio_api_v2010.json"),
+        _ => {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/twilio/twilio_api_v2010.subset.json")
+        }
     }
 }
 
