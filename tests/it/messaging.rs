@@ -128,8 +128,16 @@ async fn the_same_idempotency_key_returns_the_first_message_and_sends_once() {
     other.assert_error(409, "idempotency_key_reused");
     assert_eq!(other.json["message_id"], id);
 
-    // Give a wrongly duplicated send time to show up before counting.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Nothing can be sent later: ids are rowids (max + 1), so a second message for the
+    // key would be the next id, and the first one's history records its one send.
+    daemon
+        .get(&format!("/api/v1/messaging/messages/{}", id + 1))
+        .await
+        .assert_error(404, "message_not_found");
+    assert_eq!(
+        statuses(&message(&daemon, id).await),
+        ["queued", "sending", "sent"]
+    );
     assert_eq!(mock.requests().len(), 1, "one Twilio call for one key");
 }
 
@@ -173,6 +181,10 @@ async fn segments_are_counted_for_gsm7_extended_and_unicode_bodies() {
 async fn bad_requests_get_stable_codes_and_queue_nothing() {
     let mock = MockTwilio::start(MockOptions::default());
     let daemon = setup(&mock).start();
+    // Bracketed by two good messages: ids are rowids (max + 1), so consecutive ids prove
+    // that no bad request left a message behind to be sent later.
+    let before = send_sms(&daemon, json!({"to": TO, "body": "before"})).await;
+    let before = before.json["message_id"].as_i64().unwrap();
     let cases = [
         (json!({"to": TO, "body": "  "}), 400, "invalid_body"),
         (json!({"to": TO, "body": "a\u{0}b"}), 400, "invalid_body"),
@@ -219,8 +231,13 @@ async fn bad_requests_get_stable_codes_and_queue_nothing() {
         .get("/api/v1/messaging/messages/abc")
         .await
         .assert_error(404, "not_found");
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(mock.requests().is_empty());
+    let after = send_sms(&daemon, json!({"to": TO, "body": "after"})).await;
+    assert_eq!(after.json["message_id"].as_i64(), Some(before + 1));
+    wait_for_status(&daemon, before, "sent").await;
+    wait_for_status(&daemon, before + 1, "sent").await;
+    let bodies: Vec<String> = mock.messages().into_iter().map(|m| m.body).collect();
+    assert_eq!(bodies.len(), 2, "{bodies:?}");
+    assert_eq!(mock.requests().len(), 2);
 }
 
 #[tokio::test]
@@ -235,8 +252,10 @@ async fn a_permanent_twilio_refusal_marks_the_message_failed_after_one_call() {
     let id = reply.json["message_id"].as_i64().unwrap();
     let m = wait_for_status(&daemon, id, "failed").await;
     assert_eq!(m["error_code"], 21610);
+    // The history is written in the transaction that decides: a retry would have put the
+    // message back in the queue ("queued") instead of "failed", and a failed message
+    // keeps no body to send. So the one request seen now is all there will be.
     assert_eq!(statuses(&m), ["queued", "sending", "failed"]);
-    tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(
         mock.requests().len(),
         1,
@@ -326,10 +345,12 @@ async fn queued_messages_survive_kill_9_and_are_sent_exactly_once() {
     assert!(mock.requests().is_empty());
 
     let daemon = daemon.start_again();
+    // One "sending" per message: each was claimed from the queue once, and a sent
+    // message leaves the queue for good.
     for id in &ids {
-        wait_for_status(&daemon, *id, "sent").await;
+        let m = wait_for_status(&daemon, *id, "sent").await;
+        assert_eq!(statuses(&m), ["queued", "sending", "sent"], "{m}");
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
     for n in 0..10 {
         assert_eq!(sent_bodies(&mock, &format!("queued {n}")), 1, "queued {n}");
     }
@@ -355,8 +376,10 @@ async fn a_message_interrupted_mid_send_is_marked_unknown_and_not_sent_again() {
 
     let daemon = daemon.start_again();
     let m = wait_for_status(&daemon, id, "unknown").await;
+    // "unknown" is final and the recovery that wrote it runs before any worker claims:
+    // a resend would have needed the message back in the queue, which the history
+    // would show.
     assert_eq!(statuses(&m), ["queued", "sending", "unknown"]);
-    tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(sent_bodies(&mock, "in flight"), 1, "at most once");
 }
 
