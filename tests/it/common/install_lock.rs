@@ -1,74 +1,61 @@
-//! A lock file that serializes tool installs (Prism's npm ci, the Python venv) across
-//! concurrent test processes.
+//! A lock that serializes tool installs (Prism's npm ci, the Python venv) across
+//! concurrent test processes: an exclusive `flock` on a file. The kernel drops it when
+//! its holder exits, however it exits, so no stale lock needs detecting or removing.
 
-use std::fs::{self, OpenOptions};
-use std::io::{ErrorKind, Write};
-use std::path::{Path, PathBuf};
+use std::fs::{File, OpenOptions, TryLockError};
+use std::path::Path;
 use std::thread;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
-/// A lock file created exclusively, holding the owner's pid; removed on drop. One left by
-/// a process that is gone (or older than the wait limit) is taken over.
+/// Held while alive; the lock goes with the file handle on drop (the file stays, empty).
 pub struct InstallLock {
-    path: PathBuf,
+    _file: File,
 }
 
 impl InstallLock {
     /// Waits (at most `timeout`) for the lock at `path`; a test failure after that.
-    #[allow(
-        clippy::panic,
-        reason = "an install lock that is never released is a test failure"
-    )]
     pub fn acquire_within(timeout: Duration, path: &Path) -> InstallLock {
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)
+            .unwrap_or_else(|e| panic!("cannot open {}: {e}", path.display()));
         let started = Instant::now();
         loop {
-            match OpenOptions::new().write(true).create_new(true).open(path) {
-                Ok(mut file) => {
-                    let _ = write!(file, "{}", std::process::id());
-                    return InstallLock {
-                        path: path.to_owned(),
-                    };
-                }
-                Err(e) if e.kind() == ErrorKind::AlreadyExists => {
-                    if Self::is_stale(path, timeout) {
-                        let _ = fs::remove_file(path);
-                        continue;
-                    }
-                    if started.elapsed() > timeout {
-                        panic!(
-                            "waited {timeout:?} for {} (another test process installing \
-                             a tool); remove it if no such process is running",
-                            path.display()
-                        );
-                    }
+            match file.try_lock() {
+                Ok(()) => return InstallLock { _file: file },
+                Err(TryLockError::WouldBlock) if started.elapsed() <= timeout => {
                     thread::sleep(Duration::from_millis(250));
                 }
-                Err(e) => panic!("cannot create {}: {e}", path.display()),
+                Err(TryLockError::WouldBlock) => panic!(
+                    "waited {timeout:?} for {} (another test process installing a tool)",
+                    path.display()
+                ),
+                Err(TryLockError::Error(e)) => panic!("cannot lock {}: {e}", path.display()),
             }
         }
     }
-
-    fn is_stale(path: &Path, timeout: Duration) -> bool {
-        let owner = fs::read_to_string(path)
-            .ok()
-            .and_then(|s| s.trim().parse::<u32>().ok());
-        if let Some(pid) = owner
-            && Path::new("/proc/self").exists()
-            && !Path::new(&format!("/proc/{pid}")).exists()
-        {
-            return true;
-        }
-        let age = fs::metadata(path)
-            .and_then(|m| m.modified())
-            .ok()
-            .and_then(|modified| SystemTime::now().duration_since(modified).ok());
-        // An empty file is one being written right now, unless it is old.
-        age.is_some_and(|age| age > timeout)
-    }
 }
 
-impl Drop for InstallLock {
-    fn drop(&mut self) {
-        let _ = fs::remove_file(&self.path);
-    }
+#[test]
+fn a_second_holder_waits_until_the_first_lets_go() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tool.lock");
+    let first = InstallLock::acquire_within(Duration::from_secs(1), &path);
+    let waiter = {
+        let path = path.clone();
+        thread::spawn(move || {
+            let started = Instant::now();
+            let _second = InstallLock::acquire_within(Duration::from_secs(10), &path);
+            started.elapsed()
+        })
+    };
+    thread::sleep(Duration::from_millis(500));
+    drop(first);
+    let waited = waiter.join().unwrap();
+    assert!(
+        waited >= Duration::from_millis(400),
+        "took the lock after {waited:?}"
+    );
 }
