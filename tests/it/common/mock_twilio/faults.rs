@@ -12,7 +12,8 @@ use hyper::header::{self, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 
 use super::routes::{self, Operation};
-use super::{Body, Outcome, Shared, answer, read_request};
+use super::wire::{Body, answer, read_request};
+use super::{Outcome, Shared};
 
 /// A scripted misbehaviour for one request (see [`super::MockTwilio::script`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
