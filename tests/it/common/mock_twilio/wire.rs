@@ -1,0 +1,123 @@
+//! The HTTP side of one exchange: what arrived, recorded; and the answer, after the
+//! configured latency, whole or (for a slow-body fault) in two parts.
+
+use std::convert::Infallible;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::StreamExt as _;
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt as _, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::header::{self, HeaderName, HeaderValue};
+use hyper::{Method, Request, Response};
+
+use super::{Created, Outcome, RecordedRequest, Shared, hex32};
+
+pub(super) type Body = UnsyncBoxBody<Bytes, Infallible>;
+
+/// Reads and records what arrived (status 0 until answered).
+pub(super) async fn read_request(req: Request<Incoming>) -> (RecordedRequest, bool, Method) {
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let query = form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
+        .into_owned()
+        .collect();
+    let header_text = |name: header::HeaderName| {
+        req.headers()
+            .get(name)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+    };
+    let authorization = header_text(header::AUTHORIZATION);
+    let content_type = header_text(header::CONTENT_TYPE);
+    let raw = match req.into_body().collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(_) => Bytes::new(),
+    };
+    let is_form = content_type.as_deref().is_some_and(|value| {
+        value.split(';').next().is_some_and(|media| {
+            media
+                .trim()
+                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+        })
+    });
+    let form = if is_form {
+        form_urlencoded::parse(&raw).into_owned().collect()
+    } else {
+        Vec::new()
+    };
+    let record = RecordedRequest {
+        method: method.to_string(),
+        path,
+        query,
+        authorization,
+        content_type,
+        form,
+        status: 0,
+        body: String::from_utf8_lossy(&raw).into_owned(),
+        response_body: String::new(),
+        received_at: Instant::now(),
+        fault: None,
+    };
+    (record, is_form, method)
+}
+
+/// Records the request with its outcome (and what it created), then answers after the
+/// configured latency; with `slow`, half the body goes at once and the rest after that pause.
+pub(super) async fn answer(
+    shared: &Shared,
+    mut record: RecordedRequest,
+    outcome: Outcome,
+    slow: Option<Duration>,
+) -> Response<Body> {
+    let body = outcome.body.to_string();
+    record.status = outcome.status.as_u16();
+    record.response_body.clone_from(&body);
+    let latency = {
+        let mut state = shared.state();
+        state.requests.push(record);
+        match outcome.created {
+            Some(Created::Message(message)) => state.messages.push(message),
+            Some(Created::Call(call)) => state.calls.push(call),
+            None => {}
+        }
+        state.latency
+    };
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
+
+    let body = Bytes::from(body);
+    let length = body.len();
+    let body: Body = match slow {
+        None => Full::new(body).boxed_unsync(),
+        Some(pause) => {
+            let (first, rest) = (body.slice(..length / 2), body.slice(length / 2..));
+            let parts = futures_util::stream::iter([(first, Duration::ZERO), (rest, pause)]).then(
+                |(data, wait)| async move {
+                    tokio::time::sleep(wait).await;
+                    Ok::<_, Infallible>(Frame::data(data))
+                },
+            );
+            StreamBody::new(parts).boxed_unsync()
+        }
+    };
+    let mut response = Response::new(body);
+    *response.status_mut() = outcome.status;
+    // The full length up front, as Twilio sends it: the client waits for every byte.
+    if let Ok(value) = HeaderValue::from_str(&length.to_string()) {
+        response.headers_mut().insert(header::CONTENT_LENGTH, value);
+    }
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    if let Ok(request_id) = HeaderValue::from_str(&format!("RQ{}", hex32())) {
+        headers.insert(HeaderName::from_static("twilio-request-id"), request_id);
+    }
+    for (name, value) in outcome.headers {
+        headers.insert(name, value);
+    }
+    response
+}

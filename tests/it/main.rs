@@ -1,0 +1,36 @@
+//! otpd's integration tests, one binary: each module is a behaviour area driving the real
+//! `otpd` binary (CARGO_BIN_EXE_otpd) over its Unix socket, with a mock Twilio or Prism
+//! on loopback; `common` is the harness. One binary links the harness once instead of
+//! once per file. Run one area with `cargo test --test it crash::`.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a test fails by panicking"
+)]
+
+mod common;
+
+mod access;
+mod channels;
+mod cli;
+mod crash;
+mod errors;
+mod guard;
+mod hostile;
+mod lifecycle;
+mod limits;
+mod messaging;
+mod metrics;
+mod mock_twilio_selftest;
+mod prism_selftest;
+mod python_client;
+mod readme;
+mod retention;
+mod send_otp;
+mod store_faults;
+mod systemd;
+mod twilio_contract;
+mod twilio_faults;
+mod upgrade;
+mod verify_otp;
