@@ -1,25 +1,19 @@
 #!/usr/bin/env python3
 """Instructions per request of otpd under callgrind (BENCHMARKS.md, "Per-request CPU"):
 N sends, then N verifies of their codes, each phase between `callgrind_control -z` and
-`-d`, against a mock Twilio in this process.
-
-With --order-file PATH it also writes the release link order (build.rs): the functions
-that start-up and an idle second run (a `--dev` start, then this run's start with the
-journal as stderr, as under systemd), then those the requests ran, hottest first.
-Its counts are then of logging to a journal socket, not a file: compare them with each
-other only. Usage: icount.py OTPD_BIN [N] [CONNS] [--order-file PATH]"""
+`-d`, against a mock Twilio in this process. Instruction counts do not depend on what
+else the machine runs, so two builds can be compared on a busy one.
+Usage: icount.py OTPD_BIN [N] [CONNS]"""
 import argparse, http.client, http.server, json, os, re, socket, subprocess, sys, tempfile, threading, time, glob
 import urllib.parse
-from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
 args = argparse.ArgumentParser()
 args.add_argument("bin")
 args.add_argument("n", nargs="?", type=int, default=2000)
 args.add_argument("conns", nargs="?", type=int, default=16)
-args.add_argument("--order-file")
 args = args.parse_args()
-BIN, N, CONNS, ORDER = os.path.abspath(args.bin), args.n, args.conns, args.order_file
+BIN, N, CONNS = os.path.abspath(args.bin), args.n, args.conns
 SID = "AC0123456789abcdef0123456789abcdef"
 codes = {}
 lock = threading.Lock()
@@ -93,13 +87,11 @@ class UConn(http.client.HTTPConnection):
         self.sock.connect(self.path)
 
 
-def start(name, argv, cwd, journal=False):
+def start(name, argv, cwd):
     """otpd under callgrind, answering /healthz; its dumps are {d}/{name}.cg.*"""
     log = open(f"{d}/{name}.log", "w")
-    st = os.fstat(log.fileno())
-    extra = {"JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}"} if journal else {}
-    p = subprocess.Popen(["valgrind", "--tool=callgrind", "--demangle=no", f"--callgrind-out-file={d}/{name}.cg",
-                          BIN, "serve", *argv], cwd=cwd, env={**env, **extra}, stdout=log, stderr=log)
+    p = subprocess.Popen(["valgrind", "--tool=callgrind", f"--callgrind-out-file={d}/{name}.cg",
+                          BIN, "serve", *argv], cwd=cwd, env=env, stdout=log, stderr=log)
     sock = os.path.join(cwd, "otpd.sock")
     for _ in range(600):
         try:
@@ -118,41 +110,7 @@ def last_dump(name):
     return open(sorted(glob.glob(f"{d}/{name}.cg.*"), key=os.path.getmtime)[-1]).read()
 
 
-def functions(dump):
-    """Self cost of each function in a callgrind dump (names as the linker sees them)."""
-    ids, cost, current, call = {}, Counter(), None, False
-    for line in dump.splitlines():
-        m = re.match(r"^(c?fn)=\((\d+)\)(?: (.*))?$", line)
-        if m:
-            kind, i, name = m.groups()
-            ids[i] = name or ids[i]
-            if kind == "fn":
-                current = ids[i]
-                cost[current] += 0
-        elif line.startswith("calls="):
-            call = True  # the next cost line is the callee's, not this function's
-        elif current and re.match(r"^[-+*0-9]\S* \d+$", line):
-            if not call:
-                cost[current] += int(line.split()[1])
-            call = False
-    return cost
-
-
-startup = []
-if ORDER:
-    # The README's development start, in an empty directory of its own.
-    os.mkdir(f"{d}/dev")
-    p, _ = start("dev", ["--dev"], f"{d}/dev")
-    time.sleep(1)
-    ctl(p, "-d")
-    startup += functions(last_dump("dev"))
-    p.terminate(); p.wait()
-
-proc, sock = start("otpd", ["--config", f"{d}/config.toml"], d, journal=bool(ORDER))
-if ORDER:
-    time.sleep(1)
-    ctl(proc, "-d")
-    startup += functions(last_dump("otpd"))
+proc, sock = start("otpd", ["--config", f"{d}/config.toml"], d)
 
 local = threading.local()
 
@@ -193,7 +151,7 @@ def total(dump):
 
 W = 300
 phase(send, 1, W + 1); phase(verify, 1, W + 1)  # warm-up
-res, hot = {}, Counter()
+res = {}
 for name, fn, base in (("send", send, 10_000), ("verify", verify, 10_000)):
     time.sleep(0.5)
     ctl(proc, "-z")
@@ -202,21 +160,7 @@ for name, fn, base in (("send", send, 10_000), ("verify", verify, 10_000)):
     ctl(proc, "-d")
     dump = last_dump("otpd")
     res[name] = total(dump) / N
-    hot.update(functions(dump))
     print(f"{name}: {res[name]:,.0f} instructions/request ({N} requests, {time.time()-t:.1f}s)", flush=True)
 proc.terminate(); proc.wait()
 print(json.dumps(res))
 
-if ORDER:
-    # Only the executable's own functions: the linker places nothing else.
-    nm = subprocess.run(["nm", "--defined-only", BIN], capture_output=True, text=True, check=True).stdout
-    defined = {f[2] for f in (l.split() for l in nm.splitlines()) if len(f) == 3 and f[1] in "tTwW"}
-    order = list(dict.fromkeys(n for n in startup if n in defined))
-    listed = set(order)
-    order += [n for n, _ in hot.most_common() if n in defined and n not in listed]
-    with open(ORDER, "w") as out:
-        out.write("# otpd's release link order (build.rs): start-up and idle code first, then the\n"
-                  "# request path, hottest first. Written by `benches/icount.py --order-file`;\n"
-                  f"# {len(listed)} start-up and {len(order) - len(listed)} request functions.\n")
-        out.write("\n".join(order) + "\n")
-    print(f"{ORDER}: {len(listed)} start-up and {len(order) - len(listed)} request functions")

@@ -1,14 +1,15 @@
 #!/bin/sh
-# Builds target/debian/otpd_<version>-1_<arch>.deb from the release binary (built here if
-# missing): the man page and completions come from the binary's own clap definition, the
-# production config from config.toml.example. Extra arguments go to `cargo deb`.
+# Builds target/debian/otpd_<version>-1_<arch>.deb from the dist profile's binary,
+# target/dist/otpd (built here if missing): the man page and completions come from
+# the binary's own clap definition, the production config from config.toml.example.
+# Extra arguments go to `cargo deb`.
 set -eu
 cd "$(dirname "$0")/.."
 
-[ -x target/release/otpd ] || cargo build --release --locked
+[ -x target/dist/otpd ] || cargo build --profile dist --locked
 assets=target/deb-assets
 rm -rf "$assets"
-target/release/otpd generate-assets "$assets"
+target/dist/otpd generate-assets "$assets"
 gzip -9n "$assets/otpd.1"
 # The example documents every default; production only names the callers' group.
 sed 's/^socket_group = ""$/socket_group = "otpd-clients"/' config.toml.example >"$assets/config.toml"
