@@ -50,6 +50,10 @@ packaging/build-deb.sh --deb-version 0.1.0-1 >"$work/build.log" 2>&1 || {
 }
 deb=$(ls target/debian/otpd_0.1.0-1_*.deb)
 echo "$deb"
+# cargo deb replaces target/debian's .deb: keep both versions for packaging/test-systemd.sh.
+rm -rf target/packages
+mkdir -p target/packages
+cp "$deb" target/packages/
 
 step "lintian"
 lintian --version
@@ -136,6 +140,7 @@ packaging/build-deb.sh --deb-version 0.1.1-1 >"$work/build2.log" 2>&1 || {
     cat "$work/build2.log"
     fail "cargo deb (upgrade)"
 }
+cp target/debian/otpd_0.1.1-1_*.deb target/packages/
 dpkg -i target/debian/otpd_0.1.1-1_*.deb
 [ "$(dpkg-query -W -f='${Version}' otpd)" = 0.1.1-1 ] || fail "not upgraded"
 grep -q '^length = 7$' /etc/otpd/config.toml || fail "the upgrade lost the config edit"
