@@ -147,7 +147,15 @@ api() {
 status_of() { tail -n 1 <<<"$1"; }
 body_of() { sed '$d' <<<"$1"; }
 # jget EXPR: EXPR over the JSON on stdin as `v` (Python), printed.
-jget() { python3 -c "import json,sys; v=json.load(sys.stdin); print($1)"; }
+jget() {
+    python3 -c "import json,sys
+text = sys.stdin.read()
+try:
+    v = json.loads(text)
+except ValueError:
+    sys.exit(f'not JSON: {text!r}')
+print($1)"
+}
 mode_of() { c stat -c '%a %U:%G' "$1" 2>&1; }
 prop() { c systemctl show -p "$2" --value "$1"; }
 unit() { c systemctl "$@"; }
@@ -409,8 +417,15 @@ check "restore the configuration (reload)" t_restore
 group "secrets file: otpd reads it itself (lead: issue 17 item 3)"
 check "the unit has no EnvironmentFile= (systemd would read it only at start)" \
     eq "$(prop otpd.service EnvironmentFiles)" "" "EnvironmentFiles"
+t_secrets_file_key() {
+    c grep -qx 'secrets_file = "/etc/otpd/otpd.env"' /etc/otpd/config.toml || {
+        echo "/etc/otpd/config.toml's [twilio] has: $(c sed -n '/^\[twilio\]/,/^\[/p' \
+            /etc/otpd/config.toml | grep -v '^#' | grep secrets || echo 'no secrets_file')"
+        return 1
+    }
+}
 check "lead: the packaged config reads the secrets file: secrets_file = \"/etc/otpd/otpd.env\"" \
-    c grep -qx 'secrets_file = "/etc/otpd/otpd.env"' /etc/otpd/config.toml
+    t_secrets_file_key
 # set_env_token TOKEN: the token only in otpd.env, none in config.toml.
 set_env_token() {
     cs "sed -i 's|^auth_token = .*|auth_token = \"\"|' /etc/otpd/config.toml &&
@@ -449,13 +464,18 @@ check "lead: an edit to otpd.env applies on systemctl reload (wrong token refuse
 credential_state() {
     api backend GET /api/v1/messaging/status/ | sed '$d' | python3 -c '
 import json, sys
+text = sys.stdin.read()
+try:
+    status = json.loads(text)
+except ValueError:
+    sys.exit(f"status is not JSON: {text!r}")
 def find(v, path=""):
     if isinstance(v, dict):
         for k, x in v.items():
             if "credential" in k.lower() and not isinstance(x, (dict, list)):
                 yield f"{path}{k}", x
             yield from find(x, f"{path}{k}.")
-hits = list(find(json.load(sys.stdin)))
+hits = list(find(status))
 print(json.dumps(hits[0][1]) if hits else "none")'
 }
 t_status_credentials() {
