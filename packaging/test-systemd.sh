@@ -161,6 +161,19 @@ prop() { c systemctl show -p "$2" --value "$1"; }
 unit() { c systemctl "$@"; }
 # The control plane survives a burst of restarts: clear the start-rate counter first.
 restart_otpd() { unit reset-failed otpd.service 2>/dev/null; unit restart otpd.service; }
+# How many reloads the running otpd has finished, by its own log lines: `systemctl
+# reload` returns once the signal is sent, not when otpd has applied (or refused) it.
+reloads_done() {
+    c journalctl --no-pager -o cat "_PID=$(prop otpd.service MainPID)" |
+        grep -ciE 'reloaded|reload rejected'
+}
+reloads_above() { [ "$(reloads_done)" -gt "$1" ]; }
+reload_otpd() {
+    local before
+    before=$(reloads_done)
+    unit reload otpd.service || return 1
+    within 10 reloads_above "$before" || { echo "otpd logged no reload outcome"; return 1; }
+}
 
 # --- checks -----------------------------------------------------------------------------
 n=0 passed=0 failed=0
@@ -383,7 +396,7 @@ t_reload_applies() {
     pid=$(prop otpd.service MainPID)
     cs "sed -i -e 's/^length = 6\$/length = 7/' -e 's|^send_per_phone = .*|send_per_phone = \"1/1h\"|' \
         /etc/otpd/config.toml && grep -q '^length = 7\$' /etc/otpd/config.toml" || return 1
-    unit reload otpd.service || return 1
+    reload_otpd || return 1
     within 10 otp_length_is 7 || { echo "otp_length did not become 7"; return 1; }
     eq "$(prop otpd.service MainPID)" "$pid" "MainPID across the reload" &&
         eq "$(prop otpd.service ActiveState)/$(prop otpd.service SubState)" active/running "state" ||
@@ -401,7 +414,7 @@ t_reload_rejects() {
     local pid
     pid=$(prop otpd.service MainPID)
     cs 'echo "this is not = toml [" >>/etc/otpd/config.toml' || return 1
-    unit reload otpd.service || return 1
+    reload_otpd || return 1
     within 10 journal_has "reload rejected" -p err ||
         { echo "no 'reload rejected' error in the journal"; return 1; }
     eq "$(prop otpd.service MainPID)" "$pid" "MainPID" &&
@@ -410,7 +423,7 @@ t_reload_rejects() {
 }
 check "a broken config is rejected on reload, logged as an error, and the old one keeps serving" \
     t_reload_rejects
-t_restore() { restore_config && unit reload otpd.service && within 10 otp_length_is 6; }
+t_restore() { restore_config && reload_otpd && otp_length_is 6; }
 check "restore the configuration (reload)" t_restore
 
 # "lead:" checks test src/ work of issue 17 (items 3 and 7) that is not on this branch.
@@ -444,14 +457,12 @@ check "lead: otpd check-config shows the token from otpd.env (masked) that the s
 # sent_with PHONE: whether the mock saw the last message to PHONE with the right token.
 sent_with() { last_to "$1" | jget 'v["authorized"]'; }
 t_env_reload() {
-    set_env_token "$WRONG_TOKEN" && unit reload otpd.service || return 1
-    sleep 1
+    set_env_token "$WRONG_TOKEN" && reload_otpd || return 1
     next_phone
     send_otp "$phone" >/dev/null
     eq "$(sent_with "$phone")" False "after otpd.env got a wrong token and a reload, Twilio saw" ||
         return 1
-    set_env_token "$TOKEN" && unit reload otpd.service || return 1
-    sleep 1
+    set_env_token "$TOKEN" && reload_otpd || return 1
     next_phone
     local r
     r=$(send_otp "$phone")
@@ -524,9 +535,7 @@ t_status_refused() {
 }
 check "lead: status says Twilio refuses the (wrong) credential" t_status_refused
 t_credential_reload() {
-    cs "printf %s '$TOKEN' >/etc/otpd/credentials/twilio_auth_token" && unit reload otpd.service ||
-        return 1
-    sleep 1
+    cs "printf %s '$TOKEN' >/etc/otpd/credentials/twilio_auth_token" && reload_otpd || return 1
     next_phone
     send_otp "$phone" >/dev/null
     eq "$(sent_with "$phone")" False "after a reload, Twilio still saw the old credential" ||
