@@ -11,8 +11,11 @@ assets=target/deb-assets
 rm -rf "$assets"
 target/dist/otpd generate-assets "$assets"
 gzip -9n "$assets/otpd.1"
-# The example documents every default; production only names the callers' group.
-sed 's/^socket_group = ""$/socket_group = "otpd-clients"/' config.toml.example >"$assets/config.toml"
+# The example documents every default; production names the callers' group and the
+# secrets file, which otpd reads itself (so a reload applies an edit to it).
+sed -e 's/^socket_group = ""$/socket_group = "otpd-clients"/' \
+    -e 's|^secrets_file = ""$|secrets_file = "/etc/otpd/otpd.env"|' \
+    config.toml.example >"$assets/config.toml"
 grep -q '^socket_group = "otpd-clients"$' "$assets/config.toml"
 
 cargo deb --no-build --locked "$@"

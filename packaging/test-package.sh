@@ -3,7 +3,8 @@
 # build the .deb from the release binary, lintian, the unit files (verify + offline
 # security score <= 2.0), dpkg -i, the user/groups/files/modes/conffiles, check-config,
 # the installed daemon serving as user otpd, an upgrade that keeps the edited config and
-# the database, then purge and check that nothing of it is left and nothing else changed.
+# the database, then purge and check that nothing of it is left but the user and groups
+# (Debian policy keeps them) and nothing else changed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,13 +24,14 @@ expect_mode() {
 # What a package could leave behind: compared before install and after purge.
 snapshot() {
     {
-        find /etc /var/lib /usr/bin /usr/lib/systemd /lib/systemd /usr/share/man/man1 \
-            /usr/share/bash-completion /usr/share/zsh /usr/share/fish /usr/share/doc \
-            /usr/share/lintian /run -xdev 2>/dev/null |
+        find /etc /var/lib /usr/bin /usr/lib/systemd /lib/systemd /usr/lib/tmpfiles.d \
+            /usr/share/man/man1 /usr/share/bash-completion /usr/share/zsh /usr/share/fish \
+            /usr/share/doc /usr/share/lintian /run -xdev 2>/dev/null |
             grep -v -e '^/var/lib/dpkg' -e '^/var/lib/apt' -e '^/var/lib/man-db' \
                 -e '^/etc/ld.so.cache' -e '-$' -e '^/run/' || true
-        getent passwd | cut -d: -f1
-        getent group | cut -d: -f1
+        # Purge keeps these (policy); a first run creates them: checked on their own.
+        getent passwd | cut -d: -f1 | grep -vx otpd
+        getent group | cut -d: -f1 | grep -vx -e otpd -e otpd-clients
     } | sort
 }
 
@@ -48,6 +50,10 @@ packaging/build-deb.sh --deb-version 0.1.0-1 >"$work/build.log" 2>&1 || {
 }
 deb=$(ls target/debian/otpd_0.1.0-1_*.deb)
 echo "$deb"
+# cargo deb replaces target/debian's .deb: keep both versions for packaging/test-systemd.sh.
+rm -rf target/packages
+mkdir -p target/packages
+cp "$deb" target/packages/
 
 step "lintian"
 lintian --version
@@ -78,6 +84,8 @@ expect_mode /usr/bin/otpd "755 root:root"
 unitdir=$(dirname "$(dpkg -L otpd | grep '/otpd.service$')")
 expect_mode "$unitdir/otpd.service" "644 root:root"
 expect_mode "$unitdir/otpd.socket" "644 root:root"
+expect_mode /usr/lib/tmpfiles.d/otpd.conf "644 root:root"
+grep -qx 'd /run/otpd 0755 otpd otpd -' /usr/lib/tmpfiles.d/otpd.conf || fail "tmpfiles.d entry"
 expect_mode /etc/otpd "750 root:otpd"
 expect_mode /etc/otpd/config.toml "640 root:otpd"
 expect_mode /etc/otpd/otpd.env "640 root:otpd"
@@ -102,7 +110,9 @@ step "systemd-analyze verify (installed units)"
 systemd-analyze verify "$unitdir/otpd.socket" "$unitdir/otpd.service"
 
 step "the installed daemon serves as otpd (the unit's user, paths and config)"
-install -d -o otpd -g otpd -m 0755 /run/otpd
+# What the tmpfiles.d entry makes at boot (postinst runs it only under systemd as PID 1).
+systemd-tmpfiles --create otpd.conf
+expect_mode /run/otpd "755 otpd:otpd"
 # setpriv execs otpd itself (runuser would stay between, and answer SIGTERM itself).
 setpriv --reuid=otpd --regid=otpd --init-groups otpd serve --config /etc/otpd/config.toml >"$work/serve.log" 2>&1 &
 pid=$!
@@ -130,6 +140,7 @@ packaging/build-deb.sh --deb-version 0.1.1-1 >"$work/build2.log" 2>&1 || {
     cat "$work/build2.log"
     fail "cargo deb (upgrade)"
 }
+cp target/debian/otpd_0.1.1-1_*.deb target/packages/
 dpkg -i target/debian/otpd_0.1.1-1_*.deb
 [ "$(dpkg-query -W -f='${Version}' otpd)" = 0.1.1-1 ] || fail "not upgraded"
 grep -q '^length = 7$' /etc/otpd/config.toml || fail "the upgrade lost the config edit"
@@ -138,17 +149,18 @@ grep -q '^TWILIO_ACCOUNT_SID=ACtest$' /etc/otpd/otpd.env || fail "the upgrade lo
 expect_mode /etc/otpd/config.toml "640 root:otpd"
 otpd check-config --config /etc/otpd/config.toml | grep -q '^length = 7$' || fail "check-config after upgrade"
 
-step "remove keeps data and config; purge removes what the package created"
+step "remove keeps data and config; purge removes what the package created, keeps the user"
 dpkg --remove otpd
 [ -f /var/lib/otpd/otpd.db ] || fail "remove deleted the database"
 [ -f /etc/otpd/config.toml ] || fail "remove deleted the config"
 dpkg --purge otpd
-for path in /usr/bin/otpd /etc/otpd /var/lib/otpd /run/otpd "$unitdir/otpd.service"; do
+for path in /usr/bin/otpd /etc/otpd /var/lib/otpd /run/otpd "$unitdir/otpd.service" \
+    /usr/lib/tmpfiles.d/otpd.conf; do
     [ ! -e "$path" ] || fail "$path left after purge"
 done
-! getent passwd otpd >/dev/null || fail "user otpd left after purge"
-! getent group otpd >/dev/null || fail "group otpd left after purge"
-! getent group otpd-clients >/dev/null || fail "group otpd-clients left after purge"
+getent passwd otpd >/dev/null || fail "purge removed the user otpd (policy keeps it)"
+getent group otpd >/dev/null || fail "purge removed the group otpd"
+getent group otpd-clients >/dev/null || fail "purge removed the group otpd-clients"
 after=$(snapshot)
 diff <(echo "$before") <(echo "$after") || fail "purge left or removed the paths above"
 
