@@ -272,14 +272,17 @@ fn config_toml_example_documents_exactly_the_defaults() {
 }
 
 #[test]
-fn the_readme_configuration_table_shows_every_key_with_its_default() {
+fn the_configuration_reference_shows_every_key_with_its_default() {
     let dir = tempfile::tempdir().unwrap();
     let empty = dir.path().join("empty.toml");
     std::fs::write(&empty, "").unwrap();
     let output = check_config(&empty);
     let effective = String::from_utf8(output.stdout).unwrap();
-    let readme =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let readme = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/docs/configuration.md"
+    ))
+    .unwrap();
     let mut section = "";
     let mut keys = 0;
     for line in effective.lines() {
@@ -289,7 +292,7 @@ fn the_readme_configuration_table_shows_every_key_with_its_default() {
             let row = format!("| `{section}.{key}` | `{value}` |");
             assert!(
                 readme.contains(&row),
-                "README's configuration table lacks {row}"
+                "docs/configuration.md's key table lacks {row}"
             );
             keys += 1;
         }

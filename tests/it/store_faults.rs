@@ -302,14 +302,14 @@ async fn a_database_otpd_cannot_write_stops_the_start_with_a_message_naming_it()
 }
 
 #[test]
-fn store_fault_codes_are_in_the_readme_error_table() {
+fn store_fault_codes_are_in_the_api_reference_error_table() {
     let readme =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/api.md")).unwrap();
     for row in [
         "| 503 | `store_busy` |",
         "| 507 | `store_full` |",
         "| 503 | `store_read_only` |",
     ] {
-        assert!(readme.contains(row), "README lacks {row}");
+        assert!(readme.contains(row), "docs/api.md lacks {row}");
     }
 }
