@@ -145,7 +145,8 @@ class Status:
 
     enabled: bool
     provider: str | None
-    provider_reachable: bool
+    #: None until the provider was first asked (and with no provider).
+    provider_reachable: bool | None
     provider_circuit: str | None
     dev_mode: bool
     test_phone_configured: bool
@@ -163,7 +164,7 @@ class Status:
         return cls(
             enabled=_get(body, "enabled", bool),
             provider=_opt_str(body, "provider"),
-            provider_reachable=_get(body, "provider_reachable", bool),
+            provider_reachable=_get(body, "provider_reachable", bool, optional=True),
             provider_circuit=_opt_str(body, "provider_circuit"),
             dev_mode=_get(body, "dev_mode", bool),
             test_phone_configured=_get(body, "test_phone_configured", bool),

@@ -195,11 +195,15 @@ class DevDaemon:
             cwd=self.dir,
         )
         deadline = time.monotonic() + self._start_timeout
-        while not self.client.healthy():
+        # otpd links the socket into place only once it listens: until the path exists
+        # there is nothing to ask (and httpcore leaks the socket of a failed connect).
+        while not os.path.exists(self.socket) or not self.client.healthy():
             if self._process.poll() is not None:
-                raise RuntimeError(f"otpd exited with {self._process.returncode}:\n{self.log()}")
+                log = self.log()
+                self.close()
+                raise RuntimeError(f"otpd exited with {self._process.returncode}:\n{log}")
             if time.monotonic() > deadline:
-                self.stop()
+                self.close()
                 raise TimeoutError(f"otpd did not answer within {self._start_timeout} s")
             time.sleep(0.02)
         return self
@@ -275,8 +279,9 @@ class FakeClient:
     Codes follow otpd's rules: ``length`` digits, valid ``ttl`` seconds, single use,
     bound to (number, purpose) and to the user when one was given, superseded by a
     newer code, dead after ``max_attempts`` wrong tries. Numbers must be international
-    (``+`` and 8-15 digits; separators are dropped), as otpd's default. At most
-    ``send_per_phone`` codes go to one number (then ``RateLimited``).
+    (``+`` and 8-15 digits; separators are dropped), as otpd's default. The limits are
+    otpd's defaults, as (count, seconds) or ``None`` for none: ``send_per_phone``,
+    ``send_per_user`` and ``verify_per_phone`` (then ``RateLimited``).
 
     ``last_code(number)`` is the newest code sent, ``sent`` every message. To test an
     error path, ``fail_next(error)`` makes the next call raise ``error``. ``now`` is the
@@ -290,20 +295,26 @@ class FakeClient:
         ttl: float = 600.0,
         max_attempts: int = 5,
         purposes: tuple[str, ...] = PURPOSES,
-        send_per_phone: int | None = None,
+        send_per_phone: tuple[int, float] | None = (5, 600.0),
+        send_per_user: tuple[int, float] | None = (10, 3600.0),
+        verify_per_phone: tuple[int, float] | None = (10, 600.0),
         test_phone_number: str | None = None,
     ) -> None:
         self.length = length
         self.ttl = timedelta(seconds=ttl)
         self.max_attempts = max_attempts
         self.purposes = tuple(purposes)
-        self.send_per_phone = send_per_phone
+        self.limits = {
+            "send_per_phone": send_per_phone,
+            "send_per_user": send_per_user,
+            "verify_per_phone": verify_per_phone,
+        }
         self.test_phone_number = test_phone_number
         self.now: datetime = datetime.now(timezone.utc)
         self.sent: list[_Sent] = []
         self.events: list[AuditEvent] = []
         self._codes: dict[tuple[str, str], _Code] = {}
-        self._sends_per_phone: dict[str, int] = {}
+        self._hits: dict[tuple[str, str], list[datetime]] = {}
         self._failures: list[OtpdError] = []
         self._next_id = 0
         self._idempotency: dict[str, tuple[int, tuple[Any, ...]]] = {}
@@ -366,6 +377,26 @@ class FakeClient:
             raise InvalidRequest("invalid_user_id", "Invalid user id", None, 400)
         return text
 
+    def _limit(self, limit: str, key: str | None) -> None:
+        """A sliding window per key: close enough to otpd's GCRA for a test's counts."""
+        rule = self.limits[limit]
+        if rule is None or key is None:
+            return
+        count, seconds = rule
+        window = timedelta(seconds=seconds)
+        hits = [t for t in self._hits.get((limit, key), []) if t > self.now - window]
+        if len(hits) >= count:
+            wait = max(1, int((hits[0] + window - self.now).total_seconds() + 0.999))
+            raise RateLimited(
+                "rate_limited",
+                "Too many requests",
+                f"{limit} limit reached; retry in {wait} s",
+                429,
+                {"limit": limit},
+                retry_after=wait,
+            )
+        self._hits[(limit, key)] = [*hits, self.now]
+
     def _audit(self, event: str, code: _Code) -> None:
         self.events.insert(
             0,
@@ -405,17 +436,8 @@ class FakeClient:
         phone, purpose, user = self._phone(phone_number), self._purpose(purpose), self._user(user_id)
         if channel not in (None, "sms", "whatsapp"):
             raise InvalidRequest("invalid_channel", "Invalid channel", None, 400)
-        count = self._sends_per_phone.get(phone, 0)
-        if self.send_per_phone is not None and count >= self.send_per_phone:
-            raise RateLimited(
-                "rate_limited",
-                "Too many requests",
-                "send_per_phone limit reached",
-                429,
-                {"limit": "send_per_phone"},
-                retry_after=60,
-            )
-        self._sends_per_phone[phone] = count + 1
+        self._limit("send_per_phone", phone)
+        self._limit("send_per_user", user)
         code = _Code(
             otp_id=self._id(),
             phone=phone,
@@ -440,6 +462,7 @@ class FakeClient:
         phone, purpose, user = self._phone(phone_number), self._purpose(purpose), self._user(user_id)
         if not re.fullmatch(r"[0-9]{4,10}", otp_code):
             raise InvalidRequest("invalid_otp_code", "Invalid OTP code format", None, 400)
+        self._limit("verify_per_phone", phone)
         code = self._codes.get((phone, purpose))
         refused = {"verified": False}
         if code is None:
@@ -495,7 +518,7 @@ class FakeClient:
             purposes=self.purposes,
             otp_length=self.length,
             otp_ttl_seconds=int(self.ttl.total_seconds()),
-            limiter_keys=len(self._sends_per_phone),
+            limiter_keys=len(self._hits),
             codes=states,
             messages={"delivered_to_outbox": len(self.sent)} if self.sent else {},
             version="fake",
