@@ -168,9 +168,17 @@ class RateLimited(OtpdError):
 
     retry_after: int
 
-    def __init__(self, *args: Any, retry_after: int | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        details: str | None = None,
+        status: int | None = None,
+        payload: dict[str, Any] | None = None,
+        retry_after: int | None = None,
+    ) -> None:
         # otpd always sends Retry-After with a 429; 1 s stands in if a proxy dropped it.
-        super().__init__(*args, retry_after=retry_after if retry_after else 1, **kwargs)
+        super().__init__(code, message, details, status, payload, retry_after or 1)
 
     @property
     def limit(self) -> str | None:
