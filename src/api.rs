@@ -56,6 +56,7 @@ enum Route {
     Purge,
     Health,
     Metrics,
+    OpenApi,
 }
 
 impl Route {
@@ -82,6 +83,7 @@ impl Route {
             "/api/v1/messaging/purge" => (Route::Purge, "POST"),
             "/healthz" => (Route::Health, "GET"),
             "/metrics" => (Route::Metrics, "GET"),
+            "/api/v1/openapi.json" => (Route::OpenApi, "GET"),
             _ => return None,
         })
     }
@@ -101,13 +103,14 @@ impl Route {
             Some(Route::Purge) => 9,
             Some(Route::Health) => 10,
             Some(Route::Metrics) => 11,
-            None => 12,
+            Some(Route::OpenApi) => 12,
+            None => 13,
         }
     }
 }
 
 /// The `route` label of the request metrics, by [`Route::slot`]; "unknown" for no route.
-const ROUTE_NAMES: [&str; 13] = [
+const ROUTE_NAMES: [&str; 14] = [
     "send_otp",
     "verify_otp",
     "test_twilio",
@@ -120,6 +123,7 @@ const ROUTE_NAMES: [&str; 13] = [
     "purge",
     "healthz",
     "metrics",
+    "openapi",
     "unknown",
 ];
 
@@ -1138,6 +1142,16 @@ impl Api {
                     CONTENT_TYPE,
                     HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
                 );
+                Ok(response)
+            }
+            Route::OpenApi => {
+                // The document is compiled in, so it is the one of this build's API.
+                let mut response = Response::new(Full::new(Bytes::from_static(
+                    include_str!("../docs/openapi.json").as_bytes(),
+                )));
+                response
+                    .headers_mut()
+                    .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
                 Ok(response)
             }
             Route::Health => {
