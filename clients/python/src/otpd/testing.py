@@ -36,6 +36,7 @@ from .errors import (
     InvalidPurpose,
     InvalidRequest,
     MessageNotFound,
+    OtpdUnreachable,
     OtpAlreadyUsed,
     OtpdError,
     OtpExpired,
@@ -128,6 +129,8 @@ def _toml(value: Any) -> str:
         return json.dumps(value)
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(_toml(v) for v in value) + "]"
+    if isinstance(value, Mapping):
+        return "{ " + ", ".join(f"{json.dumps(str(k))} = {_toml(v)}" for k, v in value.items()) + " }"
     raise TypeError(f"no TOML for {value!r}")
 
 
@@ -153,7 +156,8 @@ class DevDaemon:
         found = binary or os.environ.get("OTPD_BIN") or shutil.which("otpd")
         if not found:
             raise FileNotFoundError("no otpd binary: pass binary= or set OTPD_BIN")
-        self.binary = str(found)
+        # The daemon runs in its own directory: a relative path must not change meaning.
+        self.binary = os.path.abspath(found) if os.sep in str(found) else str(found)
         self._dir = tempfile.TemporaryDirectory(prefix="otpd-")
         self.dir = Path(self._dir.name)
         self.socket = str(self.dir / "otpd.sock")
@@ -197,7 +201,7 @@ class DevDaemon:
         deadline = time.monotonic() + self._start_timeout
         # otpd links the socket into place only once it listens: until the path exists
         # there is nothing to ask (and httpcore leaks the socket of a failed connect).
-        while not os.path.exists(self.socket) or not self.client.healthy():
+        while not os.path.exists(self.socket) or not self._answers():
             if self._process.poll() is not None:
                 log = self.log()
                 self.close()
@@ -207,6 +211,16 @@ class DevDaemon:
                 raise TimeoutError(f"otpd did not answer within {self._start_timeout} s")
             time.sleep(0.02)
         return self
+
+    def _answers(self) -> bool:
+        """Whether otpd answers at all: a 403 (an allow-list without us) is up too."""
+        try:
+            self.client.healthz()
+        except OtpdUnreachable:
+            return False
+        except OtpdError:
+            pass
+        return True
 
     def log(self) -> str:
         """What the daemon has printed so far."""
