@@ -18,7 +18,7 @@ from urllib.parse import parse_qs
 REPO = Path(__file__).resolve().parents[2]
 #: The docs' error table lives here (README.md's "Errors" section today; docs/api.md
 #: once the API docs move there, with the same table).
-ERROR_TABLE_DOC = REPO / "README.md"
+ERROR_TABLE_DOC = REPO / "docs" / "api.md"
 OPENAPI = REPO / "docs" / "openapi.json"
 
 

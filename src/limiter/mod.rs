@@ -14,21 +14,18 @@
 use std::fmt;
 use std::hash::BuildHasher;
 use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use governor::clock::{Clock, DefaultClock};
-use governor::middleware::NoOpMiddleware;
-use governor::nanos::Nanos;
-use governor::state::StateStore;
-use governor::state::keyed::{DashMapStateStore, ShrinkableKeyedStateStore};
+use governor::clock::Clock;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use thiserror::Error;
 
+mod bounded;
+use bounded::{Keyed, phone_key, refused};
+
 use crate::config::{LimitsConfig, Rate};
-use crate::telemetry;
 
 /// Which limit refused a request; its name is part of the API error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,166 +75,12 @@ pub struct Limiter {
     epoch: Instant,
 }
 
-/// A full map tries to forget refilled keys at most this often: the scan visits every
-/// key, so a flood of new keys must not trigger one per request.
-const FULL_PRUNE_EVERY: Duration = Duration::from_secs(1);
-/// A map is first scanned for refilled keys when it reaches this many keys, then each
-/// time it has doubled since the last scan: a scan of n keys after n new ones costs O(1)
-/// a key, and the map holds about twice its live keys instead of everything seen since
-/// the periodic prune (a minute), which under a flood of new numbers was most of otpd's
-/// memory.
-const FIRST_PRUNE_AT: usize = 4096;
-
-/// governor's own DashMap store, shared so that the bound can ask whether a key is
-/// already held (the rate limiter owns its store and offers no lookup).
-#[derive(Clone, Default)]
-struct SharedStore(Arc<DashMapStateStore<u64>>);
-
-impl StateStore for SharedStore {
-    type Key = u64;
-
-    fn measure_and_replace<T, F, E>(&self, key: &u64, f: F) -> Result<T, E>
-    where
-        F: Fn(Option<Nanos>) -> Result<(T, Nanos), E>,
-    {
-        self.0.measure_and_replace(key, f)
-    }
-}
-
-impl ShrinkableKeyedStateStore<u64> for SharedStore {
-    fn retain_recent(&self, drop_below: Nanos) {
-        self.0.retain_recent(drop_below)
-    }
-
-    fn shrink_to_fit(&self) {
-        ShrinkableKeyedStateStore::shrink_to_fit(&*self.0)
-    }
-
-    fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-}
-
-type KeyedLimiter = RateLimiter<u64, SharedStore, DefaultClock, NoOpMiddleware>;
-
-/// One keyed limiter with its bound.
-struct Keyed {
-    limiter: KeyedLimiter,
-    store: SharedStore,
-    limit: Limit,
-    max_keys: usize,
-    /// How long a refused new key waits: one refill interval, when a key can free up.
-    refill: Duration,
-    /// When (ms since the limiter's epoch) a full map was last pruned.
-    last_full_prune: AtomicU64,
-    /// The length at which the next scan runs; `usize::MAX` while one runs.
-    prune_at: AtomicUsize,
-}
-
 /// "N per period" as GCRA: a burst of N, refilled one cell every period / N.
 pub fn quota(rate: Rate) -> Quota {
     let interval = rate.period / rate.count.get();
     Quota::with_period(interval)
         .unwrap_or_else(|| Quota::per_second(NonZeroU32::MAX))
         .allow_burst(rate.count)
-}
-
-impl Keyed {
-    fn new(rate: Rate, limit: Limit, max_keys: usize) -> Self {
-        let store = SharedStore::default();
-        Keyed {
-            limiter: RateLimiter::new(quota(rate), store.clone(), DefaultClock::default()),
-            store,
-            limit,
-            max_keys,
-            refill: rate.period / rate.count.get(),
-            last_full_prune: AtomicU64::new(0),
-            prune_at: AtomicUsize::new(FIRST_PRUNE_AT.min(max_keys)),
-        }
-    }
-
-    fn check(&self, key: u64, epoch: Instant) -> Result<(), RateLimited> {
-        let limiter = &self.limiter;
-        let len = limiter.len();
-        if len >= self.prune_at.load(Ordering::Relaxed) {
-            self.prune(len, epoch);
-        }
-        // `len` and the insert are not one atomic step: concurrent workers can overshoot
-        // the bound by at most one key each.
-        if len >= self.max_keys
-            && !self.store.0.contains_key(&key)
-            && limiter.len() >= self.max_keys
-        {
-            metrics::counter!(telemetry::LIMITER_FULL, "limit" => self.limit.as_str()).increment(1);
-            return Err(refused(self.limit, self.refill));
-        }
-        limiter.check_key(&key).map_err(|not_until| {
-            refused(self.limit, not_until.wait_time_from(limiter.clock().now()))
-        })
-    }
-
-    /// Forgets refilled keys: by doubling while there is room, at most once a second
-    /// when full. One request scans; the others go on meanwhile.
-    fn prune(&self, len: usize, epoch: Instant) {
-        let at = self.prune_at.load(Ordering::Relaxed);
-        if len >= self.max_keys {
-            let now = u64::try_from(epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
-            let last = self.last_full_prune.load(Ordering::Relaxed);
-            let due = last == 0 || now.saturating_sub(last) >= FULL_PRUNE_EVERY.as_millis() as u64;
-            if !due
-                || self
-                    .last_full_prune
-                    .compare_exchange(last, now.max(1), Ordering::Relaxed, Ordering::Relaxed)
-                    .is_err()
-            {
-                return;
-            }
-        }
-        if self
-            .prune_at
-            .compare_exchange(at, usize::MAX, Ordering::Relaxed, Ordering::Relaxed)
-            .is_err()
-        {
-            return;
-        }
-        self.limiter.retain_recent();
-        let left = self.limiter.len();
-        if left >= self.max_keys {
-            log::warn!(
-                "limiter {} is full ({} keys, limits.max_keys): refusing new keys until some refill",
-                self.limit,
-                self.max_keys
-            );
-        }
-        let next = left
-            .saturating_mul(2)
-            .max(FIRST_PRUNE_AT)
-            .min(self.max_keys);
-        self.prune_at.store(next, Ordering::Relaxed);
-    }
-}
-
-fn refused(limit: Limit, retry_after: Duration) -> RateLimited {
-    metrics::counter!(telemetry::RATE_LIMITED, "limit" => limit.as_str()).increment(1);
-    RateLimited { limit, retry_after }
-}
-
-/// An E.164 number as its digits, with their count on top so that no two numbers share
-/// a key; anything else (never reached: numbers are validated at the edge) is hashed
-/// into the half of the key space that digits never use.
-fn phone_key(phone: &str, hasher: &impl BuildHasher) -> u64 {
-    let digits = phone.strip_prefix('+').unwrap_or(phone);
-    if (1..=15).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit()) {
-        let value = digits
-            .bytes()
-            .fold(0u64, |n, b| n * 10 + u64::from(b - b'0'));
-        return (digits.len() as u64) << 56 | value;
-    }
-    hasher.hash_one(phone) | 1 << 63
 }
 
 impl Limiter {
@@ -348,22 +191,22 @@ impl Limiter {
             self.send_per_user.load(),
             self.verify_per_phone.load(),
         ] {
-            keyed.limiter.retain_recent();
-            keyed.limiter.shrink_to_fit();
+            keyed.forget_refilled();
         }
     }
 
     /// Keys currently held, for status and tests.
     pub fn key_count(&self) -> usize {
-        self.send_per_phone.load().limiter.len()
-            + self.send_per_user.load().limiter.len()
-            + self.verify_per_phone.load().limiter.len()
+        self.send_per_phone.load().len()
+            + self.send_per_user.load().len()
+            + self.verify_per_phone.load().len()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bounded::FIRST_PRUNE_AT;
 
     fn rate(count: u32, secs: u64) -> Rate {
         Rate {
@@ -445,9 +288,9 @@ mod tests {
             }
             let _ = l.check_send(&phone, Some(&n.to_string()));
         }
-        assert!(l.verify_per_phone.load().limiter.len() <= max);
-        assert!(l.send_per_phone.load().limiter.len() <= max);
-        assert!(l.send_per_user.load().limiter.len() <= max);
+        assert!(l.verify_per_phone.load().len() <= max);
+        assert!(l.send_per_phone.load().len() <= max);
+        assert!(l.send_per_user.load().len() <= max);
         assert!(l.key_count() <= 3 * max);
         assert!(refused_new >= 2_000_000 - max as u32);
         // Failing closed: the flood did not buy the victim a fresh limit.
@@ -465,10 +308,10 @@ mod tests {
         for n in 0..100 {
             assert!(l.check_verify(&format!("+3460000{n:04}")).is_ok());
         }
-        assert_eq!(l.verify_per_phone.load().limiter.len(), 100);
+        assert_eq!(l.verify_per_phone.load().len(), 100);
         std::thread::sleep(Duration::from_millis(1));
         assert!(l.check_verify("+34611111111").is_ok());
-        assert!(l.verify_per_phone.load().limiter.len() <= 100);
+        assert!(l.verify_per_phone.load().len() <= 100);
     }
 
     #[test]
@@ -522,7 +365,7 @@ mod tests {
         let mut most = 0;
         for n in 0..200_000u64 {
             assert!(l.check_verify(&format!("+1415{n:07}")).is_ok());
-            most = most.max(l.verify_per_phone.load().limiter.len());
+            most = most.max(l.verify_per_phone.load().len());
         }
         // Scanned each time it reached FIRST_PRUNE_AT: never near the 200,000 seen.
         assert!(most <= 2 * FIRST_PRUNE_AT, "{most}");

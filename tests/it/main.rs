@@ -24,7 +24,6 @@ mod messaging;
 mod metrics;
 mod mock_twilio_selftest;
 mod prism_selftest;
-mod python_client;
 mod readme;
 mod retention;
 mod send_otp;

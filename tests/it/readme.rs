@@ -77,3 +77,36 @@ fn the_readme_curl_examples_give_the_answers_shown() {
         );
     }
 }
+
+/// Every file under src/ appears in docs/design.md's source map, and the map names no
+/// file that is gone: the map a newcomer reads is the tree.
+#[test]
+fn the_source_map_names_every_file_in_src_and_no_other() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let design = std::fs::read_to_string(format!("{root}/docs/design.md")).unwrap();
+    let start = design.find("## Source map").expect("a Source map section");
+    let block = &design[start..];
+    let block = &block[block.find("```text\n").expect("its fenced block") + 8..];
+    let block = &block[..block.find("```").expect("the block's end")];
+    let mut mapped: Vec<String> = block
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_owned)
+        .collect();
+    mapped.sort();
+    let mut tree = Vec::new();
+    let mut dirs = vec![std::path::PathBuf::from(format!("{root}/src"))];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                let relative = path.strip_prefix(root).unwrap();
+                tree.push(relative.to_string_lossy().into_owned());
+            }
+        }
+    }
+    tree.sort();
+    assert_eq!(mapped, tree, "docs/design.md's source map and src/ differ");
+}
