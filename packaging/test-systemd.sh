@@ -426,8 +426,7 @@ check "a broken config is rejected on reload, logged as an error, and the old on
 t_restore() { restore_config && reload_otpd && otp_length_is 6; }
 check "restore the configuration (reload)" t_restore
 
-# "lead:" checks test src/ work of issue 17 (items 3 and 7) that is not on this branch.
-group "secrets file: otpd reads it itself (lead: issue 17 item 3)"
+group "secrets file: otpd reads it itself"
 check "the unit has no EnvironmentFile= (systemd would read it only at start)" \
     eq "$(prop otpd.service EnvironmentFiles)" "" "EnvironmentFiles"
 t_secrets_file_key() {
@@ -437,7 +436,7 @@ t_secrets_file_key() {
         return 1
     }
 }
-check "lead: the packaged config reads the secrets file: secrets_file = \"/etc/otpd/otpd.env\"" \
+check "the packaged config reads the secrets file: secrets_file = \"/etc/otpd/otpd.env\"" \
     t_secrets_file_key
 # set_env_token TOKEN: the token only in otpd.env, none in config.toml.
 set_env_token() {
@@ -452,7 +451,7 @@ t_check_config_env() {
     ! grep -qF "$TOKEN" <<<"$out" || { echo "check-config printed the token"; return 1; }
     has "$out" 'auth_token = "********"' "check-config (the token from otpd.env, masked)"
 }
-check "lead: otpd check-config shows the token from otpd.env (masked) that the service will use" \
+check "otpd check-config shows the token from otpd.env (masked) that the service will use" \
     t_check_config_env
 # sent_with PHONE: whether the mock saw the last message to PHONE with the right token.
 sent_with() { last_to "$1" | jget 'v["authorized"]'; }
@@ -469,45 +468,16 @@ t_env_reload() {
     eq "$(status_of "$r")" 200 "send-otp with the right token back in otpd.env" &&
         eq "$(sent_with "$phone")" True "Twilio saw"
 }
-check "lead: an edit to otpd.env applies on systemctl reload (wrong token refused, right one accepted)" \
+check "an edit to otpd.env applies on systemctl reload (wrong token refused, right one accepted)" \
     t_env_reload
-# credential_state: the value of the status key about Twilio's verdict on the credentials.
-credential_state() {
-    api backend GET /api/v1/messaging/status/ | sed '$d' | python3 -c '
-import json, sys
-text = sys.stdin.read()
-try:
-    status = json.loads(text)
-except ValueError:
-    sys.exit(f"status is not JSON: {text!r}")
-def find(v, path=""):
-    if isinstance(v, dict):
-        for k, x in v.items():
-            if "credential" in k.lower() and not isinstance(x, (dict, list)):
-                yield f"{path}{k}", x
-            yield from find(x, f"{path}{k}.")
-hits = list(find(status))
-print(json.dumps(hits[0][1]) if hits else "none")'
-}
-t_status_credentials() {
-    local got
-    got=$(credential_state)
-    case $got in
-    true | '"accepted"' | '"ok"' | '"valid"') ;;
-    *) echo "status says '$got' about the credentials Twilio accepts"; return 1 ;;
-    esac
-    grep '"method": "GET"' "$work/twilio.jsonl" | grep -qF "/Accounts/$SID.json" ||
-        { echo "the mock saw no FetchAccount"; return 1; }
-}
-group "health (lead: issue 17 item 7)"
-check "lead: status says Twilio accepts the credentials (FetchAccount)" t_status_credentials
+group "health (issue 17 item 7)"
 t_head_healthz() {
     local out
     out=$(c runuser -u backend -- curl -sS -I --unix-socket /run/otpd/otpd.sock \
         http://localhost/healthz) || { echo "$out"; return 1; }
     has "$(head -n 1 <<<"$out")" " 200" "HEAD /healthz"
 }
-check "lead: HEAD /healthz answers 200 like GET" t_head_healthz
+check "HEAD /healthz answers 200 like GET" t_head_healthz
 
 group "credentials (LoadCredential=): copied at start only, so a change needs a restart"
 t_credentials() {
@@ -525,15 +495,6 @@ t_credentials() {
 }
 check "a credential (LoadCredential=) is used from the start, over the config's token" \
     t_credentials
-t_status_refused() {
-    local got
-    got=$(credential_state)
-    case $got in
-    false | '"rejected"' | '"invalid"') ;;
-    *) echo "status says '$got' about credentials Twilio refuses"; return 1 ;;
-    esac
-}
-check "lead: status says Twilio refuses the (wrong) credential" t_status_refused
 t_credential_reload() {
     cs "printf %s '$TOKEN' >/etc/otpd/credentials/twilio_auth_token" && reload_otpd || return 1
     next_phone
