@@ -28,7 +28,8 @@ use hyper::{Request, Response, StatusCode};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Serialize;
 
-use crate::config::ServerConfig;
+use crate::clock::Clock;
+use crate::config::Config;
 use crate::messaging::MessagingService;
 use crate::otp::OtpService;
 use crate::reports::Reports;
@@ -52,6 +53,7 @@ pub struct Api {
     requests: RequestMetrics,
     allowed_uids: Vec<u32>,
     allowed_gids: Vec<u32>,
+    clock: Clock,
 }
 
 impl Api {
@@ -59,9 +61,10 @@ impl Api {
         service: OtpService,
         messaging: Arc<MessagingService>,
         reports: Arc<Reports>,
-        server: &ServerConfig,
+        config: &Config,
         metrics: PrometheusHandle,
     ) -> Self {
+        let server = &config.server;
         Api {
             service,
             messaging,
@@ -72,6 +75,7 @@ impl Api {
             requests: RequestMetrics::new(),
             allowed_uids: server.allowed_uids.clone(),
             allowed_gids: server.allowed_gids.clone(),
+            clock: config.clock.clone(),
         }
     }
 
@@ -128,8 +132,8 @@ impl Api {
         req: Request<Incoming>,
         caller: Caller,
     ) -> Result<Answer, Failure> {
-        // The real clock is read here, once per request; everything below takes `now`.
-        let now = SystemTime::now();
+        // The clock is read here, once per request; everything below takes `now`.
+        let now = self.clock.now();
         match route {
             Route::SendOtp => otp::send(self, req, caller, now).await,
             Route::VerifyOtp => otp::verify(self, req, caller, now).await,

@@ -21,6 +21,7 @@ use std::path::Path;
 
 use thiserror::Error;
 
+use crate::clock::Clock;
 use crate::templates::Catalog;
 use crate::types::PhoneNumber;
 
@@ -72,6 +73,8 @@ pub struct Config {
     pub provider: ProviderConfig,
     /// Destination of `GET /test-twilio/`.
     pub test_phone_number: Option<PhoneNumber>,
+    /// What time it is: the system's, or in development mode moved by a file.
+    pub clock: Clock,
     /// What `check-config` prints: the effective file, secrets masked.
     effective: RawConfig,
 }
@@ -124,6 +127,7 @@ impl Config {
         let test_phone_number = twilio::test_phone_number(&raw.twilio)?;
         let dev = dev || raw.dev.enabled;
         let provider = twilio::provider(&raw.twilio, &raw.dev, dev)?;
+        let clock = sources::clock(sources, dev);
         if let ProviderConfig::Twilio(twilio) = &provider
             && let Some(channel) = messaging
                 .channels
@@ -160,6 +164,7 @@ impl Config {
             templates,
             provider,
             test_phone_number,
+            clock,
             effective,
         })
     }
@@ -207,6 +212,24 @@ mod tests {
         assert!(
             matches!(&config.otp.hmac_key, KeySource::File(p) if p == Path::new("/var/lib/otpd/hmac.key"))
         );
+    }
+
+    #[test]
+    fn only_development_mode_lets_a_file_move_the_clock() {
+        let sources = Sources {
+            env: HashMap::from([(
+                crate::clock::DEV_CLOCK_FILE.to_owned(),
+                "clock-offset".to_owned(),
+            )]),
+            credentials_dir: None,
+        };
+        let raw = |text| Config::parse_raw(Path::new("test.toml"), text).unwrap();
+        let dev = Config::from_raw(raw(""), true, &sources).unwrap();
+        assert_eq!(dev.clock.offset_file(), Some(Path::new("clock-offset")));
+        let enabled = Config::from_raw(raw("[dev]\nenabled = true"), false, &sources).unwrap();
+        assert!(enabled.clock.offset_file().is_some());
+        let production = Config::from_raw(raw(""), false, &sources).unwrap();
+        assert_eq!(production.clock.offset_file(), None);
     }
 
     #[test]

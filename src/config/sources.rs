@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 
 use super::raw::RawTwilio;
 use super::{ConfigError, invalid};
+use crate::clock::{Clock, DEV_CLOCK_FILE};
 
 /// A secret that prints as asterisks.
 #[derive(Clone)]
@@ -200,6 +201,21 @@ fn unquote(text: &str, quote: char) -> Option<String> {
         }
     }
     None
+}
+
+/// The wall clock, or in development mode the one [`DEV_CLOCK_FILE`] moves. Outside
+/// it the variable is said and ignored: a test's clock never reaches a real phone.
+pub(super) fn clock(sources: &Sources, dev: bool) -> Clock {
+    match sources.env(DEV_CLOCK_FILE) {
+        Some(path) if dev => Clock::offset_by(path.into()),
+        Some(_) => {
+            warn(&format!(
+                "{DEV_CLOCK_FILE} is ignored: it moves the clock in development mode only"
+            ));
+            Clock::system()
+        }
+        None => Clock::system(),
+    }
 }
 
 /// Config is loaded before logging is set up (the log level is in it) and by

@@ -19,6 +19,7 @@ use thiserror::Error;
 use tokio::sync::Notify;
 
 use crate::checks::{self, Check, Subject};
+use crate::clock::Clock;
 use crate::config::{Config, MessagingConfig, ProviderConfig, Secret};
 use crate::guard::{Guard, GuardError};
 use crate::limiter::{Limiter, RateLimited};
@@ -155,6 +156,8 @@ pub struct MessagingService {
     guard: Arc<Guard>,
     callbacks: Option<(String, Secret)>,
     wake: Notify,
+    /// The workers' time (requests bring their own `now`).
+    clock: Clock,
 }
 
 impl MessagingService {
@@ -178,6 +181,7 @@ impl MessagingService {
             guard,
             callbacks,
             wake: Notify::new(),
+            clock: config.clock.clone(),
         }
     }
 

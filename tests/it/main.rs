@@ -8,6 +8,11 @@
     clippy::panic,
     reason = "a test fails by panicking"
 )]
+#![allow(
+    clippy::disallowed_methods,
+    reason = "the tests watch the daemon from outside, by the system's clock; \
+              they move the daemon's with `Setup::moved_clock`"
+)]
 
 mod common;
 
