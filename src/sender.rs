@@ -15,7 +15,7 @@ use crate::clock::Clock;
 use crate::config::ProviderConfig;
 use crate::telemetry;
 use crate::twilio::{Failed, TwilioClient, TwilioError};
-use crate::types::{Channel, PhoneNumber};
+use crate::types::{Channel, Channels, PhoneNumber};
 
 /// Why a message did not leave, in the provider's terms but not its types: the
 /// services decide on these (fall back, retry, give up) whatever the provider is.
@@ -218,12 +218,12 @@ impl Sender {
     pub fn channels(
         &self,
         requested: Option<Channel>,
-        configured: &[Channel],
-    ) -> Result<Vec<Channel>, Channel> {
+        configured: &Channels,
+    ) -> Result<Channels, Channel> {
         match requested {
             Some(channel) if !self.supports(channel) => Err(channel),
-            Some(channel) => Ok(vec![channel]),
-            None => Ok(configured.to_vec()),
+            Some(channel) => Ok(Channels::one(channel)),
+            None => Ok(configured.clone()),
         }
     }
 

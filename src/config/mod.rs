@@ -25,7 +25,7 @@ use crate::clock::Clock;
 use crate::templates::Catalog;
 use crate::types::PhoneNumber;
 
-pub use otp::{KeySource, OtpConfig, TestNumber};
+pub use otp::{KeySource, OtpConfig, OtpSlot, TestNumber};
 use raw::RawConfig;
 pub use sections::{
     GuardConfig, GuardMode, LimitsConfig, MAX_SOCKET_PATH, MessagingConfig, RetentionConfig,
@@ -132,7 +132,7 @@ impl Config {
             && let Some(channel) = messaging
                 .channels
                 .iter()
-                .find(|c| twilio.sender(**c).is_none())
+                .find(|c| twilio.sender(*c).is_none())
         {
             return Err(invalid(
                 "messaging.channels",

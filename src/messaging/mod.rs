@@ -218,8 +218,8 @@ impl MessagingService {
         let outgoing = NewOutgoing {
             to: req.to.as_str().to_owned(),
             body: body.text,
-            channel: channels[0].as_str().to_owned(),
-            fallback: join(&channels[1..]),
+            channel: channels.first().as_str().to_owned(),
+            fallback: join(channels.rest()),
             user_id: req.user_id.as_ref().map(|u| u.as_str().to_owned()),
             idempotency_key: req.idempotency_key.map(|k| k.0),
             request_hash,

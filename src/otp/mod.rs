@@ -25,7 +25,7 @@ use crate::limiter::{Limiter, RateLimited};
 use crate::sender::{SendError, Sender};
 use crate::store::{Store, StoreError};
 use crate::telemetry;
-use crate::types::{Caller, Channel, OtpCode, PhoneNumber, Purpose, Region, UserId};
+use crate::types::{Caller, Channel, Channels, OtpCode, PhoneNumber, Purpose, Region, UserId};
 
 #[derive(Debug, Error)]
 pub enum OtpError {
@@ -85,7 +85,7 @@ pub struct OtpService {
     limiter: Arc<Limiter>,
     guard: Arc<Guard>,
     sender: Arc<Sender>,
-    channels: Vec<Channel>,
+    channels: Channels,
     events: Events,
 }
 

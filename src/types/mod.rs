@@ -93,6 +93,46 @@ impl fmt::Display for Channel {
     }
 }
 
+/// Channels to try, in order: never empty, so there is always a first one to send on.
+/// Config builds `messaging.channels` (and refuses an empty list or a channel twice); a
+/// request naming one channel gets [`Channels::one`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Channels {
+    first: Channel,
+    rest: Vec<Channel>,
+}
+
+impl Channels {
+    pub fn one(channel: Channel) -> Channels {
+        Channels {
+            first: channel,
+            rest: Vec::new(),
+        }
+    }
+
+    /// `None` for an empty list.
+    pub fn from_list(list: Vec<Channel>) -> Option<Channels> {
+        let mut list = list.into_iter();
+        Some(Channels {
+            first: list.next()?,
+            rest: list.collect(),
+        })
+    }
+
+    pub fn first(&self) -> Channel {
+        self.first
+    }
+
+    /// The fallbacks after the first, in order.
+    pub fn rest(&self) -> &[Channel] {
+        &self.rest
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = Channel> + '_ {
+        std::iter::once(self.first).chain(self.rest.iter().copied())
+    }
+}
+
 /// The backend's id for its already-authenticated user, kept opaque.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct UserId(String);
