@@ -197,9 +197,7 @@ mod tests {
     #[test]
     fn an_empty_file_gives_the_documented_defaults() {
         let config = load("", &Sources::default()).map_err(|e| e.to_string());
-        let Ok(config) = config else {
-            unreachable!("{config:?}")
-        };
+        let config = config.unwrap();
         assert_eq!(config.server.socket_mode, 0o660);
         assert_eq!(config.otp.length, 6);
         assert_eq!(config.otp.ttl, Duration::from_secs(600));
@@ -269,7 +267,7 @@ mod tests {
     #[test]
     fn environment_and_credentials_override_the_file_and_are_masked() {
         let creds = tempfile::tempdir().map_err(|e| e.to_string());
-        let Ok(creds) = creds else { unreachable!() };
+        let creds = creds.unwrap();
         let _ = std::fs::write(creds.path().join("twilio_auth_token"), "from-credential\n");
         let sources = Sources {
             env: HashMap::from([
@@ -283,11 +281,9 @@ mod tests {
             credentials_dir: Some(creds.path().to_owned()),
         };
         let config = load("[twilio]\nauth_token = \"from-file\"", &sources);
-        let Ok(config) = config else {
-            unreachable!("{config:?}")
-        };
+        let config = config.unwrap();
         let ProviderConfig::Twilio(t) = &config.provider else {
-            unreachable!()
+            panic!("not Twilio: {:?}", config.provider)
         };
         assert_eq!(t.auth_secret.expose(), "from-credential");
         let shown = config.effective_toml();
@@ -299,9 +295,7 @@ mod tests {
 
     #[test]
     fn a_secrets_file_configures_twilio_and_check_config_masks_it() {
-        let Ok(dir) = tempfile::tempdir() else {
-            unreachable!()
-        };
+        let dir = tempfile::tempdir().unwrap();
         let secrets = dir.path().join("otpd.env");
         let config_file = dir.path().join("config.toml");
         let written = std::fs::write(
@@ -320,11 +314,9 @@ mod tests {
         });
         assert!(written.is_ok(), "{written:?}");
         let config = Config::load(Some(&config_file), false, &Sources::default());
-        let Ok(config) = config else {
-            unreachable!("{config:?}")
-        };
+        let config = config.unwrap();
         let ProviderConfig::Twilio(t) = &config.provider else {
-            unreachable!()
+            panic!("not Twilio: {:?}", config.provider)
         };
         assert_eq!(t.auth_secret.expose(), "tok-from-file");
         let shown = config.effective_toml();

@@ -221,7 +221,7 @@ impl TwilioClient {
     }
 
     fn sender(&self, channel: Channel) -> Option<&TwilioFrom> {
-        self.senders[channel as usize].as_ref()
+        self.senders.get(channel as usize)?.as_ref()
     }
 
     /// CreateMessage's fields. On WhatsApp both addresses carry `whatsapp:` (Twilio

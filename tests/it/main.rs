@@ -6,6 +6,8 @@
     clippy::unwrap_used,
     clippy::expect_used,
     clippy::panic,
+    clippy::unreachable,
+    clippy::indexing_slicing,
     reason = "a test fails by panicking"
 )]
 #![allow(
