@@ -220,7 +220,7 @@ pub struct Catalog {
 }
 
 /// Locales are compared in lower case with `-`: `es_MX` and `es-mx` are the same.
-pub fn normalize_locale(locale: &str) -> String {
+fn normalize_locale(locale: &str) -> String {
     locale.trim().replace('_', "-").to_ascii_lowercase()
 }
 

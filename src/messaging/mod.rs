@@ -93,10 +93,6 @@ impl SmsBody {
         }
         Ok(SmsBody { text, segments })
     }
-
-    pub fn segments(&self) -> Segments {
-        self.segments
-    }
 }
 
 /// A caller's key for "send this once": 1-255 printable ASCII characters.
