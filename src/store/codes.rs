@@ -42,7 +42,9 @@ pub enum Attempt {
     Used,
     Expired,
     /// Every attempt is spent; the code is dead until it expires or is superseded.
-    Exhausted { expires_at: SystemTime },
+    Exhausted {
+        expires_at: SystemTime,
+    },
 }
 
 impl Store {
