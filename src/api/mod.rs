@@ -33,7 +33,7 @@ use crate::config::Config;
 use crate::messaging::MessagingService;
 use crate::otp::OtpService;
 use crate::reports::Reports;
-use crate::types::Caller;
+use crate::types::{Caller, Region};
 use error::Failure;
 use routes::{RequestMetrics, Route, check_method};
 
@@ -54,6 +54,10 @@ pub struct Api {
     allowed_uids: Vec<u32>,
     allowed_gids: Vec<u32>,
     clock: Clock,
+    /// The edge's parse rules, from `[otp]`: the purposes a request may name, and where
+    /// numbers without a country code are read from (`otp.default_region`).
+    purposes: Vec<String>,
+    default_region: Option<Region>,
 }
 
 impl Api {
@@ -76,6 +80,8 @@ impl Api {
             allowed_uids: server.allowed_uids.clone(),
             allowed_gids: server.allowed_gids.clone(),
             clock: config.clock.clone(),
+            purposes: config.otp.purposes.clone(),
+            default_region: config.otp.default_region,
         }
     }
 
