@@ -23,7 +23,6 @@ use thiserror::Error;
 use crate::config::{GuardConfig, GuardMode, GuardRegion as Region};
 use crate::telemetry;
 use crate::types::PhoneNumber;
-use crate::types::phone_cache;
 
 /// A send the guard refuses; each variant has its own API error code.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
@@ -162,21 +161,12 @@ impl Guard {
         self.config.any_rule()
     }
 
-    /// The region and prefix of `phone`. Parses again: `PhoneNumber` keeps only the
-    /// E.164 text, which libphonenumber maps back to one region.
+    /// The region and prefix of `phone`.
     pub fn destination(&self, phone: &PhoneNumber) -> Destination {
-        let (parsed, region) = phone_cache::call(|| {
-            let parsed = phonenumber::parse(None, phone.as_str()).ok();
-            let region = parsed.as_ref().and_then(|p| p.country().id());
-            (parsed, region)
-        });
-        let code_digits = parsed
-            .as_ref()
-            .map_or(0, |p| p.code().value().to_string().len());
         let digits = phone.as_str().trim_start_matches('+');
-        let end = (code_digits + self.config.prefix_digits).min(digits.len());
+        let end = (phone.country_code_len() + self.config.prefix_digits).min(digits.len());
         Destination {
-            region,
+            region: phone.region(),
             prefix: digits.get(..end).and_then(|d| d.parse().ok()).unwrap_or(0),
         }
     }

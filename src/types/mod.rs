@@ -7,7 +7,7 @@ use std::fmt;
 use thiserror::Error;
 
 mod phone;
-pub mod phone_cache;
+mod phone_cache;
 
 pub use phone::{MaskedPhone, PhoneNumber, Region, mask_numbers};
 
