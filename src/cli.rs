@@ -147,14 +147,14 @@ pub fn run(socket: &Path, call: &Call, as_json: bool) -> u8 {
     } else if code == exit::OK {
         print_human(call, &value);
     } else {
-        let details = value["details"]
-            .as_str()
+        let field = |key| value.get(key).and_then(Value::as_str);
+        let details = field("details")
             .map(|d| format!(": {d}"))
             .unwrap_or_default();
         eprintln!(
             "otpd: {} ({}){details}",
-            value["error"].as_str().unwrap_or("error"),
-            value["code"].as_str().unwrap_or("unknown")
+            field("error").unwrap_or("error"),
+            field("code").unwrap_or("unknown")
         );
     }
     code
@@ -201,7 +201,11 @@ fn text(value: &Value) -> String {
 fn table(headers: &[&str], keys: &[&str], rows: &[Value]) -> String {
     let cells: Vec<Vec<String>> = rows
         .iter()
-        .map(|row| keys.iter().map(|k| text(&row[*k])).collect())
+        .map(|row| {
+            keys.iter()
+                .map(|k| text(row.get(*k).unwrap_or(&Value::Null)))
+                .collect()
+        })
         .collect();
     let widths: Vec<usize> = headers
         .iter()
@@ -209,7 +213,7 @@ fn table(headers: &[&str], keys: &[&str], rows: &[Value]) -> String {
         .map(|(i, h)| {
             cells
                 .iter()
-                .map(|r| r[i].chars().count())
+                .map(|r| r.get(i).map_or(0, |cell| cell.chars().count()))
                 .chain([h.len()])
                 .max()
                 .unwrap_or(0)

@@ -27,13 +27,16 @@
 //! [`config`] is parsed and validated once, before anything starts, and again on SIGHUP;
 //! [`signals`] turns SIGTERM/SIGINT/SIGHUP into intents; [`systemd`] tells systemd our
 //! state; [`logging`] picks journald or stderr; [`telemetry`] names the Prometheus
-//! metrics; [`memory`] hands freed memory back. [`cli`] is the other side of the socket:
+//! metrics; [`memory`] hands freed memory back; [`clock`] is the one reading of the
+//! wall clock, handed to the api edge, the jobs and the workers (the services below
+//! take `now`). [`cli`] is the other side of the socket:
 //! the `otpd status`, `otpd send-otp`, ... commands.
 //!
 //! Data flows one way: nothing below the services imports a service or the api, and
 //! nothing above the store knows SQL.
 
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod daemon;
 pub mod logging;

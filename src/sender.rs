@@ -5,16 +5,17 @@
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use thiserror::Error;
 use tokio::io::AsyncWriteExt;
 
+use crate::clock::Clock;
 use crate::config::ProviderConfig;
 use crate::telemetry;
 use crate::twilio::{Failed, TwilioClient, TwilioError};
-use crate::types::{Channel, PhoneNumber};
+use crate::types::{Channel, Channels, PhoneNumber};
 
 /// Why a message did not leave, in the provider's terms but not its types: the
 /// services decide on these (fall back, retry, give up) whatever the provider is.
@@ -156,15 +157,17 @@ const REACHABLE: u8 = 1;
 const UNREACHABLE: u8 = 2;
 
 impl Sender {
-    pub fn new(config: &ProviderConfig) -> Result<Sender, SendError> {
+    pub fn new(config: &ProviderConfig, clock: &Clock) -> Result<Sender, SendError> {
         let provider = match config {
             ProviderConfig::Twilio(twilio) => {
-                let client = TwilioClient::new(twilio).map_err(|e| SendError::from_twilio(e, 0))?;
+                let client = TwilioClient::new(twilio, clock.clone())
+                    .map_err(|e| SendError::from_twilio(e, 0))?;
                 Provider::Twilio(Box::new(client))
             }
-            ProviderConfig::DevOutbox(path) => {
-                Provider::DevOutbox(DevOutbox { path: path.clone() })
-            }
+            ProviderConfig::DevOutbox(path) => Provider::DevOutbox(DevOutbox {
+                path: path.clone(),
+                clock: clock.clone(),
+            }),
             ProviderConfig::None => Provider::None,
         };
         Ok(Sender {
@@ -215,12 +218,12 @@ impl Sender {
     pub fn channels(
         &self,
         requested: Option<Channel>,
-        configured: &[Channel],
-    ) -> Result<Vec<Channel>, Channel> {
+        configured: &Channels,
+    ) -> Result<Channels, Channel> {
         match requested {
             Some(channel) if !self.supports(channel) => Err(channel),
-            Some(channel) => Ok(vec![channel]),
-            None => Ok(configured.to_vec()),
+            Some(channel) => Ok(Channels::one(channel)),
+            None => Ok(configured.clone()),
         }
     }
 
@@ -272,6 +275,7 @@ impl Sender {
 /// Development mode's "phone": a JSON-lines file a developer can `tail -f`.
 pub struct DevOutbox {
     path: PathBuf,
+    clock: Clock,
 }
 
 #[derive(Serialize)]
@@ -293,7 +297,7 @@ impl DevOutbox {
         let sid = format!("DEV{:032x}", rand::random::<u128>());
         let line = OutboxLine {
             sid: &sid,
-            at: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
+            at: humantime::format_rfc3339_seconds(self.clock.now()).to_string(),
             to: to.as_str(),
             channel: channel.as_str(),
             body,

@@ -126,21 +126,34 @@ impl Localized {
     /// The locale to render in: the requested one, else its language (`es-mx` → `es`),
     /// else the default.
     pub fn locale_for(&self, requested: Option<&str>) -> &str {
-        if let Some(requested) = requested.map(normalize_locale) {
-            let language = requested.split('-').next().unwrap_or_default();
-            for candidate in [requested.as_str(), language] {
-                if let Some((locale, _)) = self.locales.get_key_value(candidate) {
-                    return locale;
-                }
-            }
-        }
-        &self.default_locale
+        pick(&self.locales, requested).map_or(&self.default_locale, |(locale, _)| locale)
     }
 
-    /// The text in `locale` (as chosen by [`Localized::locale_for`]), for callers that
-    /// fill the slots themselves, like the OTP service.
-    pub fn text(&self, locale: &str) -> Option<&Template> {
-        self.locales.get(locale)
+    /// This template with each slot matched to one of `S`'s values, for a caller whose
+    /// slots are a closed set (the OTP text): rendering the result cannot fail.
+    /// Err: a slot `slot` does not know.
+    pub fn bind<S: Copy>(
+        &self,
+        slot: impl Fn(&str) -> Option<S>,
+    ) -> Result<Bound<S>, TemplateError> {
+        let bind = |t: &Template| -> Result<Vec<Piece<S>>, TemplateError> {
+            let piece = |part: &Part| match part {
+                Part::Text(text) => Ok(Piece::Text(text.clone())),
+                Part::Var(name) => (slot(name).map(Piece::Slot))
+                    .ok_or_else(|| TemplateError::UnknownVariable(name.clone())),
+            };
+            t.parts.iter().map(piece).collect()
+        };
+        let default = self
+            .locales
+            .get(&self.default_locale)
+            .ok_or_else(|| TemplateError::UnknownTemplate(self.default_locale.clone()))?;
+        Ok(Bound {
+            default: bind(default)?,
+            locales: (self.locales.iter())
+                .map(|(locale, t)| Ok((locale.clone(), bind(t)?)))
+                .collect::<Result<_, TemplateError>>()?,
+        })
     }
 
     /// Renders in `locale` with the caller's variables, which must be exactly the
@@ -160,6 +173,46 @@ impl Localized {
     }
 }
 
+/// The requested locale, else its language (`es-mx` → `es`); `None`: neither is there.
+fn pick<'a, T>(
+    locales: &'a BTreeMap<String, T>,
+    requested: Option<&str>,
+) -> Option<(&'a String, &'a T)> {
+    let requested = normalize_locale(requested?);
+    let language = requested.split('-').next().unwrap_or_default();
+    [requested.as_str(), language]
+        .into_iter()
+        .find_map(|candidate| locales.get_key_value(candidate))
+}
+
+/// A [`Localized`] template bound to a closed set of slots `S` (see [`Localized::bind`]).
+#[derive(Debug, Clone)]
+pub struct Bound<S> {
+    default: Vec<Piece<S>>,
+    locales: BTreeMap<String, Vec<Piece<S>>>,
+}
+
+#[derive(Debug, Clone)]
+enum Piece<S> {
+    Text(String),
+    Slot(S),
+}
+
+impl<S: Copy> Bound<S> {
+    /// The text in the requested locale (as [`Localized::locale_for`] picks it), every
+    /// slot filled by `value`.
+    pub fn render<'a>(&self, requested: Option<&str>, value: impl Fn(S) -> &'a str) -> String {
+        let pieces = pick(&self.locales, requested).map_or(&self.default, |(_, p)| p);
+        pieces
+            .iter()
+            .map(|piece| match piece {
+                Piece::Text(text) => text.as_str(),
+                Piece::Slot(slot) => value(*slot),
+            })
+            .collect()
+    }
+}
+
 /// All templates by name.
 #[derive(Debug, Clone, Default)]
 pub struct Catalog {
@@ -167,7 +220,7 @@ pub struct Catalog {
 }
 
 /// Locales are compared in lower case with `-`: `es_MX` and `es-mx` are the same.
-pub fn normalize_locale(locale: &str) -> String {
+fn normalize_locale(locale: &str) -> String {
     locale.trim().replace('_', "-").to_ascii_lowercase()
 }
 
@@ -223,10 +276,6 @@ impl Catalog {
 
     pub fn get(&self, name: &str) -> Option<&Localized> {
         self.templates.get(name)
-    }
-
-    pub fn names(&self) -> impl Iterator<Item = &str> {
-        self.templates.keys().map(String::as_str)
     }
 }
 
@@ -320,6 +369,24 @@ mod tests {
             t.render("en", &vars(&[("party", "4"), ("time", "9"), ("tiem", "9")]))
                 .unwrap_err(),
             TemplateError::UnknownVariable("tiem".into())
+        );
+    }
+
+    #[test]
+    fn a_bound_template_renders_every_locale_and_refuses_a_slot_it_cannot_fill() {
+        let booking = catalog().get("booking").unwrap().clone();
+        let slots = |name: &str| ["party", "time"].into_iter().position(|s| s == name);
+        let bound = booking.bind(slots).unwrap();
+        let value = |slot| ["4", "21:00"][slot];
+        assert_eq!(
+            bound.render(Some("es_MX"), value),
+            "Mesa para 4 a las 21:00."
+        );
+        assert_eq!(bound.render(Some("fr"), value), "Table for 4 at 21:00.");
+        let party_only = |name: &str| (name == "party").then_some(0);
+        assert_eq!(
+            booking.bind(party_only).unwrap_err(),
+            TemplateError::UnknownVariable("time".into())
         );
     }
 

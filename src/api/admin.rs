@@ -113,7 +113,7 @@ pub(super) async fn audit(
     now: SystemTime,
 ) -> Result<Answer, Failure> {
     let query = Query::parse(req.uri().query());
-    let region = api.service.default_region();
+    let region = api.default_region;
     let phone = query
         .get("phone")
         .map(|p| PhoneNumber::parse_in(p, region))

@@ -137,7 +137,7 @@ pub(super) async fn send_sms(
     };
     let request = SendSms {
         caller,
-        to: PhoneNumber::parse_in(&body.to, api.service.default_region())?,
+        to: PhoneNumber::parse_in(&body.to, api.default_region)?,
         content,
         user_id: UserIdField::parse(body.user_id)?,
         idempotency_key: body

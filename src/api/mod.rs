@@ -28,11 +28,12 @@ use hyper::{Request, Response, StatusCode};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Serialize;
 
-use crate::config::ServerConfig;
+use crate::clock::Clock;
+use crate::config::Config;
 use crate::messaging::MessagingService;
 use crate::otp::OtpService;
 use crate::reports::Reports;
-use crate::types::Caller;
+use crate::types::{Caller, Region};
 use error::Failure;
 use routes::{RequestMetrics, Route, check_method};
 
@@ -52,6 +53,11 @@ pub struct Api {
     requests: RequestMetrics,
     allowed_uids: Vec<u32>,
     allowed_gids: Vec<u32>,
+    clock: Clock,
+    /// The edge's parse rules, from `[otp]`: the purposes a request may name, and where
+    /// numbers without a country code are read from (`otp.default_region`).
+    purposes: Vec<String>,
+    default_region: Option<Region>,
 }
 
 impl Api {
@@ -59,9 +65,10 @@ impl Api {
         service: OtpService,
         messaging: Arc<MessagingService>,
         reports: Arc<Reports>,
-        server: &ServerConfig,
+        config: &Config,
         metrics: PrometheusHandle,
     ) -> Self {
+        let server = &config.server;
         Api {
             service,
             messaging,
@@ -72,6 +79,9 @@ impl Api {
             requests: RequestMetrics::new(),
             allowed_uids: server.allowed_uids.clone(),
             allowed_gids: server.allowed_gids.clone(),
+            clock: config.clock.clone(),
+            purposes: config.otp.purposes.clone(),
+            default_region: config.otp.default_region,
         }
     }
 
@@ -128,8 +138,8 @@ impl Api {
         req: Request<Incoming>,
         caller: Caller,
     ) -> Result<Answer, Failure> {
-        // The real clock is read here, once per request; everything below takes `now`.
-        let now = SystemTime::now();
+        // The clock is read here, once per request; everything below takes `now`.
+        let now = self.clock.now();
         match route {
             Route::SendOtp => otp::send(self, req, caller, now).await,
             Route::VerifyOtp => otp::verify(self, req, caller, now).await,

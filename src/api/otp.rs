@@ -65,9 +65,8 @@ pub(super) async fn send(
     now: SystemTime,
 ) -> Result<Answer, Failure> {
     let bytes = api.body_bytes(req).await?;
-    let service = &api.service;
-    let request = send_request(&bytes, caller, service.purposes(), service.default_region())?;
-    let issued = service.send_otp(request, now).await?;
+    let request = send_request(&bytes, caller, &api.purposes, api.default_region)?;
+    let issued = api.service.send_otp(request, now).await?;
     let sent = Sent {
         message: "OTP sent successfully",
         otp_id: issued.otp_id,
@@ -84,9 +83,8 @@ pub(super) async fn verify(
     now: SystemTime,
 ) -> Result<Answer, Failure> {
     let bytes = api.body_bytes(req).await?;
-    let service = &api.service;
-    let request = verify_request(&bytes, caller, service.purposes(), service.default_region())?;
-    let otp_id = service.verify_otp(request, now).await?;
+    let request = verify_request(&bytes, caller, &api.purposes, api.default_region)?;
+    let otp_id = api.service.verify_otp(request, now).await?;
     let verified = Verified {
         message: "OTP verified successfully",
         verified: true,

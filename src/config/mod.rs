@@ -21,10 +21,11 @@ use std::path::Path;
 
 use thiserror::Error;
 
+use crate::clock::Clock;
 use crate::templates::Catalog;
 use crate::types::PhoneNumber;
 
-pub use otp::{KeySource, OtpConfig, TestNumber};
+pub use otp::{KeySource, OtpConfig, OtpSlot, TestNumber};
 use raw::RawConfig;
 pub use sections::{
     GuardConfig, GuardMode, LimitsConfig, MAX_SOCKET_PATH, MessagingConfig, RetentionConfig,
@@ -72,6 +73,8 @@ pub struct Config {
     pub provider: ProviderConfig,
     /// Destination of `GET /test-twilio/`.
     pub test_phone_number: Option<PhoneNumber>,
+    /// What time it is: the system's, or in development mode moved by a file.
+    pub clock: Clock,
     /// What `check-config` prints: the effective file, secrets masked.
     effective: RawConfig,
 }
@@ -124,11 +127,12 @@ impl Config {
         let test_phone_number = twilio::test_phone_number(&raw.twilio)?;
         let dev = dev || raw.dev.enabled;
         let provider = twilio::provider(&raw.twilio, &raw.dev, dev)?;
+        let clock = sources::clock(sources, dev);
         if let ProviderConfig::Twilio(twilio) = &provider
             && let Some(channel) = messaging
                 .channels
                 .iter()
-                .find(|c| twilio.sender(**c).is_none())
+                .find(|c| twilio.sender(*c).is_none())
         {
             return Err(invalid(
                 "messaging.channels",
@@ -160,6 +164,7 @@ impl Config {
             templates,
             provider,
             test_phone_number,
+            clock,
             effective,
         })
     }
@@ -192,9 +197,7 @@ mod tests {
     #[test]
     fn an_empty_file_gives_the_documented_defaults() {
         let config = load("", &Sources::default()).map_err(|e| e.to_string());
-        let Ok(config) = config else {
-            unreachable!("{config:?}")
-        };
+        let config = config.unwrap();
         assert_eq!(config.server.socket_mode, 0o660);
         assert_eq!(config.otp.length, 6);
         assert_eq!(config.otp.ttl, Duration::from_secs(600));
@@ -207,6 +210,24 @@ mod tests {
         assert!(
             matches!(&config.otp.hmac_key, KeySource::File(p) if p == Path::new("/var/lib/otpd/hmac.key"))
         );
+    }
+
+    #[test]
+    fn only_development_mode_lets_a_file_move_the_clock() {
+        let sources = Sources {
+            env: HashMap::from([(
+                crate::clock::DEV_CLOCK_FILE.to_owned(),
+                "clock-offset".to_owned(),
+            )]),
+            credentials_dir: None,
+        };
+        let raw = |text| Config::parse_raw(Path::new("test.toml"), text).unwrap();
+        let dev = Config::from_raw(raw(""), true, &sources).unwrap();
+        assert_eq!(dev.clock.offset_file(), Some(Path::new("clock-offset")));
+        let enabled = Config::from_raw(raw("[dev]\nenabled = true"), false, &sources).unwrap();
+        assert!(enabled.clock.offset_file().is_some());
+        let production = Config::from_raw(raw(""), false, &sources).unwrap();
+        assert_eq!(production.clock.offset_file(), None);
     }
 
     #[test]
@@ -246,7 +267,7 @@ mod tests {
     #[test]
     fn environment_and_credentials_override_the_file_and_are_masked() {
         let creds = tempfile::tempdir().map_err(|e| e.to_string());
-        let Ok(creds) = creds else { unreachable!() };
+        let creds = creds.unwrap();
         let _ = std::fs::write(creds.path().join("twilio_auth_token"), "from-credential\n");
         let sources = Sources {
             env: HashMap::from([
@@ -260,11 +281,9 @@ mod tests {
             credentials_dir: Some(creds.path().to_owned()),
         };
         let config = load("[twilio]\nauth_token = \"from-file\"", &sources);
-        let Ok(config) = config else {
-            unreachable!("{config:?}")
-        };
+        let config = config.unwrap();
         let ProviderConfig::Twilio(t) = &config.provider else {
-            unreachable!()
+            panic!("not Twilio: {:?}", config.provider)
         };
         assert_eq!(t.auth_secret.expose(), "from-credential");
         let shown = config.effective_toml();
@@ -276,9 +295,7 @@ mod tests {
 
     #[test]
     fn a_secrets_file_configures_twilio_and_check_config_masks_it() {
-        let Ok(dir) = tempfile::tempdir() else {
-            unreachable!()
-        };
+        let dir = tempfile::tempdir().unwrap();
         let secrets = dir.path().join("otpd.env");
         let config_file = dir.path().join("config.toml");
         let written = std::fs::write(
@@ -297,11 +314,9 @@ mod tests {
         });
         assert!(written.is_ok(), "{written:?}");
         let config = Config::load(Some(&config_file), false, &Sources::default());
-        let Ok(config) = config else {
-            unreachable!("{config:?}")
-        };
+        let config = config.unwrap();
         let ProviderConfig::Twilio(t) = &config.provider else {
-            unreachable!()
+            panic!("not Twilio: {:?}", config.provider)
         };
         assert_eq!(t.auth_secret.expose(), "tok-from-file");
         let shown = config.effective_toml();

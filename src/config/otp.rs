@@ -14,7 +14,7 @@ use super::sections::StoreConfig;
 use super::sources::Sources;
 use super::values::{duration, timestamp};
 use super::{ConfigError, invalid};
-use crate::templates::{Catalog, Localized};
+use crate::templates::{Bound, Catalog};
 use crate::types::{OtpCode, PhoneNumber, Region};
 
 #[derive(Debug, Clone)]
@@ -23,13 +23,33 @@ pub struct OtpConfig {
     pub ttl: Duration,
     pub max_attempts: u32,
     pub purposes: Vec<String>,
-    /// The `otp` template: `{code}` and optionally `{minutes}` and `{purpose}`.
-    pub template: Localized,
+    /// The `otp` template, bound at load: `{code}` and optionally `{minutes}` and
+    /// `{purpose}`, so rendering it cannot fail.
+    pub template: Bound<OtpSlot>,
     pub hmac_key: KeySource,
     pub test_numbers: Vec<TestNumber>,
     /// Numbers without a country code are read in this country's national format;
     /// `None`: callers must send international numbers.
     pub default_region: Option<Region>,
+}
+
+/// The slots an `otp` text may have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OtpSlot {
+    Code,
+    Minutes,
+    Purpose,
+}
+
+impl OtpSlot {
+    fn parse(name: &str) -> Option<OtpSlot> {
+        match name {
+            "code" => Some(OtpSlot::Code),
+            "minutes" => Some(OtpSlot::Minutes),
+            "purpose" => Some(OtpSlot::Purpose),
+            _ => None,
+        }
+    }
 }
 
 /// Where the HMAC key for stored codes comes from; never from the database.
@@ -167,10 +187,12 @@ pub(super) fn otp(
             format!("{p:?}: use 1-64 letters, digits, '_' or '-'"),
         ));
     }
+    // `templates` checked the slots already, naming the key the text came from.
     let template = templates
         .get("otp")
-        .cloned()
-        .ok_or_else(|| invalid("templates.otp", "is missing"))?;
+        .ok_or_else(|| invalid("templates.otp", "is missing"))?
+        .bind(OtpSlot::parse)
+        .map_err(|e| invalid("templates.otp", e.to_string()))?;
     let hmac_key = match sources.credential("otpd_hmac_key")? {
         Some(bytes) => KeySource::Credential(bytes),
         None if o.hmac_key_file.as_os_str().is_empty() => KeySource::File(

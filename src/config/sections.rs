@@ -9,7 +9,7 @@ use std::time::Duration;
 use super::raw::{RawGuard, RawLimits, RawMessaging, RawRetention, RawServer, RawStore};
 use super::values::{GuardRegion, Rate, byte_size, duration, group_id, parse_region, user_id};
 use super::{ConfigError, invalid};
-use crate::types::Channel;
+use crate::types::{Channel, Channels};
 
 /// The longest `server.socket_path` otpd can bind: 107 bytes, less one for the hidden
 /// name it binds first.
@@ -241,7 +241,7 @@ pub(super) fn guard(g: &RawGuard) -> Result<GuardConfig, ConfigError> {
 pub struct MessagingConfig {
     /// Tried in this order when a request names no channel; a channel that Twilio
     /// refuses for a number (a 4xx) falls through to the next.
-    pub channels: Vec<Channel>,
+    pub channels: Channels,
     /// Messages sent at the same time.
     pub workers: usize,
     /// Sends tried per message before it is marked failed.
@@ -277,12 +277,12 @@ pub(super) fn messaging(m: &RawMessaging) -> Result<MessagingConfig, ConfigError
         }
         channels.push(channel);
     }
-    if channels.is_empty() {
+    let Some(channels) = Channels::from_list(channels) else {
         return Err(invalid(
             "messaging.channels",
             "must list at least one channel",
         ));
-    }
+    };
     Ok(MessagingConfig {
         channels,
         workers: m.workers,

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 
 use super::raw::RawTwilio;
 use super::{ConfigError, invalid};
+use crate::clock::{Clock, DEV_CLOCK_FILE};
 
 /// A secret that prints as asterisks.
 #[derive(Clone)]
@@ -202,6 +203,21 @@ fn unquote(text: &str, quote: char) -> Option<String> {
     None
 }
 
+/// The wall clock, or in development mode the one [`DEV_CLOCK_FILE`] moves. Outside
+/// it the variable is said and ignored: a test's clock never reaches a real phone.
+pub(super) fn clock(sources: &Sources, dev: bool) -> Clock {
+    match sources.env(DEV_CLOCK_FILE) {
+        Some(path) if dev => Clock::offset_by(path.into()),
+        Some(_) => {
+            warn(&format!(
+                "{DEV_CLOCK_FILE} is ignored: it moves the clock in development mode only"
+            ));
+            Clock::system()
+        }
+        None => Clock::system(),
+    }
+}
+
 /// Config is loaded before logging is set up (the log level is in it) and by
 /// check-config, which sets none up; there, warnings go to stderr.
 pub(super) fn warn(message: &str) {
@@ -217,7 +233,7 @@ mod tests {
     use super::*;
 
     fn parsed(text: &str) -> Vec<(String, String)> {
-        parse_env_file(text).unwrap_or_else(|e| unreachable!("{e:?}"))
+        parse_env_file(text).unwrap()
     }
 
     fn pair(name: &str, value: &str) -> (String, String) {
@@ -271,9 +287,7 @@ mod tests {
 
     #[test]
     fn credential_beats_environment_beats_secrets_file_beats_toml() {
-        let Ok(dir) = tempfile::tempdir() else {
-            unreachable!()
-        };
+        let dir = tempfile::tempdir().unwrap();
         let _ = std::fs::write(dir.path().join("twilio_account_sid"), "AC-credential\n");
         let mut t = raw_with_file(
             dir.path(),
@@ -288,7 +302,7 @@ mod tests {
             ]),
             credentials_dir: Some(dir.path().to_owned()),
         };
-        let warnings = overlay(&mut t, &sources).unwrap_or_else(|e| unreachable!("{e}"));
+        let warnings = overlay(&mut t, &sources).unwrap();
         assert_eq!(t.account_sid, "AC-credential");
         assert_eq!(t.auth_token, "env-token");
         assert_eq!(t.api_key_sid, "SK-file");
@@ -311,9 +325,7 @@ mod tests {
 
     #[test]
     fn a_missing_or_malformed_secrets_file_is_an_error_naming_key_and_path() {
-        let Ok(dir) = tempfile::tempdir() else {
-            unreachable!()
-        };
+        let dir = tempfile::tempdir().unwrap();
         let missing = RawTwilio {
             secrets_file: dir.path().join("absent.env"),
             ..RawTwilio::default()
@@ -328,20 +340,17 @@ mod tests {
                         "{message}"
                     );
                 }
-                other => unreachable!("{other:?}"),
+                other => panic!("{other:?}"),
             }
         }
     }
 
     #[test]
     fn a_world_readable_secrets_file_loads_with_a_warning() {
-        let Ok(dir) = tempfile::tempdir() else {
-            unreachable!()
-        };
+        let dir = tempfile::tempdir().unwrap();
         for (mode, warned) in [(0o644, true), (0o640, false)] {
             let mut t = raw_with_file(dir.path(), "TWILIO_AUTH_TOKEN=s3cret\n", mode);
-            let warnings =
-                overlay(&mut t, &Sources::default()).unwrap_or_else(|e| unreachable!("{e}"));
+            let warnings = overlay(&mut t, &Sources::default()).unwrap();
             assert_eq!(t.auth_token, "s3cret");
             assert_eq!(
                 warnings

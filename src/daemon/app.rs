@@ -8,6 +8,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 
 use super::StartError;
 use crate::api::Api;
+use crate::clock::Clock;
 use crate::config::Config;
 use crate::guard::Guard;
 use crate::limiter::Limiter;
@@ -25,6 +26,8 @@ pub struct App {
     pub reports: Arc<Reports>,
     pub api: Arc<Api>,
     pub metrics: PrometheusHandle,
+    /// What time the daemon's jobs think it is (the api and workers hold the same).
+    pub clock: Clock,
 }
 
 impl App {
@@ -34,7 +37,7 @@ impl App {
         limiter: &Arc<Limiter>,
         metrics: PrometheusHandle,
     ) -> Result<App, StartError> {
-        let sender = Arc::new(Sender::new(&config.provider)?);
+        let sender = Arc::new(Sender::new(&config.provider, &config.clock)?);
         // One guard for both paths: codes and plain messages count against one daily cap.
         // Built per configuration: a reload restarts its in-memory (per-country/prefix)
         // counters; the daily cap is counted in the store and carries over.
@@ -63,7 +66,7 @@ impl App {
             otp,
             messaging.clone(),
             reports.clone(),
-            &config.server,
+            config,
             metrics.clone(),
         ));
         Ok(App {
@@ -74,6 +77,7 @@ impl App {
             reports,
             api,
             metrics,
+            clock: config.clock.clone(),
         })
     }
 }

@@ -3,7 +3,7 @@
 //! retention) and the watchdog's pings. Each tick uses the [`App`] current at that tick.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use tokio::sync::watch;
@@ -61,7 +61,7 @@ pub async fn housekeeping(apps: Arc<ArcSwap<App>>) {
             _ = upkeep.tick() => apps.load().metrics.run_upkeep(),
             _ = retention.tick() => {
                 let app = apps.load_full();
-                if let Err(e) = app.reports.purge(SystemTime::now()).await {
+                if let Err(e) = app.reports.purge(app.clock.now()).await {
                     log::error!("retention job: {e}");
                 }
             }

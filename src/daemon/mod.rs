@@ -150,6 +150,13 @@ fn announce(config: &Config) {
             "no Twilio credentials configured: send-otp answers 503 provider_not_configured"
         ),
     }
+    if let Some(file) = config.clock.offset_file() {
+        log::warn!(
+            "DEVELOPMENT MODE: the clock is moved by the seconds written in {} ({})",
+            file.display(),
+            crate::clock::DEV_CLOCK_FILE
+        );
+    }
     for t in &config.otp.test_numbers {
         log::warn!(
             "test number {}{} gets a fixed code and no SMS until {}",

@@ -19,6 +19,7 @@ use thiserror::Error;
 use tokio::sync::Notify;
 
 use crate::checks::{self, Check, Subject};
+use crate::clock::Clock;
 use crate::config::{Config, MessagingConfig, ProviderConfig, Secret};
 use crate::guard::{Guard, GuardError};
 use crate::limiter::{Limiter, RateLimited};
@@ -92,10 +93,6 @@ impl SmsBody {
         }
         Ok(SmsBody { text, segments })
     }
-
-    pub fn segments(&self) -> Segments {
-        self.segments
-    }
 }
 
 /// A caller's key for "send this once": 1-255 printable ASCII characters.
@@ -155,6 +152,8 @@ pub struct MessagingService {
     guard: Arc<Guard>,
     callbacks: Option<(String, Secret)>,
     wake: Notify,
+    /// The workers' time (requests bring their own `now`).
+    clock: Clock,
 }
 
 impl MessagingService {
@@ -178,6 +177,7 @@ impl MessagingService {
             guard,
             callbacks,
             wake: Notify::new(),
+            clock: config.clock.clone(),
         }
     }
 
@@ -214,8 +214,8 @@ impl MessagingService {
         let outgoing = NewOutgoing {
             to: req.to.as_str().to_owned(),
             body: body.text,
-            channel: channels[0].as_str().to_owned(),
-            fallback: join(&channels[1..]),
+            channel: channels.first().as_str().to_owned(),
+            fallback: join(channels.rest()),
             user_id: req.user_id.as_ref().map(|u| u.as_str().to_owned()),
             idempotency_key: req.idempotency_key.map(|k| k.0),
             request_hash,

@@ -4,7 +4,7 @@
 //! again (at most once; see [`Store::recover_interrupted`](crate::store::Store::recover_interrupted)).
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -23,7 +23,7 @@ impl MessagingService {
     /// The workers: until `shutdown` turns true, claim due messages and send them, at
     /// most `messaging.workers` at a time; then wait for the sends in flight.
     pub async fn run_workers(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
-        match self.store.recover_interrupted(SystemTime::now()).await {
+        match self.store.recover_interrupted(self.clock.now()).await {
             Ok(ids) if !ids.is_empty() => log::warn!(
                 "{} message(s) were being sent when otpd stopped; marked unknown, not resent: {ids:?}",
                 ids.len()
@@ -42,7 +42,7 @@ impl MessagingService {
                 continue;
             }
             let free = self.config.workers - sends.len();
-            match self.store.claim_due(SystemTime::now(), free as u32).await {
+            match self.store.claim_due(self.clock.now(), free as u32).await {
                 Ok(batch) => {
                     let full = batch.len() == free;
                     for message in batch {
@@ -66,7 +66,7 @@ impl MessagingService {
             // one, a finished send, or shutdown.
             let wait = match self.store.next_due().await {
                 Ok(Some(due)) => due
-                    .duration_since(SystemTime::now())
+                    .duration_since(self.clock.now())
                     .unwrap_or(Duration::ZERO)
                     .min(IDLE_POLL),
                 Ok(None) => IDLE_POLL,
@@ -121,7 +121,7 @@ impl MessagingService {
                     provider,
                     retry_after,
                 }) => Outcome::Retry {
-                    at: SystemTime::now() + retry_after.mul_f64(rand::random_range(1.0..1.25)),
+                    at: self.clock.now() + retry_after.mul_f64(rand::random_range(1.0..1.25)),
                     reason: format!("{provider}'s circuit is open"),
                     counted: false,
                 },
@@ -136,7 +136,7 @@ impl MessagingService {
                     error_message: format!("gave up after {} attempts: {e}", message.attempts),
                 },
                 Err(e) => Outcome::Retry {
-                    at: SystemTime::now() + self.retry_delay(message.attempts),
+                    at: self.clock.now() + self.retry_delay(message.attempts),
                     reason: e.to_string(),
                     counted: true,
                 },
@@ -158,7 +158,7 @@ impl MessagingService {
         }
         if let Err(e) = self
             .store
-            .finish(message.id, outcome, SystemTime::now())
+            .finish(message.id, outcome, self.clock.now())
             .await
         {
             log::error!("outbox: recording message {}: {e}", message.id);

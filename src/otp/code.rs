@@ -31,11 +31,9 @@ pub(crate) struct CodeKey(Hmac<Sha256>);
 
 impl CodeKey {
     pub(crate) fn new(key: &[u8]) -> Self {
-        CodeKey(
-            // HMAC takes keys of any length: this cannot fail.
-            Hmac::<Sha256>::new_from_slice(key)
-                .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length")),
-        )
+        #[expect(clippy::unreachable, reason = "HMAC takes keys of any length")]
+        let keyed = Hmac::<Sha256>::new_from_slice(key).unwrap_or_else(|_| unreachable!());
+        CodeKey(keyed)
     }
 
     /// HMAC-SHA256 over the code and what it is bound to, so a hash copied to another

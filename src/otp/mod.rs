@@ -25,7 +25,7 @@ use crate::limiter::{Limiter, RateLimited};
 use crate::sender::{SendError, Sender};
 use crate::store::{Store, StoreError};
 use crate::telemetry;
-use crate::types::{Caller, Channel, OtpCode, PhoneNumber, Purpose, Region, UserId};
+use crate::types::{Caller, Channel, Channels, OtpCode, PhoneNumber, Purpose, UserId};
 
 #[derive(Debug, Error)]
 pub enum OtpError {
@@ -85,7 +85,7 @@ pub struct OtpService {
     limiter: Arc<Limiter>,
     guard: Arc<Guard>,
     sender: Arc<Sender>,
-    channels: Vec<Channel>,
+    channels: Channels,
     events: Events,
 }
 
@@ -110,15 +110,6 @@ impl OtpService {
             channels: config.messaging.channels.clone(),
             events: Events::new(),
         })
-    }
-
-    pub fn purposes(&self) -> &[String] {
-        &self.otp.purposes
-    }
-
-    /// Where numbers without a country code are read from (`otp.default_region`).
-    pub fn default_region(&self) -> Option<Region> {
-        self.otp.default_region
     }
 }
 

@@ -9,10 +9,10 @@ use hmac::Mac;
 use super::code::generate_code;
 use super::{Issued, OtpError, OtpService, SendOtp, TEST_MESSAGE};
 use crate::checks::{self, Check, Subject};
-use crate::config::TestNumber;
+use crate::config::{OtpSlot, TestNumber};
 use crate::sender::SendError;
 use crate::store::{Delivery, NewCode};
-use crate::types::{Channel, UserId};
+use crate::types::{Channel, Channels, UserId};
 
 impl OtpService {
     pub async fn send_otp(&self, req: SendOtp, now: SystemTime) -> Result<Issued, OtpError> {
@@ -26,7 +26,7 @@ impl OtpService {
         }
         let channels = match test {
             // A test number is sent nothing, on whatever channel it asks for.
-            Some(_) => vec![req.channel.unwrap_or(self.channels[0])],
+            Some(_) => Channels::one(req.channel.unwrap_or(self.channels.first())),
             None => self
                 .sender
                 .channels(req.channel, &self.channels)
@@ -36,7 +36,9 @@ impl OtpService {
         self.limiter
             .check_send(req.phone.as_str(), req.user_id.as_ref().map(UserId::as_str))?;
         if let Some(test) = test {
-            return self.issue_test_code(&req, test, channels[0], now).await;
+            return self
+                .issue_test_code(&req, test, channels.first(), now)
+                .await;
         }
         // The cost guard, after the caller's own limits (a flood stops there) and before
         // anything is stored or sent.
@@ -116,23 +118,13 @@ impl OtpService {
     /// The SMS text in the request's locale.
     fn body(&self, req: &SendOtp, code: &str) -> String {
         let minutes = self.otp.ttl.as_secs().div_ceil(60).to_string();
-        let purpose = req.purpose.as_str();
-        let template = &self.otp.template;
-        let body = template
-            .text(template.locale_for(req.locale.as_deref()))
-            .map(|text| {
-                text.render(|name| match name {
-                    "code" => Some(code),
-                    "minutes" => Some(minutes.as_str()),
-                    "purpose" => Some(purpose),
-                    _ => None,
-                })
-            });
-        // Checked at load: the otp template has the default locale and only these slots.
-        let Some(Ok(body)) = body else {
-            unreachable!("the otp template was validated at start-up")
-        };
-        body
+        self.otp
+            .template
+            .render(req.locale.as_deref(), |slot| match slot {
+                OtpSlot::Code => code,
+                OtpSlot::Minutes => minutes.as_str(),
+                OtpSlot::Purpose => req.purpose.as_str(),
+            })
     }
 
     /// Sends on each channel in turn until one takes it; every try is recorded. A
@@ -142,16 +134,16 @@ impl OtpService {
         &self,
         req: &SendOtp,
         otp_id: i64,
-        channels: Vec<Channel>,
+        channels: Channels,
         body: &str,
         now: SystemTime,
     ) -> Result<Channel, OtpError> {
         let (masked, purpose) = (req.phone.masked(), req.purpose.as_str());
         let to = req.phone.as_str();
         let provider = self.sender.provider().unwrap_or("none");
-        let last = channels.len().saturating_sub(1);
-        for (i, channel) in channels.into_iter().enumerate() {
-            match self.sender.send(&req.phone, channel, body).await {
+        let (mut channel, mut rest) = (channels.first(), channels.rest().iter().copied());
+        loop {
+            let error = match self.sender.send(&req.phone, channel, body).await {
                 Ok(sent) => {
                     // At info, unlike verify's success line: a send already costs a
                     // provider call, and operators look codes up by it.
@@ -172,36 +164,38 @@ impl OtpService {
                         .await?;
                     return Ok(channel);
                 }
-                Err(error @ SendError::Rejected { .. }) if i < last => {
-                    log::warn!(
-                        otp_id = otp_id, purpose = purpose, phone:% = masked, channel:% = channel, error:% = error;
-                        "otp {otp_id} for {masked} ({purpose}) not sent by {channel}, trying the next channel: {error}"
-                    );
-                    self.events.channel_fallback.increment(1);
-                    let delivery = failed(provider, &error);
-                    self.store
-                        .record_fallback(otp_id, to.to_owned(), channel, delivery, now, req.caller)
-                        .await?;
-                }
-                Err(error) => {
-                    // Marked failed: this code can never verify, whatever happens next.
-                    let error_code = error.provider_code();
-                    log::warn!(otp_id = otp_id, purpose = purpose, phone:% = masked, error:% = error, error_code = error_code; "otp {otp_id} for {masked} ({purpose}) not sent: {error}");
-                    match error {
-                        SendError::CircuitOpen { .. } => self.events.circuit_open.increment(1),
-                        _ => self.events.send_failed.increment(1),
-                    }
-                    let delivery = failed(provider, &error);
-                    self.store
-                        .record_delivery(otp_id, to.to_owned(), channel, delivery, now, req.caller)
-                        .await?;
-                    return Err(error.into());
-                }
+                Err(error) => error,
+            };
+            let next = match error {
+                SendError::Rejected { .. } => rest.next(),
+                _ => None,
+            };
+            if let Some(next) = next {
+                log::warn!(
+                    otp_id = otp_id, purpose = purpose, phone:% = masked, channel:% = channel, error:% = error;
+                    "otp {otp_id} for {masked} ({purpose}) not sent by {channel}, trying the next channel: {error}"
+                );
+                self.events.channel_fallback.increment(1);
+                let delivery = failed(provider, &error);
+                self.store
+                    .record_fallback(otp_id, to.to_owned(), channel, delivery, now, req.caller)
+                    .await?;
+                channel = next;
+                continue;
             }
+            // Marked failed: this code can never verify, whatever happens next.
+            let error_code = error.provider_code();
+            log::warn!(otp_id = otp_id, purpose = purpose, phone:% = masked, error:% = error, error_code = error_code; "otp {otp_id} for {masked} ({purpose}) not sent: {error}");
+            match error {
+                SendError::CircuitOpen { .. } => self.events.circuit_open.increment(1),
+                _ => self.events.send_failed.increment(1),
+            }
+            let delivery = failed(provider, &error);
+            self.store
+                .record_delivery(otp_id, to.to_owned(), channel, delivery, now, req.caller)
+                .await?;
+            return Err(error.into());
         }
-        // `messaging.channels` is never empty and a named channel is one: unreachable in
-        // practice, and answered as a configuration problem rather than a panic.
-        Err(SendError::ChannelNotConfigured(req.channel.unwrap_or(Channel::Sms)).into())
     }
 
     /// Asks the guard about a code's SMS; returns the destination region to store.

@@ -66,9 +66,9 @@ impl OtpService {
                 ))
             }
             Attempt::NoCode => Err(refusal(&self.events.not_found, OtpError::NoCode)),
-            Attempt::Used { .. } => Err(refusal(&self.events.already_used, OtpError::AlreadyUsed)),
-            Attempt::Expired { .. } => Err(refusal(&self.events.expired, OtpError::Expired)),
-            Attempt::Exhausted { expires_at, .. } => {
+            Attempt::Used => Err(refusal(&self.events.already_used, OtpError::AlreadyUsed)),
+            Attempt::Expired => Err(refusal(&self.events.expired, OtpError::Expired)),
+            Attempt::Exhausted { expires_at } => {
                 let retry_after = expires_at.duration_since(now).unwrap_or_default();
                 Err(refusal(
                     &self.events.attempts_exhausted,

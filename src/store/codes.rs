@@ -39,15 +39,10 @@ pub enum Attempt {
     },
     /// No code was ever sent for this phone and purpose (or its SMS failed).
     NoCode,
-    Used {
-        id: i64,
-    },
-    Expired {
-        id: i64,
-    },
+    Used,
+    Expired,
     /// Every attempt is spent; the code is dead until it expires or is superseded.
     Exhausted {
-        id: i64,
         expires_at: SystemTime,
     },
 }
@@ -219,8 +214,8 @@ impl Store {
                 return Ok(Attempt::NoCode);
             };
             match state.as_str() {
-                "verified" => return Ok(Attempt::Used { id }),
-                "expired" => return Ok(Attempt::Expired { id }),
+                "verified" => return Ok(Attempt::Used),
+                "expired" => return Ok(Attempt::Expired),
                 "sent" => {}
                 // Pending (its SMS not sent yet), failed or superseded: unverifiable.
                 _ => return Ok(Attempt::NoCode),
@@ -228,11 +223,10 @@ impl Store {
             if expires_at <= millis(now) {
                 tx.prepare_cached(Self::EXPIRE)?.execute([id])?;
                 audit::code_event(tx, now, id, "expired", None, caller)?;
-                return Ok(Attempt::Expired { id });
+                return Ok(Attempt::Expired);
             }
             if attempts >= max_attempts {
                 return Ok(Attempt::Exhausted {
-                    id,
                     expires_at: from_millis(expires_at),
                 });
             }

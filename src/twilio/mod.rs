@@ -23,12 +23,13 @@ pub mod breaker;
 mod retry;
 pub mod webhook;
 
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use serde::Deserialize;
 use thiserror::Error;
 
+use crate::clock::Clock;
 use crate::config::{Secret, TwilioConfig, TwilioFaults, TwilioFrom};
 use crate::telemetry;
 use crate::types::{Channel, PhoneNumber, mask_numbers};
@@ -111,10 +112,12 @@ pub struct TwilioClient {
     timeout: Duration,
     faults: TwilioFaults,
     breaker: Breaker,
+    /// For Retry-After given as a date.
+    clock: Clock,
 }
 
 impl TwilioClient {
-    pub fn new(config: &TwilioConfig) -> Result<Self, TwilioError> {
+    pub fn new(config: &TwilioConfig, clock: Clock) -> Result<Self, TwilioError> {
         let http = reqwest::Client::builder()
             .timeout(config.timeout)
             .connect_timeout(config.timeout.min(Duration::from_secs(5)))
@@ -141,6 +144,7 @@ impl TwilioClient {
                 config.faults.breaker_failures,
                 config.faults.breaker_cooldown,
             ),
+            clock,
         })
     }
 
@@ -217,7 +221,7 @@ impl TwilioClient {
     }
 
     fn sender(&self, channel: Channel) -> Option<&TwilioFrom> {
-        self.senders[channel as usize].as_ref()
+        self.senders.get(channel as usize)?.as_ref()
     }
 
     /// CreateMessage's fields. On WhatsApp both addresses carry `whatsapp:` (Twilio
@@ -274,7 +278,7 @@ impl TwilioClient {
         let status = response.status();
         let retry_after = match status {
             StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE => {
-                retry_after(response.headers(), SystemTime::now())
+                retry_after(response.headers(), self.clock.now())
             }
             _ => None,
         };

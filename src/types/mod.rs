@@ -7,7 +7,7 @@ use std::fmt;
 use thiserror::Error;
 
 mod phone;
-pub mod phone_cache;
+mod phone_cache;
 
 pub use phone::{MaskedPhone, PhoneNumber, Region, mask_numbers};
 
@@ -90,6 +90,46 @@ impl Channel {
 impl fmt::Display for Channel {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+/// Channels to try, in order: never empty, so there is always a first one to send on.
+/// Config builds `messaging.channels` (and refuses an empty list or a channel twice); a
+/// request naming one channel gets [`Channels::one`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Channels {
+    first: Channel,
+    rest: Vec<Channel>,
+}
+
+impl Channels {
+    pub fn one(channel: Channel) -> Channels {
+        Channels {
+            first: channel,
+            rest: Vec::new(),
+        }
+    }
+
+    /// `None` for an empty list.
+    pub fn from_list(list: Vec<Channel>) -> Option<Channels> {
+        let mut list = list.into_iter();
+        Some(Channels {
+            first: list.next()?,
+            rest: list.collect(),
+        })
+    }
+
+    pub fn first(&self) -> Channel {
+        self.first
+    }
+
+    /// The fallbacks after the first, in order.
+    pub fn rest(&self) -> &[Channel] {
+        &self.rest
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = Channel> + '_ {
+        std::iter::once(self.first).chain(self.rest.iter().copied())
     }
 }
 

@@ -30,9 +30,16 @@ impl Region {
     }
 }
 
-/// A phone number that a real numbering-plan library accepted, held in E.164 form.
+/// A phone number that a real numbering-plan library accepted, held in E.164 form with
+/// what the library found while parsing it: its region (the cost guard's country) and
+/// the length of its country code, so nothing parses it again.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct PhoneNumber(String);
+pub struct PhoneNumber {
+    e164: String,
+    /// `None` for the non-geographic codes ("001": +800, +882, ...).
+    region: Option<phonenumber::country::Id>,
+    country_code_len: usize,
+}
 
 impl PhoneNumber {
     /// Longest input worth looking at: E.164 itself is at most 16 characters, and
@@ -94,12 +101,13 @@ impl PhoneNumber {
                 "phone_number must be in international format, starting with + (or 00) and the country code",
             ));
         };
-        // Validity is asked inside the call too: it matches the number against the
-        // metadata's regexes, which `phonelib` then keeps compiled.
-        let (parsed, valid) = phone_cache::call(|| {
+        // Validity and the region are asked inside the call too: they match the number
+        // against the metadata's regexes, which `phone_cache` then keeps compiled.
+        let (parsed, valid, region) = phone_cache::call(|| {
             phonenumber::parse(country, text).map(|p| {
                 let valid = p.extension().is_none() && p.is_valid();
-                (p, valid)
+                let region = if valid { p.country().id() } else { None };
+                (p, valid, region)
             })
         })
         .map_err(|_| InvalidInput::PhoneNumber("phone_number is not a phone number"))?;
@@ -113,23 +121,37 @@ impl PhoneNumber {
         // here because that formatter first picks a national format by regex for
         // the other modes and throws it away, on every verify. A valid
         // number always has metadata for its code, so the formatter could not fail.
-        let e164 = format!("+{}{}", parsed.code().value(), parsed.national());
-        Ok(PhoneNumber(e164))
+        let code = parsed.code().value().to_string();
+        Ok(PhoneNumber {
+            e164: format!("+{code}{}", parsed.national()),
+            region,
+            country_code_len: code.len(),
+        })
     }
 
     pub fn as_str(&self) -> &str {
-        &self.0
+        &self.e164
+    }
+
+    /// The region the number belongs to; `None`: a non-geographic code ("001").
+    pub fn region(&self) -> Option<phonenumber::country::Id> {
+        self.region
+    }
+
+    /// How many digits after the `+` are the country code.
+    pub fn country_code_len(&self) -> usize {
+        self.country_code_len
     }
 
     /// The form every log line uses: country prefix and last three digits only.
     pub fn masked(&self) -> MaskedPhone<'_> {
-        MaskedPhone(&self.0)
+        MaskedPhone(&self.e164)
     }
 }
 
 impl fmt::Display for PhoneNumber {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.e164)
     }
 }
 
@@ -158,22 +180,25 @@ pub fn mask_numbers(text: &str) -> Cow<'_, str> {
     let mut copied = 0;
     let mut i = 0;
     while i < bytes.len() {
-        let starts_word = i > 0 && bytes[i - 1].is_ascii_alphanumeric();
+        let starts_word =
+            (i.checked_sub(1).and_then(|k| bytes.get(k))).is_some_and(u8::is_ascii_alphanumeric);
         let start = i;
-        let first = if bytes[i] == b'+' { i + 1 } else { i };
+        let first = if bytes.get(i) == Some(&b'+') {
+            i + 1
+        } else {
+            i
+        };
         if starts_word || !bytes.get(first).is_some_and(u8::is_ascii_digit) {
             i += 1;
             continue;
         }
         let (mut end, mut digits, mut j) = (first, String::new(), first);
-        while j < bytes.len() {
-            if bytes[j].is_ascii_digit() {
-                digits.push(char::from(bytes[j]));
+        while let Some(&b) = bytes.get(j) {
+            if b.is_ascii_digit() {
+                digits.push(char::from(b));
                 j += 1;
                 end = j;
-            } else if b" .-()".contains(&bytes[j])
-                && bytes.get(j + 1).is_some_and(u8::is_ascii_digit)
-            {
+            } else if b" .-()".contains(&b) && bytes.get(j + 1).is_some_and(u8::is_ascii_digit) {
                 j += 1;
             } else {
                 break;
@@ -225,7 +250,10 @@ mod tests {
             (" +1 (415) 555-0100 ", "+14155550100"),
             ("+44 20 7946 0958", "+442079460958"),
         ] {
-            assert_eq!(PhoneNumber::parse(input).map(|p| p.0), Ok(want.to_owned()));
+            assert_eq!(
+                PhoneNumber::parse(input).map(|p| p.e164),
+                Ok(want.to_owned())
+            );
         }
     }
 
@@ -243,14 +271,30 @@ mod tests {
             "+225 07 12 34 56 78",
         ] {
             let parsed = phonenumber::parse(None, input).map_err(|e| e.to_string());
-            let parsed = parsed.unwrap_or_else(|e| unreachable!("{input:?}: {e}"));
+            let parsed = parsed.unwrap();
             assert!(parsed.is_valid(), "{input:?}");
             let library = parsed.format().mode(phonenumber::Mode::E164).to_string();
             assert_eq!(
-                PhoneNumber::parse(input).map(|p| p.0),
+                PhoneNumber::parse(input).map(|p| p.e164),
                 Ok(library),
                 "{input:?}"
             );
+        }
+    }
+
+    #[test]
+    fn a_number_keeps_its_region_and_country_code_length() {
+        use phonenumber::country::Id;
+        for (input, region, code_len) in [
+            ("+34600111222", Some(Id::ES), 2),
+            ("+1 415 555 0100", Some(Id::US), 1),
+            ("+1 613 555 0123", Some(Id::CA), 1),
+            ("+225 07 12 34 56 78", Some(Id::CI), 3),
+            ("+800 1234 5678", None, 3),
+        ] {
+            let phone = PhoneNumber::parse(input).unwrap();
+            assert_eq!(phone.region(), region, "{input}");
+            assert_eq!(phone.country_code_len(), code_len, "{input}");
         }
     }
 
@@ -272,7 +316,7 @@ mod tests {
             ("+44 (0) 20 7946 0958", None, "+442079460958"),
             ("+34 600 11 12 22", gb, "+34600111222"),
         ] {
-            let got = PhoneNumber::parse_in(input, region).map(|p| p.0);
+            let got = PhoneNumber::parse_in(input, region).map(|p| p.e164);
             assert_eq!(got, Ok(want.to_owned()), "{input:?} in {region:?}");
         }
         assert!(PhoneNumber::parse("600 11 12 22").is_err());

@@ -6,7 +6,14 @@
     clippy::unwrap_used,
     clippy::expect_used,
     clippy::panic,
+    clippy::unreachable,
+    clippy::indexing_slicing,
     reason = "a test fails by panicking"
+)]
+#![allow(
+    clippy::disallowed_methods,
+    reason = "the tests watch the daemon from outside, by the system's clock; \
+              they move the daemon's with `Setup::moved_clock`"
 )]
 
 mod common;

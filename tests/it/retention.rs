@@ -1,4 +1,5 @@
-//! The retention job deletes what has outlived `[retention]` and nothing else.
+//! The retention job deletes what has outlived `[retention]` and nothing else. Time is
+//! moved through the daemon's development clock, not slept.
 
 use std::time::Duration;
 
@@ -12,23 +13,24 @@ fn count(otpd: &Daemon, table: &str) -> i64 {
 
 fn retention(setup: Setup, interval: &str) -> Setup {
     setup
-        .set("otp", "ttl = \"1s\"")
-        .set("retention", "codes = \"1s\"")
-        .set("retention", "messages = \"2s\"")
-        .set("retention", "audit = \"2s\"")
+        .moved_clock()
+        .set("otp", "ttl = \"1m\"")
+        .set("retention", "codes = \"1h\"")
+        .set("retention", "messages = \"2h\"")
+        .set("retention", "audit = \"2h\"")
         .set("retention", &format!("interval = \"{interval}\""))
 }
 
 #[tokio::test]
 async fn purge_shrinks_the_database_to_the_retained_rows() {
-    let otpd = retention(Setup::new().dev(), "1h").start();
+    let otpd = retention(Setup::new(), "1h").start();
     for n in 0..3 {
         let reply = otpd
             .send_otp(send_body(&format!("+3460011130{n}"), "login", None))
             .await;
         assert_eq!(reply.status, 200);
     }
-    tokio::time::sleep(Duration::from_millis(3200)).await;
+    otpd.move_clock(Duration::from_secs(3 * 3600));
     let reply = otpd.send_otp(send_body(PHONE, "login", None)).await;
     assert_eq!(reply.status, 200);
     assert_eq!(
@@ -68,9 +70,10 @@ async fn purge_shrinks_the_database_to_the_retained_rows() {
 
 #[tokio::test]
 async fn the_retention_job_runs_on_its_own() {
-    let otpd = retention(Setup::new().dev(), "1s").start();
+    let otpd = retention(Setup::new(), "1s").start();
     let reply = otpd.send_otp(send_body(PHONE, "login", None)).await;
     assert_eq!(reply.status, 200);
+    otpd.move_clock(Duration::from_secs(3 * 3600));
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while count(&otpd, "otps") > 0 {
         assert!(

@@ -59,13 +59,26 @@ async fn a_code_is_bound_to_its_purpose_and_user() {
 
 #[tokio::test]
 async fn an_expired_code_fails() {
-    let mock = MockTwilio::start(MockOptions::default());
     let otpd = Setup::new()
-        .twilio(&mock)
-        .set("otp", "ttl = \"1s\"")
+        .moved_clock()
+        .set("otp", "ttl = \"1m\"")
         .start();
-    let code = sent_code(&otpd, &mock, "login", None).await;
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let sent = otpd.send_otp(send_body(PHONE, "login", None)).await;
+    assert_eq!(sent.status, 200, "{:?}", sent.json);
+    let code = code_in(otpd.outbox()[0]["body"].as_str().unwrap());
+    assert!(
+        otpd.log()
+            .contains("the clock is moved by the seconds written in"),
+        "{}",
+        otpd.log()
+    );
+    // Just before the end of its life it is still a live code: only wrong.
+    otpd.move_clock(Duration::from_secs(50));
+    let before = otpd
+        .verify_otp(verify_body(PHONE, &wrong(&code), "login", None))
+        .await;
+    before.assert_error(400, "invalid_otp");
+    otpd.move_clock(Duration::from_secs(20));
     let late = otpd
         .verify_otp(verify_body(PHONE, &code, "login", None))
         .await;
@@ -74,6 +87,31 @@ async fn an_expired_code_fails() {
         .verify_otp(verify_body(PHONE, &code, "login", None))
         .await;
     again.assert_error(400, "otp_expired");
+}
+
+/// The clock file is a development tool: a daemon that may deliver to real phones
+/// says it ignores it, and its codes live by the system's clock.
+#[tokio::test]
+async fn the_clock_file_is_ignored_outside_development_mode() {
+    let mock = MockTwilio::start(MockOptions::default());
+    let otpd = Setup::new()
+        .twilio(&mock)
+        .env(DEV_CLOCK_FILE, "clock-offset")
+        .set("otp", "ttl = \"1m\"")
+        .start();
+    assert!(
+        otpd.log().contains(
+            "OTPD_DEV_CLOCK_FILE is ignored: it moves the clock in development mode only"
+        ),
+        "{}",
+        otpd.log()
+    );
+    let code = sent_code(&otpd, &mock, "login", None).await;
+    otpd.move_clock(Duration::from_secs(3600));
+    let right = otpd
+        .verify_otp(verify_body(PHONE, &code, "login", None))
+        .await;
+    assert_eq!(right.status, 200, "{:?}", right.json);
 }
 
 #[tokio::test]

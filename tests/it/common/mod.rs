@@ -23,6 +23,10 @@ pub use mock_twilio::{MockOptions, MockTwilio};
 pub const TWILIO_FROM: &str = "+15005550006";
 pub const PHONE: &str = "+34600111222";
 
+/// The daemon's offset file in development mode (src/clock.rs) and where the tests keep it.
+pub const DEV_CLOCK_FILE: &str = "OTPD_DEV_CLOCK_FILE";
+const CLOCK_OFFSET_FILE: &str = "clock-offset";
+
 /// A daemon configuration, built up by a test and written to a file in a temp dir.
 #[derive(Clone)]
 pub struct Setup {
@@ -77,6 +81,13 @@ impl Setup {
     pub fn raw(mut self, text: &str) -> Self {
         self.raw.push(text.to_owned());
         self
+    }
+
+    /// Development mode with a clock the test moves ([`Daemon::move_clock`]) instead of
+    /// sleeping. The offset file is `clock-offset` in the daemon's directory, its
+    /// working directory; only development mode honours it.
+    pub fn moved_clock(self) -> Self {
+        self.dev().env(DEV_CLOCK_FILE, CLOCK_OFFSET_FILE)
     }
 
     pub fn env(mut self, key: &str, value: &str) -> Self {
@@ -171,6 +182,7 @@ pub fn clean_command(program: impl AsRef<std::ffi::OsStr>) -> Command {
         "LISTEN_PID",
         "WATCHDOG_USEC",
         "RUST_LOG",
+        DEV_CLOCK_FILE,
     ] {
         cmd.env_remove(var);
     }
@@ -257,6 +269,19 @@ impl Daemon {
             .lines()
             .map(|l| serde_json::from_str(l).unwrap())
             .collect()
+    }
+
+    /// Moves the daemon's clock `by` forward (see [`Setup::moved_clock`]); the next
+    /// reading of its clock sees it. Written aside and renamed, so a reading never sees
+    /// half a number.
+    pub fn move_clock(&self, by: Duration) {
+        let path = self.dir.path().join(CLOCK_OFFSET_FILE);
+        let before: f64 = std::fs::read_to_string(&path)
+            .map(|text| text.trim().parse().unwrap())
+            .unwrap_or(0.0);
+        let aside = self.dir.path().join("clock-offset.new");
+        std::fs::write(&aside, format!("{}\n", before + by.as_secs_f64())).unwrap();
+        std::fs::rename(&aside, &path).unwrap();
     }
 
     pub fn pid(&self) -> u32 {

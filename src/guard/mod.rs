@@ -13,7 +13,8 @@
 //! SQL. The caller's own limits (per phone, per user, global) stay in the limiter, which
 //! runs first, so a flood is refused there before it can reach the guard.
 
-use std::sync::Mutex;
+mod daily_cap;
+
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use governor::clock::Clock;
@@ -23,7 +24,7 @@ use thiserror::Error;
 use crate::config::{GuardConfig, GuardMode, GuardRegion as Region};
 use crate::telemetry;
 use crate::types::PhoneNumber;
-use crate::types::phone_cache;
+use daily_cap::DailyCap;
 
 /// A send the guard refuses; each variant has its own API error code.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
@@ -113,23 +114,12 @@ impl Destination {
     }
 }
 
-/// Messages counted for the current UTC day.
-#[derive(Debug, Clone, Copy)]
-struct DayCount {
-    day: u64,
-    count: u64,
-}
-
 pub struct Guard {
     config: GuardConfig,
     per_country: Option<DefaultKeyedRateLimiter<Region>>,
     per_prefix: Option<DefaultKeyedRateLimiter<u64>>,
-    /// `None` until seeded from the store (at the first send, and each new UTC day).
-    /// std Mutex: held only to compare and add, never across an await.
-    today: Mutex<Option<DayCount>>,
+    daily: DailyCap,
 }
-
-const DAY: u64 = 86_400;
 
 fn keyed<K: std::hash::Hash + Eq + Clone>(
     limiter: &DefaultKeyedRateLimiter<K>,
@@ -138,10 +128,6 @@ fn keyed<K: std::hash::Hash + Eq + Clone>(
     limiter
         .check_key(key)
         .map_err(|not_until| not_until.wait_time_from(limiter.clock().now()))
-}
-
-fn unix_secs(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 impl Guard {
@@ -153,8 +139,8 @@ impl Guard {
             per_prefix: config
                 .per_prefix
                 .map(|r| RateLimiter::keyed(crate::limiter::quota(r))),
+            daily: DailyCap::new(config.daily_message_cap, config.mode),
             config: config.clone(),
-            today: Mutex::new(None),
         }
     }
 
@@ -162,21 +148,12 @@ impl Guard {
         self.config.any_rule()
     }
 
-    /// The region and prefix of `phone`. Parses again: `PhoneNumber` keeps only the
-    /// E.164 text, which libphonenumber maps back to one region.
+    /// The region and prefix of `phone`.
     pub fn destination(&self, phone: &PhoneNumber) -> Destination {
-        let (parsed, region) = phone_cache::call(|| {
-            let parsed = phonenumber::parse(None, phone.as_str()).ok();
-            let region = parsed.as_ref().and_then(|p| p.country().id());
-            (parsed, region)
-        });
-        let code_digits = parsed
-            .as_ref()
-            .map_or(0, |p| p.code().value().to_string().len());
         let digits = phone.as_str().trim_start_matches('+');
-        let end = (code_digits + self.config.prefix_digits).min(digits.len());
+        let end = (phone.country_code_len() + self.config.prefix_digits).min(digits.len());
         Destination {
-            region,
+            region: phone.region(),
             prefix: digits.get(..end).and_then(|d| d.parse().ok()).unwrap_or(0),
         }
     }
@@ -184,15 +161,12 @@ impl Guard {
     /// What [`Guard::check`] (with `dest`) or the daily cap alone (without) needs read.
     pub fn needs(&self, dest: Option<&Destination>, now: SystemTime) -> Needs {
         let c = &self.config;
-        let day = unix_secs(now) / DAY;
-        let seeded = self.lock().is_some_and(|t| t.day == day);
         Needs {
             unverified: dest.zip(c.unverified_per_country).map(|(dest, _)| {
                 let since = now.checked_sub(c.unverified_window).unwrap_or(UNIX_EPOCH);
                 (dest.region_code(), since)
             }),
-            messages_since: (c.daily_message_cap.is_some() && !seeded)
-                .then(|| UNIX_EPOCH + Duration::from_secs(day * DAY)),
+            messages_since: self.daily.needs_seed(now),
         }
     }
 
@@ -241,7 +215,7 @@ impl Guard {
                 return verdict;
             }
         }
-        if let Err(e) = self.count_message(now, observed) {
+        if let Err(e) = self.daily.count(now, observed.messages_today) {
             self.refuse(&mut verdict, e);
         }
         verdict
@@ -258,7 +232,7 @@ impl Guard {
         if self.country_refused(&mut verdict, dest) {
             return verdict;
         }
-        if let Err(e) = self.count_message(now, observed) {
+        if let Err(e) = self.daily.count(now, observed.messages_today) {
             self.refuse(&mut verdict, e);
         }
         verdict
@@ -282,7 +256,7 @@ impl Guard {
     /// goes to the operator's own number, so no destination rule applies.
     pub fn check_test_message(&self, now: SystemTime, observed: &Observed) -> Verdict {
         let mut verdict = Verdict::default();
-        if let Err(e) = self.count_message(now, observed) {
+        if let Err(e) = self.daily.count(now, observed.messages_today) {
             self.refuse(&mut verdict, e);
         }
         verdict
@@ -308,43 +282,6 @@ impl Guard {
         }
     }
 
-    /// Counts one message against today's cap (UTC). Refused sends are not counted in
-    /// enforce mode; in record mode every send counts, as every send leaves.
-    fn count_message(&self, now: SystemTime, observed: &Observed) -> Result<(), GuardError> {
-        let Some(cap) = self.config.daily_message_cap else {
-            return Ok(());
-        };
-        let secs = unix_secs(now);
-        let day = secs / DAY;
-        let mut today = self.lock();
-        // The store holds every message written today, so the cap survives restarts.
-        if let Some(count) = observed.messages_today
-            && today.is_none_or(|t| t.day != day)
-        {
-            *today = Some(DayCount { day, count });
-        }
-        let Some(t) = today.as_mut().filter(|t| t.day == day) else {
-            return Ok(());
-        };
-        let over = t.count >= cap;
-        if !over || self.config.mode == GuardMode::Record {
-            t.count += 1;
-        }
-        if over {
-            // Until the next UTC midnight.
-            let retry_after = Duration::from_secs(DAY - secs % DAY);
-            return Err(GuardError::DailyCapReached { cap, retry_after });
-        }
-        Ok(())
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Option<DayCount>> {
-        // A panic while holding this lock cannot leave the count inconsistent.
-        self.today
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
     /// Forgets limiter keys that have fully refilled, as the limiter does.
     pub fn prune(&self) {
         if let Some(l) = &self.per_country {
@@ -361,9 +298,8 @@ impl Guard {
 mod tests {
     use super::*;
     use crate::config::GuardMode;
-    use phonenumber::country::Id;
 
-    fn config() -> GuardConfig {
+    pub(super) fn config() -> GuardConfig {
         GuardConfig {
             mode: GuardMode::Enforce,
             allow_countries: Vec::new(),
@@ -375,83 +311,6 @@ mod tests {
             unverified_per_country: None,
             unverified_window: Duration::from_secs(3600),
         }
-    }
-
-    /// What the service would pass: the seed count when the guard asks for one.
-    fn observed(guard: &Guard, dest: &Destination, now: SystemTime, today: u64) -> Observed {
-        let needs = guard.needs(Some(dest), now);
-        Observed {
-            unverified: (0, None),
-            messages_today: needs.messages_since.map(|_| today),
-        }
-    }
-
-    #[test]
-    fn the_daily_cap_starts_again_at_utc_midnight() {
-        let guard = Guard::new(&GuardConfig {
-            daily_message_cap: Some(2),
-            ..config()
-        });
-        let dest = guard.destination(&PhoneNumber::parse("+34600111222").unwrap());
-        let day = UNIX_EPOCH + Duration::from_secs(20_000 * DAY);
-        let late = day + Duration::from_secs(DAY - 10);
-        let check = |now| guard.check(&dest, now, &observed(&guard, &dest, now, 0));
-        for _ in 0..2 {
-            let verdict = check(late);
-            assert!(verdict.blocked.is_none(), "{verdict:?}");
-        }
-        for _ in 0..3 {
-            assert_eq!(
-                check(late).blocked,
-                Some(GuardError::DailyCapReached {
-                    cap: 2,
-                    retry_after: Duration::from_secs(10)
-                })
-            );
-        }
-        let next_day = day + Duration::from_secs(DAY);
-        for _ in 0..2 {
-            let verdict = check(next_day);
-            assert!(verdict.blocked.is_none(), "{verdict:?}");
-        }
-        assert!(check(next_day).blocked.is_some());
-    }
-
-    #[test]
-    fn the_daily_cap_is_seeded_with_what_the_store_counted_today() {
-        let guard = Guard::new(&GuardConfig {
-            daily_message_cap: Some(3),
-            ..config()
-        });
-        let dest = guard.destination(&PhoneNumber::parse("+34600111222").unwrap());
-        let now = SystemTime::now();
-        assert!(guard.needs(Some(&dest), now).messages_since.is_some());
-        let first = guard.check(&dest, now, &observed(&guard, &dest, now, 2));
-        assert!(first.blocked.is_none(), "{first:?}");
-        // Seeded: the guard counts on by itself and asks no more.
-        assert!(guard.needs(Some(&dest), now).messages_since.is_none());
-        let second = guard.check(&dest, now, &Observed::default());
-        assert_eq!(second.blocked.map(|e| e.rule()), Some("daily_message_cap"));
-    }
-
-    #[test]
-    fn a_send_refused_by_another_rule_does_not_count_against_the_daily_cap() {
-        let guard = Guard::new(&GuardConfig {
-            daily_message_cap: Some(1),
-            deny_countries: vec![Some(Id::ES)],
-            ..config()
-        });
-        let now = SystemTime::now();
-        let es = guard.destination(&PhoneNumber::parse("+34600111222").unwrap());
-        let pt = guard.destination(&PhoneNumber::parse("+351912345678").unwrap());
-        for _ in 0..3 {
-            let verdict = guard.check(&es, now, &observed(&guard, &es, now, 0));
-            assert_eq!(verdict.blocked.map(|e| e.rule()), Some("country"));
-        }
-        let verdict = guard.check(&pt, now, &observed(&guard, &pt, now, 0));
-        assert!(verdict.blocked.is_none(), "{verdict:?}");
-        let verdict = guard.check(&pt, now, &observed(&guard, &pt, now, 0));
-        assert_eq!(verdict.blocked.map(|e| e.rule()), Some("daily_message_cap"));
     }
 
     #[test]
