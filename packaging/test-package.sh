@@ -90,12 +90,18 @@ expect_mode /etc/otpd "750 root:otpd"
 expect_mode /etc/otpd/config.toml "640 root:otpd"
 expect_mode /etc/otpd/otpd.env "640 root:otpd"
 expect_mode /var/lib/otpd "750 otpd:otpd"
-expect_mode /usr/share/man/man1/otpd.1.gz "644 root:root"
+for page in otpd otpd-serve otpd-check-config otpd-send-otp otpd-status; do
+    expect_mode "/usr/share/man/man1/$page.1.gz" "644 root:root"
+done
+expect_mode /usr/share/doc/otpd/configuration.md "644 root:root"
 for f in /usr/share/bash-completion/completions/otpd /usr/share/zsh/vendor-completions/_otpd \
     /usr/share/fish/vendor_completions.d/otpd.fish; do
     expect_mode "$f" "644 root:root"
 done
 zcat /usr/share/man/man1/otpd.1.gz | grep -q 'check\\-config' || fail "man page lacks check-config"
+for section in FILES ENVIRONMENT '"EXIT STATUS"' SIGNALS; do
+    zcat /usr/share/man/man1/otpd.1.gz | grep -q "^\.SH $section" || fail "man page lacks $section"
+done
 grep -q '^socket_group = "otpd-clients"$' /etc/otpd/config.toml || fail "production config"
 conffiles=$(dpkg-query -W -f='${Conffiles}' otpd)
 for f in /etc/otpd/config.toml /etc/otpd/otpd.env; do
