@@ -29,6 +29,7 @@ mod retention;
 mod send_otp;
 mod store_faults;
 mod systemd;
+mod templates;
 mod twilio_contract;
 mod twilio_faults;
 mod upgrade;
