@@ -20,6 +20,7 @@ mod guard;
 mod hostile;
 mod lifecycle;
 mod limits;
+mod masking;
 mod messaging;
 mod metrics;
 mod mock_twilio_selftest;
