@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use otpd::cli::args::{Cli, Command, ConfigSource};
-use otpd::config::{Config, Sources};
+use otpd::config::{Config, ProviderConfig, Sources};
 use otpd::signals::{Intent, Intents};
 
 const EX_CONFIG: u8 = 78;
@@ -17,6 +17,16 @@ fn main() -> ExitCode {
     match command {
         Command::CheckConfig { source } => match load(&source) {
             Ok(config) => {
+                // A warning, not a failure: the package installs a file without
+                // credentials on purpose, and check-config runs before they are added.
+                if matches!(config.provider, ProviderConfig::None) {
+                    eprintln!(
+                        "otpd: WARNING: no SMS provider is configured: every send will answer \
+                         503 provider_not_configured. Set twilio.account_sid and an auth token \
+                         or API key (in the file, twilio.secrets_file or TWILIO_*), or \
+                         [dev] enabled = true for a local outbox."
+                    );
+                }
                 print!("{}", config.effective_toml());
                 ExitCode::SUCCESS
             }

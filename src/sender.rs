@@ -13,7 +13,7 @@ use tokio::io::AsyncWriteExt;
 
 use crate::config::ProviderConfig;
 use crate::telemetry;
-use crate::twilio::{Failed, TwilioClient, TwilioError};
+use crate::twilio::{Failed, TwilioClient, TwilioError, Verdict};
 use crate::types::{Channel, PhoneNumber};
 
 /// Why a message did not leave, in the provider's terms but not its types: the
@@ -188,6 +188,20 @@ impl Sender {
         match self.reachable.load(Ordering::Relaxed) {
             REACHABLE => Some(true),
             UNREACHABLE => Some(false),
+            _ => None,
+        }
+    }
+
+    /// Whether the provider accepts the credentials (`accepted`, `rejected`, `unknown`:
+    /// no answer yet or unreachable), from a recent free check; `None` for the other
+    /// providers, which have none.
+    pub async fn credentials(&self, now: SystemTime) -> Option<&'static str> {
+        match &self.provider {
+            Provider::Twilio(client) => Some(match client.credentials(now).await {
+                Verdict::Accepted => "accepted",
+                Verdict::Rejected => "rejected",
+                Verdict::Unknown => "unknown",
+            }),
             _ => None,
         }
     }

@@ -28,6 +28,7 @@ mod prism_selftest;
 mod readme;
 mod retention;
 mod send_otp;
+mod status;
 mod store_faults;
 mod systemd;
 mod templates;
