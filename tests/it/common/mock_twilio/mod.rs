@@ -308,18 +308,6 @@ impl MockTwilio {
         self.shared.state().requests.clone()
     }
 
-    /// The requests received so far for `operation` (a daemon's status check asks
-    /// FetchAccount or ListMessage between its sends).
-    pub fn requests_of(&self, operation: Operation) -> Vec<RecordedRequest> {
-        let state = self.shared.state();
-        let of = |r: &&RecordedRequest| {
-            r.method
-                .parse()
-                .is_ok_and(|method| Operation::of(&method, &r.path) == Some(operation))
-        };
-        state.requests.iter().filter(of).cloned().collect()
-    }
-
     /// The messages created (201), in order.
     pub fn messages(&self) -> Vec<RecordedMessage> {
         let state = self.shared.state();
