@@ -90,12 +90,18 @@ expect_mode /etc/otpd "750 root:otpd"
 expect_mode /etc/otpd/config.toml "640 root:otpd"
 expect_mode /etc/otpd/otpd.env "640 root:otpd"
 expect_mode /var/lib/otpd "750 otpd:otpd"
-expect_mode /usr/share/man/man1/otpd.1.gz "644 root:root"
+for page in otpd otpd-serve otpd-check-config otpd-send-otp otpd-status; do
+    expect_mode "/usr/share/man/man1/$page.1.gz" "644 root:root"
+done
+expect_mode /usr/share/doc/otpd/configuration.md "644 root:root"
 for f in /usr/share/bash-completion/completions/otpd /usr/share/zsh/vendor-completions/_otpd \
     /usr/share/fish/vendor_completions.d/otpd.fish; do
     expect_mode "$f" "644 root:root"
 done
 zcat /usr/share/man/man1/otpd.1.gz | grep -q 'check\\-config' || fail "man page lacks check-config"
+for section in FILES ENVIRONMENT '"EXIT STATUS"' SIGNALS; do
+    zcat /usr/share/man/man1/otpd.1.gz | grep -q "^\.SH $section" || fail "man page lacks $section"
+done
 grep -q '^socket_group = "otpd-clients"$' /etc/otpd/config.toml || fail "production config"
 conffiles=$(dpkg-query -W -f='${Conffiles}' otpd)
 for f in /etc/otpd/config.toml /etc/otpd/otpd.env; do
@@ -134,7 +140,8 @@ expect_mode /var/lib/otpd/hmac.key "600 otpd:otpd"
 step "upgrade keeps the edited config and the database"
 sed -i 's/^length = 6$/length = 7/' /etc/otpd/config.toml
 grep -q '^length = 7$' /etc/otpd/config.toml || fail "could not edit the config"
-echo 'TWILIO_ACCOUNT_SID=ACtest' >>/etc/otpd/otpd.env
+# A comment: otpd reads otpd.env itself (twilio.secrets_file), so a value must be valid.
+echo '# edited before the upgrade' >>/etc/otpd/otpd.env
 db_sum=$(sha256sum /var/lib/otpd/otpd.db /var/lib/otpd/hmac.key)
 packaging/build-deb.sh --deb-version 0.1.1-1 >"$work/build2.log" 2>&1 || {
     cat "$work/build2.log"
@@ -144,7 +151,7 @@ cp target/debian/otpd_0.1.1-1_*.deb target/packages/
 dpkg -i target/debian/otpd_0.1.1-1_*.deb
 [ "$(dpkg-query -W -f='${Version}' otpd)" = 0.1.1-1 ] || fail "not upgraded"
 grep -q '^length = 7$' /etc/otpd/config.toml || fail "the upgrade lost the config edit"
-grep -q '^TWILIO_ACCOUNT_SID=ACtest$' /etc/otpd/otpd.env || fail "the upgrade lost the env file"
+grep -q '^# edited before the upgrade$' /etc/otpd/otpd.env || fail "the upgrade lost the env file edit"
 [ "$(sha256sum /var/lib/otpd/otpd.db /var/lib/otpd/hmac.key)" = "$db_sum" ] || fail "the database changed"
 expect_mode /etc/otpd/config.toml "640 root:otpd"
 otpd check-config --config /etc/otpd/config.toml | grep -q '^length = 7$' || fail "check-config after upgrade"

@@ -24,6 +24,9 @@ pub struct Status {
     pub provider_reachable: Option<bool>,
     /// The provider's circuit breaker (`closed`, `open`, `half_open`); `None` without one.
     pub provider_circuit: Option<&'static str>,
+    /// Whether the provider accepts the credentials (`accepted`, `rejected`, `unknown`);
+    /// `None` without credentials (development outbox, no provider).
+    pub provider_credentials: Option<&'static str>,
     pub counts: Counts,
 }
 
@@ -52,7 +55,8 @@ impl Reports {
         }
     }
 
-    pub async fn status(&self) -> Result<Status, StoreError> {
+    /// `now` dates the provider's credentials check, which is cached briefly.
+    pub async fn status(&self, now: SystemTime) -> Result<Status, StoreError> {
         let provider = self.sender.provider();
         Ok(Status {
             provider,
@@ -64,6 +68,7 @@ impl Reports {
             limiter_keys: self.limiter.key_count(),
             provider_reachable: self.sender.reachable(),
             provider_circuit: self.sender.circuit(),
+            provider_credentials: self.sender.credentials(now).await,
             counts: self.store.counts().await?,
         })
     }

@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
 use thiserror::Error;
@@ -14,7 +14,7 @@ use tokio::io::AsyncWriteExt;
 use crate::clock::Clock;
 use crate::config::ProviderConfig;
 use crate::telemetry;
-use crate::twilio::{Failed, TwilioClient, TwilioError};
+use crate::twilio::{Failed, TwilioClient, TwilioError, Verdict};
 use crate::types::{Channel, Channels, PhoneNumber};
 
 /// Why a message did not leave, in the provider's terms but not its types: the
@@ -191,6 +191,20 @@ impl Sender {
         match self.reachable.load(Ordering::Relaxed) {
             REACHABLE => Some(true),
             UNREACHABLE => Some(false),
+            _ => None,
+        }
+    }
+
+    /// Whether the provider accepts the credentials (`accepted`, `rejected`, `unknown`:
+    /// no answer yet or unreachable), from a recent free check; `None` for the other
+    /// providers, which have none.
+    pub async fn credentials(&self, now: SystemTime) -> Option<&'static str> {
+        match &self.provider {
+            Provider::Twilio(client) => Some(match client.credentials(now).await {
+                Verdict::Accepted => "accepted",
+                Verdict::Rejected => "rejected",
+                Verdict::Unknown => "unknown",
+            }),
             _ => None,
         }
     }

@@ -29,6 +29,7 @@ struct Status<'a> {
     provider: Option<&'static str>,
     provider_reachable: Option<bool>,
     provider_circuit: Option<&'static str>,
+    provider_credentials: Option<&'static str>,
     dev_mode: bool,
     test_phone_configured: bool,
     purposes: &'a [String],
@@ -82,13 +83,14 @@ struct Health {
     status: &'static str,
 }
 
-pub(super) async fn status(api: &Api) -> Result<Answer, Failure> {
-    let s = api.reports.status().await?;
+pub(super) async fn status(api: &Api, now: SystemTime) -> Result<Answer, Failure> {
+    let s = api.reports.status(now).await?;
     let status = Status {
         enabled: s.provider.is_some(),
         provider: s.provider,
         provider_reachable: s.provider_reachable,
         provider_circuit: s.provider_circuit,
+        provider_credentials: s.provider_credentials,
         dev_mode: s.dev_mode,
         test_phone_configured: s.test_phone_configured,
         purposes: &s.purposes,

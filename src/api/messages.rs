@@ -42,12 +42,27 @@ struct SendSmsBody {
     channel: Option<String>,
 }
 
-/// Template variables: strings, or numbers written as the caller wrote them.
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum VariableValue {
-    Text(String),
-    Number(serde_json::Number),
+/// A template variable: a string, or a number rendered as the caller wrote it (`4.50`
+/// stays `4.50`, `1e2` stays `1e2`). Read as the raw JSON text, because serde_json's
+/// `Number` keeps only an f64 of a decimal.
+struct VariableValue(String);
+
+impl<'de> Deserialize<'de> for VariableValue {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let raw = Box::<serde_json::value::RawValue>::deserialize(deserializer)?;
+        let text = raw.get();
+        match text.as_bytes().first() {
+            Some(b'"') => serde_json::from_str(text)
+                .map(VariableValue)
+                .map_err(D::Error::custom),
+            // The parser has checked it is a JSON number.
+            Some(b'-' | b'0'..=b'9') => Ok(VariableValue(text.to_owned())),
+            _ => Err(D::Error::custom(
+                "a template variable must be a string or a number",
+            )),
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -127,10 +142,7 @@ pub(super) async fn send_sms(
             variables: body
                 .variables
                 .into_iter()
-                .map(|(k, v)| match v {
-                    VariableValue::Text(s) => (k, s),
-                    VariableValue::Number(n) => (k, n.to_string()),
-                })
+                .map(|(k, VariableValue(v))| (k, v))
                 .collect(),
         },
         _ => return Err(MessagingError::BodyOrTemplate.into()),

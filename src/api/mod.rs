@@ -148,7 +148,7 @@ impl Api {
             Route::Messages => messages::list(self, &req, now).await,
             Route::Message(id) => messages::one(self, id).await,
             Route::StatusCallback => messages::status_callback(self, req, caller, now).await,
-            Route::Status => admin::status(self).await,
+            Route::Status => admin::status(self, now).await,
             Route::Audit => admin::audit(self, &req, now).await,
             Route::Purge => admin::purge(self, now).await,
             Route::Health => admin::healthz(self).await,

@@ -82,7 +82,19 @@ pub struct Config {
 impl Config {
     /// Loads the file at `path` (or the development defaults when `dev` and no path),
     /// overlays environment, secrets file and credentials, and validates everything.
+    /// `--dev` with a file is refused: the file's unset paths would be the production
+    /// ones (`/run/otpd`, `/var/lib/otpd`), which a developer asking for `--dev` does not
+    /// expect; `[dev] enabled = true` in the file is the explicit way.
     pub fn load(path: Option<&Path>, dev: bool, sources: &Sources) -> Result<Config, ConfigError> {
+        if dev && path.is_some() {
+            return Err(invalid(
+                "--dev",
+                "cannot be combined with --config: without a file, --dev keeps the socket, \
+                 database, key and outbox in the current directory; to run a file in \
+                 development mode, set `[dev] enabled = true` in it (its paths are then \
+                 the file's)",
+            ));
+        }
         let raw = match path {
             Some(path) => {
                 let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {

@@ -1,7 +1,8 @@
 //! Twilio's Messages API over reqwest (rustls): one form-encoded POST per message, Basic
 //! auth with the Account SID + Auth Token or an API key, Twilio's answers turned into
 //! typed results, and how otpd rides out Twilio's faults: retries with backoff inside a
-//! deadline, and a circuit breaker. Knows nothing of OTPs, the store or HTTP serving.
+//! deadline, and a circuit breaker; `account.rs` asks, for free, whether Twilio accepts
+//! the credentials. Knows nothing of OTPs, the store or HTTP serving.
 //!
 //! Retry rules, per message:
 //! - Retried: 429 and 5xx (honouring `Retry-After`, seconds or HTTP-date, on 429/503),
@@ -19,6 +20,7 @@
 //! - The breaker counts every request that failed in a retryable way (a 4xx refusal is
 //!   an answer: Twilio is up); while it is open, sends fail at once without a request.
 
+mod account;
 pub mod breaker;
 mod retry;
 pub mod webhook;
@@ -33,6 +35,7 @@ use crate::clock::Clock;
 use crate::config::{Secret, TwilioConfig, TwilioFaults, TwilioFrom};
 use crate::telemetry;
 use crate::types::{Channel, PhoneNumber, mask_numbers};
+pub use account::Verdict;
 use breaker::{Breaker, CircuitState, Transition};
 use retry::{MIN_ATTEMPT, backoff, retry_after};
 
@@ -114,6 +117,8 @@ pub struct TwilioClient {
     breaker: Breaker,
     /// For Retry-After given as a date.
     clock: Clock,
+    /// Whether Twilio accepts the credentials (account.rs).
+    probe: account::Probe,
 }
 
 impl TwilioClient {
@@ -145,6 +150,7 @@ impl TwilioClient {
                 config.faults.breaker_cooldown,
             ),
             clock,
+            probe: account::Probe::new(config)?,
         })
     }
 

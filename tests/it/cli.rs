@@ -190,3 +190,120 @@ fn exit_codes_tell_unavailable_from_unreachable() {
         .unwrap();
     assert_eq!(via_env.status.code(), Some(0));
 }
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+fn status_on(socket: &std::path::Path) -> Output {
+    otpd_command()
+        .args(["status", "--socket"])
+        .arg(socket)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn no_socket_a_dead_socket_and_a_plain_file_each_say_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let none = status_on(&dir.path().join("none.sock"));
+    assert_eq!(none.status.code(), Some(69), "{none:?}");
+    assert!(
+        stderr(&none).contains("no socket at") && stderr(&none).contains("not running"),
+        "{}",
+        stderr(&none)
+    );
+
+    // What a crashed daemon leaves: a socket file nobody listens on.
+    let dead = dir.path().join("dead.sock");
+    drop(std::os::unix::net::UnixListener::bind(&dead).unwrap());
+    let refused = status_on(&dead);
+    assert_eq!(refused.status.code(), Some(69), "{refused:?}");
+    assert!(
+        stderr(&refused).contains("nothing listens on"),
+        "{}",
+        stderr(&refused)
+    );
+
+    let plain = dir.path().join("plain");
+    std::fs::write(&plain, "").unwrap();
+    let not_socket = status_on(&plain);
+    assert_eq!(not_socket.status.code(), Some(69));
+    assert!(
+        stderr(&not_socket).contains("is not a socket"),
+        "{}",
+        stderr(&not_socket)
+    );
+}
+
+/// The first thing hit after `adduser www-data otpd-clients`: the CLI must say it is a
+/// permission problem, whose group it is, and when a new membership takes effect.
+#[test]
+fn permission_denied_names_the_socket_group_and_how_to_join_it() {
+    if !nix::unistd::Uid::effective().is_root() {
+        eprintln!("SKIPPED: needs root to run the client as another user (CI runs it)");
+        return;
+    }
+    let otpd = Setup::new()
+        .dev()
+        .set("server", "socket_group = \"65534\"")
+        .set("server", "socket_mode = \"0660\"")
+        .start();
+    let as_nobody = |gid: &str| {
+        std::process::Command::new("setpriv")
+            .args(["--reuid=65534", &format!("--regid={gid}"), "--clear-groups"])
+            .arg(otpd_bin())
+            .args(["status", "--socket"])
+            .arg(otpd.socket())
+            .env_remove("OTPD_SOCKET")
+            .output()
+            .unwrap()
+    };
+    let outside = as_nobody("1");
+    let message = stderr(&outside);
+    assert_eq!(outside.status.code(), Some(77), "{message}");
+    let group = nix::unistd::Group::from_gid(65534.into())
+        .unwrap()
+        .map_or("65534".to_owned(), |g| g.name);
+    for needle in [
+        "permission denied on",
+        &format!("group {group}"),
+        "mode 0660",
+        &format!("adduser $USER {group}"),
+        "next login",
+    ] {
+        assert!(
+            message.contains(needle),
+            "{needle:?} missing from: {message}"
+        );
+    }
+    assert!(!message.contains("not running"), "{message}");
+
+    // In the socket's group, the same call works: the advice was the fix.
+    let member = as_nobody("65534");
+    assert_eq!(member.status.code(), Some(0), "{}", stderr(&member));
+}
+
+#[test]
+fn a_twilio_refusal_exits_5_and_an_unreachable_twilio_exits_4() {
+    let mock = MockTwilio::start(MockOptions::default());
+    let otpd = Setup::new().twilio(&mock).start();
+    let rejected = cli(
+        &otpd,
+        &["send-otp", mock_twilio::magic::TO_INVALID, "-p", "login"],
+    );
+    assert_eq!(rejected.status.code(), Some(5), "{rejected:?}");
+    assert!(stderr(&rejected).contains("twilio_rejected"));
+
+    let gone = MockTwilio::start(MockOptions::default());
+    let base = gone.base_url();
+    drop(gone);
+    let o = mock.options();
+    let otpd = Setup::new()
+        .twilio_at(&base, &o.account_sid, &o.auth_token)
+        .set("twilio", "send_deadline = \"1s\"")
+        .start();
+    let unavailable = cli(&otpd, &["send-otp", PHONE, "-p", "login"]);
+    assert_eq!(unavailable.status.code(), Some(4), "{unavailable:?}");
+    assert!(stderr(&unavailable).contains("twilio_unavailable"));
+}

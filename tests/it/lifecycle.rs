@@ -74,17 +74,18 @@ async fn a_stale_socket_from_a_crashed_run_is_replaced() {
     assert_eq!(reply.status, 200);
 }
 
-/// `otpd serve --dev` on `socket` with its own database; returns its exit code and stderr.
+/// `otpd serve` in development mode on `socket` with its own database; returns its exit
+/// code and stderr.
 fn serve_on(socket: &std::path::Path, dir: &std::path::Path) -> (Option<i32>, String) {
     let config = dir.join("config.toml");
     let text = format!(
-        "[server]\nsocket_path = \"{}\"\n[store]\npath = \"{}\"\n",
+        "[server]\nsocket_path = \"{}\"\n[store]\npath = \"{}\"\n[dev]\nenabled = true\n",
         socket.display(),
         dir.join("other.db").display()
     );
     std::fs::write(&config, text).unwrap();
     let output = otpd_command()
-        .args(["serve", "--dev", "--config"])
+        .args(["serve", "--config"])
         .arg(&config)
         .output()
         .unwrap();
@@ -134,14 +135,15 @@ fn the_socket_appears_with_its_configured_mode_and_no_staging_name_stays() {
     std::fs::write(
         &config,
         format!(
-            "[server]\nsocket_path = \"{}\"\nsocket_mode = \"0600\"\n[store]\npath = \"{}\"\n",
+            "[server]\nsocket_path = \"{}\"\nsocket_mode = \"0600\"\n[store]\npath = \"{}\"\n\
+             [dev]\nenabled = true\n",
             socket.display(),
             dir.path().join("otpd.db").display()
         ),
     )
     .unwrap();
     let mut child = otpd_command()
-        .args(["serve", "--dev", "--config"])
+        .args(["serve", "--config"])
         .arg(&config)
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -242,6 +244,38 @@ fn a_bad_config_exits_78_naming_the_key() {
     assert!(String::from_utf8_lossy(&output.stderr).contains("missing.toml"));
 }
 
+/// A file's unset paths are the production ones, so `--dev` with a file would quietly
+/// serve on /run/otpd and /var/lib/otpd: refused, naming the explicit way.
+#[test]
+fn dev_with_a_config_file_is_refused_with_exit_78() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(&config, "[otp]\nlength = 6\n").unwrap();
+    // check-config first: were the combination accepted again, serve would not return.
+    for command in ["check-config", "serve"] {
+        let output = otpd_command()
+            .args([command, "--dev", "--config"])
+            .arg(&config)
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(78), "{command}: {stderr}");
+        assert!(
+            stderr.contains("--dev") && stderr.contains("[dev] enabled = true"),
+            "{command}: {stderr}"
+        );
+        assert!(
+            output.stdout.is_empty(),
+            "{command} printed a configuration"
+        );
+    }
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left, ["config.toml"], "nothing was created");
+}
 #[test]
 fn config_toml_example_documents_exactly_the_defaults() {
     let check = |path: &std::path::Path| {

@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::common::mock_twilio::{Fault, magic};
+use crate::common::mock_twilio::{Fault, Operation, magic};
 use crate::common::*;
 use serde_json::Value;
 
@@ -293,7 +293,12 @@ async fn a_slow_body_after_twilio_accepted_is_retried_and_the_duplicate_has_the_
 #[tokio::test]
 async fn the_breaker_opens_after_n_failures_and_then_refuses_without_a_request() {
     let mock = MockTwilio::start(MockOptions::default());
-    mock.script(std::iter::repeat_n(Fault::internal_error(), 10));
+    // For sends only: a status call also asks Twilio (FetchAccount, the credentials).
+    mock.script_for(
+        Operation::CreateMessage,
+        std::iter::repeat_n(Fault::internal_error(), 10),
+    );
+    let sends = || mock.requests_of(Operation::CreateMessage).len();
     let otpd = faulty(&mock)
         .set("twilio", "breaker_failures = 3")
         .set("twilio", "breaker_cooldown = \"60s\"")
@@ -303,7 +308,7 @@ async fn the_breaker_opens_after_n_failures_and_then_refuses_without_a_request()
     // The third failed request opens the circuit, which also ends this send's retries.
     let reply = otpd.send_otp(send_body(PHONE, "login", None)).await;
     reply.assert_error(503, "twilio_unavailable");
-    assert_eq!(mock.requests().len(), 3);
+    assert_eq!(sends(), 3);
     assert_eq!(circuit(&otpd).await, "open");
 
     let other = "+34600111333";
@@ -312,7 +317,7 @@ async fn the_breaker_opens_after_n_failures_and_then_refuses_without_a_request()
     let wait = reply.retry_after().unwrap();
     assert!((1..=60).contains(&wait), "{wait}");
     assert_eq!(reply.json["retry_after"], wait);
-    assert_eq!(mock.requests().len(), 3, "no request while open");
+    assert_eq!(sends(), 3, "no request while open");
 
     let rows = messages(&otpd).await;
     assert_eq!(
@@ -339,8 +344,13 @@ async fn the_breaker_opens_after_n_failures_and_then_refuses_without_a_request()
 #[tokio::test]
 async fn after_the_cooldown_a_failed_probe_reopens_and_a_good_one_closes() {
     let mock = MockTwilio::start(MockOptions::default());
-    // Two failures open the circuit; the third answers the first probe.
-    mock.script(std::iter::repeat_n(Fault::unavailable(), 3));
+    // Two failures open the circuit; the third answers the first probe. For sends only:
+    // the status calls of until_half_open also ask Twilio (FetchAccount).
+    mock.script_for(
+        Operation::CreateMessage,
+        std::iter::repeat_n(Fault::unavailable(), 3),
+    );
+    let sends = || mock.requests_of(Operation::CreateMessage).len();
     let otpd = faulty(&mock)
         .set("twilio", "breaker_failures = 2")
         .set("twilio", "breaker_cooldown = \"1s\"")
@@ -348,17 +358,17 @@ async fn after_the_cooldown_a_failed_probe_reopens_and_a_good_one_closes() {
     otpd.send_otp(send_body(PHONE, "login", None))
         .await
         .assert_error(503, "twilio_unavailable");
-    assert_eq!(mock.requests().len(), 2);
+    assert_eq!(sends(), 2);
 
     until_half_open(&otpd).await;
     otpd.send_otp(send_body(PHONE, "login", None))
         .await
         .assert_error(503, "twilio_unavailable");
-    assert_eq!(mock.requests().len(), 3, "exactly one probe");
+    assert_eq!(sends(), 3, "exactly one probe");
     otpd.send_otp(send_body(PHONE, "login", None))
         .await
         .assert_error(503, "twilio_circuit_open");
-    assert_eq!(mock.requests().len(), 3, "the failed probe re-opened it");
+    assert_eq!(sends(), 3, "the failed probe re-opened it");
     assert!(otpd.log().contains("Twilio probe failed"));
 
     until_half_open(&otpd).await;

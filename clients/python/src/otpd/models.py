@@ -145,9 +145,13 @@ class Status:
 
     enabled: bool
     provider: str | None
-    #: None until the provider was first asked (and with no provider).
+    #: Whether the provider answered the last message; None before the first one (and
+    #: with no provider).
     provider_reachable: bool | None
     provider_circuit: str | None
+    #: "accepted", "rejected" or "unknown": whether Twilio accepts the credentials, from a
+    #: cached free check; None without credentials (development outbox, no provider).
+    provider_credentials: str | None
     dev_mode: bool
     test_phone_configured: bool
     purposes: tuple[str, ...]
@@ -166,6 +170,7 @@ class Status:
             provider=_opt_str(body, "provider"),
             provider_reachable=_get(body, "provider_reachable", bool, optional=True),
             provider_circuit=_opt_str(body, "provider_circuit"),
+            provider_credentials=_opt_str(body, "provider_credentials"),
             dev_mode=_get(body, "dev_mode", bool),
             test_phone_configured=_get(body, "test_phone_configured", bool),
             purposes=tuple(_get({"purpose": p}, "purpose", str) for p in purposes),

@@ -527,6 +527,7 @@ class FakeClient:
             provider="fake",
             provider_reachable=True,
             provider_circuit=None,
+            provider_credentials=None,
             dev_mode=True,
             test_phone_configured=self.test_phone_number is not None,
             purposes=self.purposes,

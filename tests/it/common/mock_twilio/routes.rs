@@ -1,6 +1,6 @@
-//! Which operation a request is, the checks every request meets (path, credentials,
-//! account, method) in Twilio's order, and FetchAccount, the one operation small enough
-//! to live here.
+//! Which operation a request is (and the requests of one), the checks every request
+//! meets (path, credentials, account, method) in Twilio's order, and FetchAccount, the
+//! one operation small enough to live here.
 
 use base64::Engine as _;
 use hyper::header;
@@ -8,7 +8,8 @@ use hyper::{Method, StatusCode};
 use serde_json::json;
 
 use super::{
-    API_VERSION, MockOptions, Outcome, RecordedRequest, Shared, calls, list, messages, rfc2822,
+    API_VERSION, MockOptions, MockTwilio, Outcome, RecordedRequest, Shared, calls, list, messages,
+    rfc2822,
 };
 
 /// The operations the mock serves, by their `operationId` in Twilio's description.
@@ -34,6 +35,20 @@ impl Operation {
             (&Method::GET, "") if rest.ends_with(".json") => Some(Operation::FetchAccount),
             _ => None,
         }
+    }
+}
+
+impl MockTwilio {
+    /// The requests received so far for `operation` (a daemon's status check asks
+    /// FetchAccount or ListMessage between its sends).
+    pub fn requests_of(&self, operation: Operation) -> Vec<RecordedRequest> {
+        let state = self.shared.state();
+        let of = |r: &&RecordedRequest| {
+            r.method
+                .parse()
+                .is_ok_and(|method| Operation::of(&method, &r.path) == Some(operation))
+        };
+        state.requests.iter().filter(of).cloned().collect()
     }
 }
 

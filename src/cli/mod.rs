@@ -2,6 +2,9 @@
 //! daemon over its socket, exactly as the backend does, and print a human table or the
 //! daemon's JSON. Knows the API's paths and JSON, nothing of the daemon's insides.
 
+pub mod args;
+mod reach;
+
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
@@ -11,17 +14,23 @@ use hyper_util::client::legacy::Client;
 use hyperlocal::{UnixClientExt, UnixConnector};
 use serde_json::{Value, json};
 
-/// Exit codes scripts can rely on (documented in the README).
+/// Exit codes scripts can rely on (docs/api.md, "Command-line client", and the man page).
 pub mod exit {
     pub const OK: u8 = 0;
     /// The daemon refused the request (4xx other than 429): wrong code, bad input, ...
     pub const REFUSED: u8 = 1;
     /// A rate or attempt limit (429).
     pub const LIMITED: u8 = 3;
-    /// The daemon or its SMS provider is unavailable (5xx).
+    /// The daemon or its SMS provider is unavailable (5xx other than a refusal): worth
+    /// retrying later.
     pub const UNAVAILABLE: u8 = 4;
-    /// Nothing answers on the socket (EX_UNAVAILABLE).
+    /// The SMS provider answered and refused the message (502 `twilio_rejected`): the
+    /// same request will be refused again, so it is not "unavailable".
+    pub const PROVIDER_REJECTED: u8 = 5;
+    /// Nothing answers on the socket: no socket, or nobody listening (EX_UNAVAILABLE).
     pub const NO_DAEMON: u8 = 69;
+    /// The socket is there but the caller may not open it (EX_NOPERM).
+    pub const NO_PERMISSION: u8 = 77;
 }
 
 /// One client command, already parsed by clap in main.
@@ -131,15 +140,24 @@ pub fn run(socket: &Path, call: &Call, as_json: bool) -> u8 {
     let answer = runtime.block_on(request(socket.to_owned(), method, path, body));
     let (status, value) = match answer {
         Ok(answer) => answer,
-        Err(e) => {
-            eprintln!("otpd: cannot reach the daemon on {}: {e}", socket.display());
+        Err(Failed::Connect(e)) => {
+            let why = reach::explain(socket, reach::io_cause(&*e), &e.to_string());
+            eprintln!("otpd: {}", why.message);
+            return why.code;
+        }
+        Err(Failed::Exchange(e)) => {
+            eprintln!(
+                "otpd: no answer from the daemon on {}: {e}",
+                socket.display()
+            );
             return exit::NO_DAEMON;
         }
     };
-    let code = match status {
-        200..=299 => exit::OK,
-        429 => exit::LIMITED,
-        500..=599 => exit::UNAVAILABLE,
+    let code = match (status, value.get("code").and_then(|c| c.as_str())) {
+        (200..=299, _) => exit::OK,
+        (429, _) => exit::LIMITED,
+        (502, Some("twilio_rejected")) => exit::PROVIDER_REJECTED,
+        (500..=599, _) => exit::UNAVAILABLE,
         _ => exit::REFUSED,
     };
     if as_json {
@@ -160,12 +178,19 @@ pub fn run(socket: &Path, call: &Call, as_json: bool) -> u8 {
     code
 }
 
+/// Why a request got no answer: the connection itself (told apart in reach.rs), or the
+/// exchange after it.
+enum Failed {
+    Connect(Box<dyn std::error::Error + Send + Sync>),
+    Exchange(String),
+}
+
 async fn request(
     socket: PathBuf,
     method: Method,
     path: String,
     body: Option<Value>,
-) -> Result<(u16, Value), String> {
+) -> Result<(u16, Value), Failed> {
     let client: Client<UnixConnector, Full<Bytes>> = Client::unix();
     let uri: hyper::Uri = hyperlocal::Uri::new(socket, &path).into();
     let mut builder = Request::builder().method(method).uri(uri);
@@ -175,14 +200,20 @@ async fn request(
     let body = body.map(|b| b.to_string()).unwrap_or_default();
     let request = builder
         .body(Full::new(Bytes::from(body)))
-        .map_err(|e| e.to_string())?;
-    let response = client.request(request).await.map_err(|e| e.to_string())?;
+        .map_err(|e| Failed::Exchange(e.to_string()))?;
+    let response = client.request(request).await.map_err(|e| {
+        if e.is_connect() {
+            Failed::Connect(Box::new(e))
+        } else {
+            Failed::Exchange(e.to_string())
+        }
+    })?;
     let status = response.status().as_u16();
     let bytes = response
         .into_body()
         .collect()
         .await
-        .map_err(|e| e.to_string())?
+        .map_err(|e| Failed::Exchange(e.to_string()))?
         .to_bytes();
     let value = serde_json::from_slice(&bytes)
         .unwrap_or_else(|_| json!({"error": String::from_utf8_lossy(&bytes)}));
