@@ -23,6 +23,7 @@ mod limits;
 mod messaging;
 mod metrics;
 mod mock_twilio_selftest;
+mod outbox_recovery;
 mod prism_selftest;
 mod readme;
 mod retention;
