@@ -14,6 +14,7 @@ mod common;
 mod access;
 mod channels;
 mod cli;
+mod code_recovery;
 mod crash;
 mod errors;
 mod guard;
