@@ -161,6 +161,7 @@ pub struct MockTwilio {
     shared: Arc<Shared>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     control: tokio::sync::mpsc::UnboundedSender<listen::Control>,
+    down: std::sync::atomic::AtomicBool,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -207,6 +208,7 @@ impl MockTwilio {
             shared,
             shutdown: Some(shutdown_tx),
             control,
+            down: std::sync::atomic::AtomicBool::new(false),
             thread: Some(thread),
         }
     }
@@ -291,6 +293,9 @@ impl MockTwilio {
     /// Down: the port is closed (connections are refused, open ones are shut) until
     /// `set_down(false)` binds it again; what the mock recorded stays. Returns once done.
     pub fn set_down(&self, down: bool) {
+        if self.down.swap(down, std::sync::atomic::Ordering::SeqCst) == down {
+            return;
+        }
         let (done, acked) = std::sync::mpsc::channel();
         let asked = match down {
             true => listen::Control::Down(done),
@@ -299,6 +304,11 @@ impl MockTwilio {
         if self.control.send(asked).is_ok() {
             let _ = acked.recv();
         }
+    }
+
+    /// Drops every fault still queued.
+    pub fn unscript(&self) {
+        self.shared.state().faults = faults::Queues::default();
     }
 
     /// Faults queued and not yet consumed, for any operation.
