@@ -104,7 +104,16 @@ async fn a_send_cut_by_kill_9_after_twilio_took_it_is_found_at_twilio_not_resent
         .unwrap();
     assert_eq!(list.query_param("To"), Some(TO));
     assert_eq!(list.query_param("From"), Some(crate::common::TWILIO_FROM));
-    assert!(list.query_param("DateSent>").is_some(), "{list:?}");
+    // An instant (Twilio's description types DateSent as date-time), at most a minute
+    // before the attempt: the window the message can be in.
+    let after: jiff::Timestamp = list.query_param("DateSent>").unwrap().parse().unwrap();
+    let sending = &m["history"][1]["at"];
+    let attempt: jiff::Timestamp = sending.as_str().unwrap().parse().unwrap();
+    let margin = attempt.duration_since(after);
+    assert!(
+        margin >= jiff::SignedDuration::ZERO && margin <= jiff::SignedDuration::from_secs(61),
+        "DateSent> {after} for an attempt at {attempt}"
+    );
 }
 
 /// The request reached Twilio, which never created the message (it hung); otpd died.
