@@ -11,6 +11,8 @@ pub const OTP_EVENTS: &str = "otpd_otp_events_total";
 pub const PROVIDER_REQUESTS: &str = "otpd_provider_requests_total";
 pub const PROVIDER_DURATION: &str = "otpd_provider_request_duration_seconds";
 pub const PROVIDER_RETRIES: &str = "otpd_provider_retries_total";
+/// Asking the provider which messages it holds (after an answer was lost), by `outcome`.
+pub const PROVIDER_LOOKUPS: &str = "otpd_provider_lookups_total";
 pub const PROVIDER_CIRCUIT_OPEN: &str = "otpd_provider_circuit_open";
 pub const RATE_LIMITED: &str = "otpd_rate_limited_total";
 /// Requests refused because a keyed limiter held `limits.max_keys` keys, by `limit`.

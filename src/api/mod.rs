@@ -44,7 +44,7 @@ pub(crate) use otp::parse;
 type Answer = Response<Full<Bytes>>;
 
 pub struct Api {
-    service: OtpService,
+    service: Arc<OtpService>,
     messaging: Arc<MessagingService>,
     reports: Arc<Reports>,
     max_body_bytes: usize,
@@ -62,7 +62,7 @@ pub struct Api {
 
 impl Api {
     pub fn new(
-        service: OtpService,
+        service: Arc<OtpService>,
         messaging: Arc<MessagingService>,
         reports: Arc<Reports>,
         config: &Config,

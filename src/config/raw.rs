@@ -213,6 +213,7 @@ pub(super) struct RawMessaging {
     pub(super) workers: usize,
     pub(super) max_attempts: u32,
     pub(super) retry_delay: String,
+    pub(super) unknown_after: String,
 }
 
 impl Default for RawMessaging {
@@ -223,6 +224,7 @@ impl Default for RawMessaging {
             workers: 4,
             max_attempts: 5,
             retry_delay: "30s".into(),
+            unknown_after: "1h".into(),
         }
     }
 }

@@ -248,6 +248,9 @@ pub struct MessagingConfig {
     pub max_attempts: u32,
     /// The wait before the first retry; doubled for each further one.
     pub retry_delay: Duration,
+    /// How long a send that may have reached the provider is checked with it before
+    /// it is given up as `unknown`.
+    pub unknown_after: Duration,
 }
 
 /// `default_locale` is checked with the templates it picks (`otp.rs`).
@@ -283,10 +286,15 @@ pub(super) fn messaging(m: &RawMessaging) -> Result<MessagingConfig, ConfigError
             "must list at least one channel",
         ));
     };
+    let unknown_after = duration("messaging.unknown_after", &m.unknown_after)?;
+    if unknown_after < Duration::from_secs(1) {
+        return Err(invalid("messaging.unknown_after", "must be at least 1s"));
+    }
     Ok(MessagingConfig {
         channels,
         workers: m.workers,
         max_attempts: m.max_attempts,
         retry_delay: duration("messaging.retry_delay", &m.retry_delay)?,
+        unknown_after,
     })
 }

@@ -23,6 +23,7 @@ pub struct App {
     pub limiter: Arc<Limiter>,
     pub guard: Arc<Guard>,
     pub messaging: Arc<MessagingService>,
+    pub otp: Arc<OtpService>,
     pub reports: Arc<Reports>,
     pub api: Arc<Api>,
     pub metrics: PrometheusHandle,
@@ -55,15 +56,15 @@ impl App {
             limiter.clone(),
             sender.clone(),
         ));
-        let otp = OtpService::new(
+        let otp = Arc::new(OtpService::new(
             config,
             store.clone(),
             sender,
             limiter.clone(),
             guard.clone(),
-        )?;
+        )?);
         let api = Arc::new(Api::new(
-            otp,
+            otp.clone(),
             messaging.clone(),
             reports.clone(),
             config,
@@ -74,6 +75,7 @@ impl App {
             limiter: limiter.clone(),
             guard,
             messaging,
+            otp,
             reports,
             api,
             metrics,

@@ -1,9 +1,9 @@
 //! The daemon's background work: the outbox workers of the current configuration, the
 //! periodic jobs (limiter and guard pruning, handing freed memory back, metrics upkeep,
-//! retention) and the watchdog's pings. Each tick uses the [`App`] current at that tick.
+//! retention), the codes an earlier run left pending, and the watchdog's pings. Each tick uses the [`App`] current at that tick.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
 use tokio::sync::watch;
@@ -17,6 +17,9 @@ const PRUNE_EVERY: Duration = Duration::from_secs(60);
 /// How often histogram samples are folded into the exporter's buckets: until then each
 /// sample is kept raw, so a short interval bounds that memory under load.
 const METRICS_UPKEEP_EVERY: Duration = Duration::from_secs(1);
+/// Between passes over the codes whose provider could not be asked yet.
+const RECOVERY_FIRST_WAIT: Duration = Duration::from_millis(500);
+const RECOVERY_MAX_WAIT: Duration = Duration::from_secs(60);
 
 /// One set of outbox workers and the switch that stops them.
 pub struct Workers {
@@ -65,6 +68,46 @@ pub async fn housekeeping(apps: Arc<ArcSwap<App>>) {
                     log::error!("retention job: {e}");
                 }
             }
+        }
+    }
+}
+
+/// The codes an earlier run (before `started`) left pending, asked about until each
+/// is decided: at once, then with a doubling wait (the provider may be down).
+pub async fn recover_codes(apps: Arc<ArcSwap<App>>, started: SystemTime) {
+    let app = apps.load_full();
+    let first = app.otp.interrupted_codes(started, app.clock.now()).await;
+    let mut pending = match first {
+        Ok(codes) => codes,
+        Err(e) => {
+            log::error!("code recovery: {e}");
+            return;
+        }
+    };
+    if !pending.is_empty() {
+        log::warn!(
+            "{} code(s) were being sent when otpd stopped; asking the provider whether their messages left",
+            pending.len()
+        );
+    }
+    let mut wait = RECOVERY_FIRST_WAIT;
+    while !pending.is_empty() {
+        let app = apps.load_full();
+        let mut left = Vec::new();
+        for code in pending {
+            match app.otp.recover_code(&code, app.clock.now()).await {
+                Ok(true) => {}
+                Ok(false) => left.push(code),
+                Err(e) => {
+                    log::error!("code recovery: otp {}: {e}", code.id);
+                    left.push(code);
+                }
+            }
+        }
+        pending = left;
+        if !pending.is_empty() {
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(RECOVERY_MAX_WAIT);
         }
     }
 }

@@ -61,6 +61,8 @@ pub async fn run(
     reloads: Option<Reloads>,
 ) -> Result<(), StartError> {
     let metrics = telemetry::install();
+    // Codes made before this instant are an earlier run's (see `jobs::recover_codes`).
+    let started = config.clock.now();
     let store_config = config.store.clone();
     let store = tokio::task::spawn_blocking(move || Store::open(&store_config))
         .await
@@ -88,6 +90,7 @@ pub async fn run(
     };
 
     let housekeeping = tokio::spawn(jobs::housekeeping(apps.clone()));
+    let recovery = tokio::spawn(jobs::recover_codes(apps.clone(), started));
     let watchdog =
         systemd::watchdog_interval().map(|every| tokio::spawn(jobs::watchdog(apps.clone(), every)));
 
@@ -119,15 +122,18 @@ pub async fn run(
     server::serve(socket.listener(), apis, options, control).await;
 
     // Sends already handed to Twilio get to finish and be recorded; a send still
-    // running after the drain timeout is left `sending` and becomes `unknown` at start.
+    // running after the drain timeout is left `sending` and is checked at next start.
     if !running
         .workers
         .stop(running.config.server.shutdown_timeout)
         .await
     {
-        log::warn!("outbox sends still running at shutdown; they will show as unknown");
+        log::warn!(
+            "outbox sends still running at shutdown; the next start asks the provider whether they arrived"
+        );
     }
     housekeeping.abort();
+    recovery.abort();
     if let Some(watchdog) = watchdog {
         watchdog.abort();
     }

@@ -1,12 +1,14 @@
 //! General messaging: plain SMS through a durable outbox, and the status of every message.
 //!
 //! `send-sms` commits the message to the store before answering 202; the workers here
-//! claim due messages (now, or at `send_at`), send them through the [`Sender`], and
-//! record each step (queued → sending → sent / failed, then Twilio's delivered /
-//! undelivered from status callbacks). A message interrupted mid-send by a crash
-//! becomes `unknown` and is not sent again: at most once (see [`Store::recover_interrupted`]).
+//! claim due messages (now, or at `send_at`), make one attempt each through the
+//! [`Sender`], and record its outcome before the next step (queued → sending → sent /
+//! failed, then Twilio's delivered / undelivered from status callbacks). An attempt
+//! that may have reached the provider (a lost answer, a crash mid-send) is checked
+//! with the provider before anything is sent again (`confirm.rs`): once, never twice.
 //! Knows nothing of HTTP; takes `now` from its caller, except in the workers' own loop.
 
+mod confirm;
 mod status;
 mod workers;
 
@@ -154,6 +156,8 @@ pub struct MessagingService {
     wake: Notify,
     /// The workers' time (requests bring their own `now`).
     clock: Clock,
+    /// How long a claimed check keeps others off it: longer than asking can take.
+    check_lease: Duration,
 }
 
 impl MessagingService {
@@ -168,6 +172,10 @@ impl MessagingService {
             ProviderConfig::Twilio(t) => t.status_callback_url.clone().zip(t.auth_token.clone()),
             _ => None,
         };
+        let check_lease = match &config.provider {
+            ProviderConfig::Twilio(t) => t.faults.send_deadline * 2,
+            _ => Duration::from_secs(10),
+        };
         MessagingService {
             config: config.messaging.clone(),
             templates: config.templates.clone(),
@@ -178,6 +186,7 @@ impl MessagingService {
             callbacks,
             wake: Notify::new(),
             clock: config.clock.clone(),
+            check_lease,
         }
     }
 

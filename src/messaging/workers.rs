@@ -1,8 +1,13 @@
-//! The outbox workers: claim due messages (now, or at `send_at`), send each through the
-//! [`Sender`](crate::sender::Sender), and record the outcome: sent, a retry with backoff, the next channel, or
-//! failed. A message interrupted mid-send by a crash becomes `unknown` and is not sent
-//! again (at most once; see [`Store::recover_interrupted`](crate::store::Store::recover_interrupted)).
+//! The outbox workers: claim due messages (now, or at `send_at`) and due checks, make
+//! one attempt per claim through the [`Sender`](crate::sender::Sender), and record its
+//! outcome before anything else happens: sent, known not sent (back to the queue with
+//! backoff), the next channel, failed, or maybe sent (`checking`, see `confirm.rs`).
+//! Because each attempt's outcome is committed before the next, a crash can leave at
+//! most the one attempt in flight undecided; at start those become checks (see
+//! [`Store::recover_interrupted`](crate::store::Store::recover_interrupted)).
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,42 +16,52 @@ use tokio::task::JoinSet;
 
 use super::MessagingService;
 use crate::sender::SendError;
-use crate::store::{Claimed, Outcome};
+use crate::store::{Claimed, Outcome, StoreError};
 use crate::types::{Channel, PhoneNumber};
 
 /// Retries never wait longer than this, however many came before.
-const MAX_RETRY_DELAY: Duration = Duration::from_secs(3600);
+pub(super) const MAX_RETRY_DELAY: Duration = Duration::from_secs(3600);
 /// The workers look at the queue at least this often, whatever woke them last.
 const IDLE_POLL: Duration = Duration::from_secs(30);
+/// A claimed send or check, run on one of the workers.
+type Task = Pin<Box<dyn Future<Output = ()> + Send>>;
+/// Recording an outcome is retried this often (a busy or full store clears up), then
+/// left to the next start's recovery.
+const RECORD_TRIES: u32 = 10;
 
 impl MessagingService {
-    /// The workers: until `shutdown` turns true, claim due messages and send them, at
-    /// most `messaging.workers` at a time; then wait for the sends in flight.
+    /// The workers: until `shutdown` turns true, claim due messages and checks and run
+    /// them, at most `messaging.workers` at a time; then wait for those in flight.
     pub async fn run_workers(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
-        match self.store.recover_interrupted(self.clock.now()).await {
+        let settle = self.config.retry_delay;
+        match self
+            .store
+            .recover_interrupted(self.clock.now(), settle)
+            .await
+        {
             Ok(ids) if !ids.is_empty() => log::warn!(
-                "{} message(s) were being sent when otpd stopped; marked unknown, not resent: {ids:?}",
+                "{} message(s) were being sent when otpd stopped; asking the provider whether they arrived before sending any again: {ids:?}",
                 ids.len()
             ),
             Ok(_) => {}
             Err(e) => log::error!("outbox recovery: {e}"),
         }
-        let mut sends = JoinSet::new();
+        let mut tasks = JoinSet::new();
         while !*shutdown.borrow() {
-            while sends.try_join_next().is_some() {}
-            if sends.len() >= self.config.workers {
+            while tasks.try_join_next().is_some() {}
+            if tasks.len() >= self.config.workers {
                 tokio::select! {
-                    _ = sends.join_next() => {}
+                    _ = tasks.join_next() => {}
                     _ = shutdown.changed() => {}
                 }
                 continue;
             }
-            let free = self.config.workers - sends.len();
-            match self.store.claim_due(self.clock.now(), free as u32).await {
-                Ok(batch) => {
-                    let full = batch.len() == free;
-                    for message in batch {
-                        sends.spawn(self.clone().send_one(message));
+            let free = self.config.workers - tasks.len();
+            match self.claim(free).await {
+                Ok(claimed) => {
+                    let full = claimed.len() == free;
+                    for task in claimed {
+                        tasks.spawn(task);
                     }
                     if full {
                         // More may be due: go round once a worker is free.
@@ -62,8 +77,8 @@ impl MessagingService {
                     continue;
                 }
             }
-            // Nothing more is due now: sleep until the next scheduled message, a new
-            // one, a finished send, or shutdown.
+            // Nothing more is due now: sleep until the next scheduled message or check,
+            // a new message, a finished task, or shutdown.
             let wait = match self.store.next_due().await {
                 Ok(Some(due)) => due
                     .duration_since(self.clock.now())
@@ -78,12 +93,34 @@ impl MessagingService {
             tokio::select! {
                 _ = self.wake.notified() => {}
                 _ = tokio::time::sleep(wait) => {}
-                _ = sends.join_next(), if !sends.is_empty() => {}
+                _ = tasks.join_next(), if !tasks.is_empty() => {}
                 _ = shutdown.changed() => {}
             }
         }
-        // Sends already handed to Twilio finish and are recorded; none start.
-        while sends.join_next().await.is_some() {}
+        // Attempts already handed to the provider finish and are recorded; none start.
+        while tasks.join_next().await.is_some() {}
+    }
+
+    /// Claims up to `free` due sends, then due checks with what is left.
+    async fn claim(self: &Arc<Self>, free: usize) -> Result<Vec<Task>, StoreError> {
+        let now = self.clock.now();
+        let sends = self.store.claim_due(now, free as u32).await?;
+        let checks = match free - sends.len() {
+            0 => Vec::new(),
+            left => {
+                self.store
+                    .claim_checks(now, left as u32, self.check_lease)
+                    .await?
+            }
+        };
+        let mut tasks: Vec<Task> = Vec::with_capacity(sends.len() + checks.len());
+        for message in sends {
+            tasks.push(Box::pin(self.clone().send_one(message)));
+        }
+        for check in checks {
+            tasks.push(Box::pin(self.clone().check_one(check)));
+        }
+        Ok(tasks)
     }
 
     async fn send_one(self: Arc<Self>, message: Claimed) {
@@ -94,53 +131,10 @@ impl MessagingService {
                 error_code: None,
                 error_message: "stored number or channel no longer parses".into(),
             },
-            (Ok(to), Ok(channel)) => match self.sender.send(&to, channel, &message.body).await {
-                Ok(sent) => Outcome::Sent {
-                    provider: self.sender.provider().unwrap_or("none"),
-                    sid: sent.sid,
-                },
-                // The provider refused this channel for this number: the next one may reach it.
-                Err(error @ SendError::Rejected { .. })
-                    if message.fallback.as_deref().is_some_and(|f| !f.is_empty()) =>
-                {
-                    let fallback = message.fallback.as_deref().unwrap_or_default();
-                    let (next, rest) = fallback.split_once(',').unwrap_or((fallback, ""));
-                    Outcome::Fallback {
-                        next: next.to_owned(),
-                        rest: Some(rest.to_owned()).filter(|r| !r.is_empty()),
-                        reason: format!("{channel} refused: {error}"),
-                    }
-                }
-                Err(SendError::Rejected { code, message, .. }) => Outcome::Failed {
-                    error_code: code,
-                    error_message: message,
-                },
-                // No request was made: wait for the breaker's probe without spending
-                // one of the message's attempts.
-                Err(SendError::CircuitOpen {
-                    provider,
-                    retry_after,
-                }) => Outcome::Retry {
-                    at: self.clock.now() + retry_after.mul_f64(rand::random_range(1.0..1.25)),
-                    reason: format!("{provider}'s circuit is open"),
-                    counted: false,
-                },
-                Err(e @ (SendError::NotConfigured | SendError::ChannelNotConfigured(_))) => {
-                    Outcome::Failed {
-                        error_code: None,
-                        error_message: e.to_string(),
-                    }
-                }
-                Err(e) if message.attempts >= self.config.max_attempts => Outcome::Failed {
-                    error_code: None,
-                    error_message: format!("gave up after {} attempts: {e}", message.attempts),
-                },
-                Err(e) => Outcome::Retry {
-                    at: self.clock.now() + self.retry_delay(message.attempts),
-                    reason: e.to_string(),
-                    counted: true,
-                },
-            },
+            (Ok(to), Ok(channel)) => {
+                let sent = self.sender.send_once(&to, channel, &message.body).await;
+                self.outcome(&message, channel, sent)
+            }
         };
         match &outcome {
             Outcome::Sent { .. } => {
@@ -150,24 +144,108 @@ impl MessagingService {
                 log::warn!(message_id = message.id, error = error_message.as_str(); "message {} failed: {error_message}", message.id)
             }
             Outcome::Retry { reason, .. } => {
-                log::warn!(message_id = message.id; "message {} will be retried: {reason}", message.id)
+                log::warn!(message_id = message.id; "message {} not sent, will be retried: {reason}", message.id)
             }
             Outcome::Fallback { reason, next, .. } => {
                 log::warn!(message_id = message.id; "message {} {reason}; trying {next}", message.id)
             }
+            Outcome::Unconfirmed { reason, .. } => {
+                log::warn!(message_id = message.id; "message {} may have been sent: {reason}; checking before any retry", message.id)
+            }
         }
-        if let Err(e) = self
-            .store
-            .finish(message.id, outcome, self.clock.now())
-            .await
-        {
-            log::error!("outbox: recording message {}: {e}", message.id);
+        self.record(message.id, outcome).await;
+    }
+
+    /// What one attempt's result means for the message.
+    fn outcome(
+        &self,
+        message: &Claimed,
+        channel: Channel,
+        sent: Result<crate::sender::Sent, SendError>,
+    ) -> Outcome {
+        let now = self.clock.now();
+        match sent {
+            Ok(sent) => Outcome::Sent {
+                provider: self.sender.provider().unwrap_or("none"),
+                sid: sent.sid,
+            },
+            // The provider refused this channel for this number: the next one may reach it.
+            Err(error @ SendError::Rejected { .. })
+                if message.fallback.as_deref().is_some_and(|f| !f.is_empty()) =>
+            {
+                let fallback = message.fallback.as_deref().unwrap_or_default();
+                let (next, rest) = fallback.split_once(',').unwrap_or((fallback, ""));
+                Outcome::Fallback {
+                    next: next.to_owned(),
+                    rest: Some(rest.to_owned()).filter(|r| !r.is_empty()),
+                    reason: format!("{channel} refused: {error}"),
+                }
+            }
+            Err(SendError::Rejected { code, message, .. }) => Outcome::Failed {
+                error_code: code,
+                error_message: message,
+            },
+            // No request was made: wait for the breaker's probe without spending one of
+            // the message's attempts.
+            Err(SendError::CircuitOpen {
+                provider,
+                retry_after,
+            }) => Outcome::Retry {
+                at: now + retry_after.mul_f64(rand::random_range(1.0..1.25)),
+                reason: format!("{provider}'s circuit is open"),
+                counted: false,
+            },
+            Err(e @ (SendError::NotConfigured | SendError::ChannelNotConfigured(_))) => {
+                Outcome::Failed {
+                    error_code: None,
+                    error_message: e.to_string(),
+                }
+            }
+            // Sending again could send twice: ask first, after the provider has had time
+            // to list what it took.
+            Err(e) if e.may_have_been_sent() => Outcome::Unconfirmed {
+                reason: e.to_string(),
+                check_at: now + self.retry_delay(message.attempts),
+            },
+            Err(e) if message.attempts >= self.config.max_attempts => Outcome::Failed {
+                error_code: None,
+                error_message: format!("gave up after {} attempts: {e}", message.attempts),
+            },
+            Err(e) => Outcome::Retry {
+                at: now
+                    + self
+                        .retry_delay(message.attempts)
+                        .max(e.retry_after().unwrap_or_default()),
+                reason: e.to_string(),
+                counted: true,
+            },
+        }
+    }
+
+    /// Commits an attempt's outcome, retrying a store that fails for a while; a
+    /// message still unrecorded stays `sending`, which the next start checks.
+    async fn record(&self, id: i64, outcome: Outcome) {
+        for tries in 1..=RECORD_TRIES {
+            match self
+                .store
+                .finish(id, outcome.clone(), self.clock.now())
+                .await
+            {
+                Ok(()) => return,
+                Err(e) if tries == RECORD_TRIES => {
+                    log::error!("outbox: recording message {id}: {e}; left for the next start")
+                }
+                Err(e) => {
+                    log::error!("outbox: recording message {id}: {e}; trying again");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
         }
     }
 
     /// `retry_delay` doubled per attempt already made, capped, with ±25% jitter so a
     /// burst of failures does not come back as one burst.
-    fn retry_delay(&self, attempts: u32) -> Duration {
+    pub(super) fn retry_delay(&self, attempts: u32) -> Duration {
         let doubled = self
             .config
             .retry_delay

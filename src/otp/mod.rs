@@ -1,9 +1,11 @@
 //! The OTP service: issues a code (test numbers, channel choice, limits, cost guard,
-//! store, then the SMS with fallback across channels) and verifies one (a counted
-//! attempt, a constant-time compare, a conditional consume). It takes `now` as a
+//! store, then the SMS with fallback across channels), verifies one (a counted
+//! attempt, a constant-time compare, a conditional consume), and decides the codes a
+//! crash left pending by asking the provider (`recover.rs`). It takes `now` as a
 //! parameter and knows nothing of HTTP, SQL or which provider carries the message.
 
 mod code;
+mod recover;
 mod send;
 mod verify;
 
@@ -86,6 +88,8 @@ pub struct OtpService {
     guard: Arc<Guard>,
     sender: Arc<Sender>,
     channels: Channels,
+    /// How long a code whose SMS may have left is asked about (`messaging.unknown_after`).
+    unknown_after: Duration,
     events: Events,
 }
 
@@ -108,6 +112,7 @@ impl OtpService {
             store,
             sender,
             channels: config.messaging.channels.clone(),
+            unknown_after: config.messaging.unknown_after,
             events: Events::new(),
         })
     }

@@ -87,7 +87,7 @@ pub(super) fn code_event(
 
 impl Store {
     /// An audit row that belongs to no code: its context comes with it.
-    const INSERT_UNLINKED: &str =
+    pub(super) const INSERT_UNLINKED: &str =
         "INSERT INTO audit (at, otp_id, event, phone, purpose, user_id, detail,
                             peer_uid, peer_gid, peer_pid)
          VALUES (?1, NULL, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)";

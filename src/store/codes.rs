@@ -128,6 +128,9 @@ impl Store {
                 Delivery::CircuitOpen { error_message, .. } => {
                     ("failed", "circuit_open", Some(error_message.clone()))
                 }
+                Delivery::Unknown { error_message, .. } => {
+                    ("failed", "send_unknown", Some(error_message.clone()))
+                }
             };
             tx.prepare_cached(Self::MARK_DELIVERED)?
                 .execute(params![otp_id, state])?;

@@ -31,6 +31,12 @@ pub enum Delivery {
     },
     /// A configured test number: no message, the code is usable at once.
     Skipped,
+    /// Whether it left could not be decided in time (otpd stopped mid-send and the
+    /// provider could not be asked): the code can never verify.
+    Unknown {
+        provider: &'static str,
+        error_message: String,
+    },
 }
 
 /// A message in the listing of recent ones.
@@ -80,10 +86,10 @@ pub struct StatusEvent {
 
 /// Twilio's statuses in the order a message moves through them. Callbacks can arrive
 /// out of order; the message keeps the furthest status and the history keeps them all.
-fn rank(status: &str) -> u8 {
+pub(super) fn rank(status: &str) -> u8 {
     match status {
         "queued" | "accepted" | "scheduled" => 0,
-        "sending" => 1,
+        "sending" | "checking" => 1,
         "sent" | "delivered_to_outbox" => 2,
         "delivered" | "undelivered" | "failed" | "canceled" | "unknown" => 3,
         "read" => 4,
@@ -174,6 +180,17 @@ impl Store {
                 None,
                 Some(error_message.as_str()),
                 0,
+            ),
+            Delivery::Unknown {
+                provider,
+                error_message,
+            } => (
+                *provider,
+                None,
+                "unknown",
+                None,
+                Some(error_message.as_str()),
+                1,
             ),
             Delivery::Skipped => return Ok(()),
         };

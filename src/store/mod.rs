@@ -7,7 +7,7 @@
 //! This file owns the handle: opening the file (private mode, the read-only check,
 //! pragmas, limits), the `read` and `write` runners every statement goes through, and
 //! the errors with their fault classes. The statements live by subject in `codes.rs`,
-//! `outbox.rs`, `messages.rs` and `audit.rs`; the schema in `schema.rs`; the writer
+//! `outbox.rs`, `unconfirmed.rs`, `messages.rs` and `audit.rs`; the schema in `schema.rs`; the writer
 //! thread in `writer.rs`.
 //!
 //! Threads: SQLite has one writer, so every write goes to one dedicated writer thread
@@ -36,12 +36,14 @@ mod codes;
 mod messages;
 mod outbox;
 mod schema;
+mod unconfirmed;
 mod writer;
 pub use audit::{AuditRow, Counts, Cutoffs, GuardEvent, Purged};
 pub use codes::{Attempt, NewCode};
 pub use messages::{Delivery, MessageDetail, MessageRow, StatusEvent};
 pub use outbox::{Claimed, Enqueued, NewOutgoing, Outcome};
 pub use schema::{SCHEMA_VERSION, create_at_version};
+pub use unconfirmed::{Checked, PendingCode, Unconfirmed};
 
 #[derive(Debug, Error)]
 pub enum StoreError {

@@ -1,8 +1,10 @@
-//! The durable outbox: plain SMS queued by `send-sms`, claimed by the workers, sent at
-//! most once, and finished with how the send ended. Each step also extends the
-//! message's status history (`messages.rs`). It must not know how a send is made or why
-//! it failed: outcomes arrive already decided. Same rules as the rest of the store:
-//! writes on the writer thread, one transaction each; reads on the pool.
+//! The durable outbox: plain SMS queued by `send-sms`, claimed by the workers one
+//! attempt at a time, and finished with how that attempt ended, committed before the
+//! next step. Each step also extends the message's status history (`messages.rs`); an
+//! attempt that may have reached the provider is `unconfirmed.rs`'s to resolve. It must
+//! not know how a send is made or why it failed: outcomes arrive already decided. Same
+//! rules as the rest of the store: writes on the writer thread, one transaction each;
+//! reads on the pool.
 
 use std::time::SystemTime;
 
@@ -68,6 +70,7 @@ pub struct Claimed {
 }
 
 /// How a worker's send ended.
+#[derive(Clone)]
 pub enum Outcome {
     Sent {
         provider: &'static str,
@@ -83,25 +86,41 @@ pub enum Outcome {
         rest: Option<String>,
         reason: String,
     },
-    /// A temporary fault: back to `queued`, due again at `at`.
-    /// `counted: false` gives the attempt back: no request was made (open circuit).
+    /// Known not sent (refused at connect, or an error answer): back to `queued`, due
+    /// again at `at`. `counted: false` gives the attempt back: no request was made
+    /// (open circuit).
     Retry {
         at: SystemTime,
         reason: String,
         counted: bool,
     },
+    /// The request may have reached the provider: `checking`, asked about at `check_at`
+    /// before anything is sent again.
+    Unconfirmed {
+        reason: String,
+        check_at: SystemTime,
+    },
 }
 
-/// Claims the queued messages that are due, oldest first (`messages_due` index).
+/// Claims the queued messages that are due, oldest first (`messages_due` index); the
+/// attempt's start bounds where its check looks.
 const CLAIM_DUE: &str = "UPDATE messages SET status = 'sending', updated_at = ?1,
-            send_attempts = send_attempts + 1
+            attempted_at = ?1, send_attempts = send_attempts + 1
      WHERE id IN (SELECT id FROM messages
                   WHERE status = 'queued' AND kind = 'sms' AND send_at <= ?1
                   ORDER BY send_at, id LIMIT ?2)
      RETURNING id, to_number, body, channel, send_attempts, fallback";
 
-/// When the next queued message falls due (`messages_due` index).
-const NEXT_DUE: &str = "SELECT min(send_at) FROM messages WHERE status = 'queued' AND kind = 'sms'";
+/// When the next queued message or check falls due (`messages_due`, `messages_checking`).
+const NEXT_DUE: &str = "SELECT min(due) FROM (
+        SELECT min(send_at) AS due FROM messages WHERE status = 'queued' AND kind = 'sms'
+        UNION ALL
+        SELECT min(send_at) FROM messages WHERE status = 'checking' AND kind = 'sms')";
+
+/// A sent WhatsApp message keeps its body while a later channel may still carry it
+/// (Twilio can report it undelivered afterwards); anything else drops it on leaving.
+pub(super) const KEEP_BODY_FOR_FALLBACK: &str =
+    "CASE WHEN channel = 'whatsapp' AND fallback IS NOT NULL THEN body END";
 
 /// The message holding `key` since `since`: its id, request hash and status.
 fn holding_key(
@@ -178,7 +197,8 @@ impl Store {
     }
 
     /// Moves up to `limit` due messages to `sending` and hands them to the caller.
-    /// Committed before any send starts: see [`Store::recover_interrupted`].
+    /// Committed before any send starts: a crash leaves them `sending`, for
+    /// [`Store::recover_interrupted`].
     pub async fn claim_due(&self, now: SystemTime, limit: u32) -> Result<Vec<Claimed>, StoreError> {
         self.write("claim_due", move |tx| {
             let claimed: Vec<Claimed> = tx
@@ -223,11 +243,11 @@ impl Store {
         self.write("finish", move |tx| {
             match &outcome {
                 Outcome::Sent { provider, sid } => {
-                    tx.prepare_cached(
+                    tx.prepare_cached(&format!(
                         "UPDATE messages SET status = 'sent', provider = ?2, sid = ?3,
-                                body = NULL, updated_at = ?4
-                         WHERE id = ?1",
-                    )?
+                                body = {KEEP_BODY_FOR_FALLBACK}, updated_at = ?4
+                         WHERE id = ?1"
+                    ))?
                     .execute(params![id, provider, sid, millis(now)])?;
                     event(tx, id, now, "sent", None, Some(sid))?;
                 }
@@ -275,40 +295,25 @@ impl Store {
                         i64::from(!*counted)
                     ])?;
                     let detail = format!(
-                        "{reason}; retry at {}",
+                        "not sent ({reason}); retry at {}",
                         humantime::format_rfc3339_seconds(*at)
                     );
                     event(tx, id, now, "queued", None, Some(&detail))?;
                 }
+                Outcome::Unconfirmed { reason, check_at } => {
+                    tx.prepare_cached(
+                        "UPDATE messages SET status = 'checking', send_at = ?2, updated_at = ?3
+                         WHERE id = ?1",
+                    )?
+                    .execute(params![id, millis(*check_at), millis(now)])?;
+                    let detail = format!(
+                        "{reason}; asking whether it arrived at {}",
+                        humantime::format_rfc3339_seconds(*check_at)
+                    );
+                    event(tx, id, now, "checking", None, Some(&detail))?;
+                }
             }
             Ok(())
-        })
-        .await
-    }
-
-    /// At start-up: messages left `sending` by a crash may or may not have reached
-    /// Twilio. They become `unknown` and are not sent again (at most once: a duplicate
-    /// SMS costs money and confuses people; the caller sees `unknown` and decides).
-    pub async fn recover_interrupted(&self, now: SystemTime) -> Result<Vec<i64>, StoreError> {
-        self.write("recover_interrupted", move |tx| {
-            let ids: Vec<i64> = tx
-                .prepare_cached(
-                    "UPDATE messages SET status = 'unknown', body = NULL, updated_at = ?1
-                     WHERE status = 'sending' AND kind = 'sms' RETURNING id",
-                )?
-                .query_map(params![millis(now)], |r| r.get(0))?
-                .collect::<Result<_, _>>()?;
-            for id in &ids {
-                event(
-                    tx,
-                    *id,
-                    now,
-                    "unknown",
-                    None,
-                    Some("otpd stopped while sending; not retried to avoid a duplicate SMS"),
-                )?;
-            }
-            Ok(ids)
         })
         .await
     }
@@ -326,11 +331,18 @@ mod tests {
             query_plan(&conn, CLAIM_DUE, params![0, 10]),
             query_plan(&conn, NEXT_DUE, []),
         ];
-        for plan in plans {
+        for plan in &plans {
             assert!(
                 plan.iter().any(|p| p.contains("INDEX messages_due")),
                 "{plan:?}"
             );
         }
+        assert!(
+            plans[1]
+                .iter()
+                .any(|p| p.contains("INDEX messages_checking")),
+            "{:?}",
+            plans[1]
+        );
     }
 }

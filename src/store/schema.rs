@@ -163,6 +163,19 @@ const MIGRATIONS: &[M<'static>] = &[
     DROP INDEX messages_due;
     CREATE INDEX messages_due ON messages (send_at) WHERE status = 'queued' AND kind = 'sms';",
     ),
+    // Sends that may have reached Twilio: when the last attempt began (the window its
+    // check reads in Twilio's list), the few messages waiting in `checking`, the SID a
+    // WhatsApp message had before it was re-sent on the next channel (late callbacks
+    // still find it), and a code's locale, for that re-send's text.
+    M::up(
+        "ALTER TABLE messages ADD COLUMN attempted_at INTEGER;
+    ALTER TABLE messages ADD COLUMN previous_sid TEXT;
+    ALTER TABLE otps ADD COLUMN locale TEXT;
+    CREATE INDEX messages_checking ON messages (send_at)
+        WHERE status = 'checking' AND kind = 'sms';
+    CREATE INDEX messages_by_previous_sid ON messages (previous_sid)
+        WHERE previous_sid IS NOT NULL;",
+    ),
 ];
 
 /// Brings the schema up to date, with foreign keys off while it runs: rebuilding a

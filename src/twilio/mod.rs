@@ -13,15 +13,21 @@
 //!   [`MAX_BACKOFF`]), or Twilio's `Retry-After` if longer. Every attempt and wait fits in
 //!   `send_deadline`: no wait runs past it, the last attempt's timeout is cut to it, and
 //!   when it is spent the caller gets the last error.
-//! - Duplicates: a timeout, reset or unreadable 2xx after the request left may mean Twilio
-//!   created the message; we retry anyway, because the retry carries the same code (one
-//!   code per send), so the worst case is the same code twice, while giving up would fail
-//!   a sign-up. 429s are never processed by Twilio, and connection errors never reached it.
+//! - Not sent, or maybe sent: a connection error (refused, DNS, TLS handshake) means no
+//!   byte of the request reached Twilio, and any answer (429, 5xx, 4xx) means Twilio
+//!   did not create the message. A timeout, reset or unreadable 2xx after the request
+//!   was written may mean Twilio created it: [`TwilioError::Interrupted`]. Before a
+//!   retry after one of those, Twilio's Messages list is asked whether the message is
+//!   there (`list.rs`): found, it is the answer; not there, the retry sends it once;
+//!   Twilio cannot be asked, the send ends `Interrupted` (neither sent nor known not
+//!   sent) and its caller decides. [`TwilioClient::send_once`] makes one request and
+//!   leaves every retry to its caller (the outbox records each attempt first).
 //! - The breaker counts every request that failed in a retryable way (a 4xx refusal is
 //!   an answer: Twilio is up); while it is open, sends fail at once without a request.
 
 mod account;
 pub mod breaker;
+mod list;
 mod retry;
 pub mod webhook;
 
@@ -57,6 +63,10 @@ pub enum TwilioError {
         code: Option<i64>,
         retry_after: Option<Duration>,
     },
+    /// The request may have reached Twilio, but no usable answer came (a timeout, a
+    /// reset or an unreadable 2xx after it was written): Twilio may have the message.
+    #[error("Twilio's answer was lost: {reason}")]
+    Interrupted { reason: String },
     /// The circuit breaker is open: no request was made.
     #[error("Twilio's circuit is open after repeated failures; next try in {}s", retry_after.as_secs_f64().ceil())]
     CircuitOpen { retry_after: Duration },
@@ -160,7 +170,19 @@ impl TwilioClient {
 
     /// Creates one outbound message (CreateMessage), retrying within the deadline.
     pub async fn send(&self, message: &Outgoing) -> Result<Accepted, Failed> {
+        self.send_within(message, true).await
+    }
+
+    /// One CreateMessage request, no retry: its outcome is the caller's to record
+    /// before the next attempt.
+    pub async fn send_once(&self, message: &Outgoing) -> Result<Accepted, Failed> {
+        self.send_within(message, false).await
+    }
+
+    async fn send_within(&self, message: &Outgoing, retry: bool) -> Result<Accepted, Failed> {
         let deadline = Instant::now() + self.faults.send_deadline;
+        // Where a lookup starts: before the first request, which a later one may follow.
+        let first_sent = self.clock.now();
         let mut attempts = 0;
         let mut last: Option<TwilioError> = None;
         loop {
@@ -196,11 +218,40 @@ impl TwilioClient {
                 Err(error @ TwilioError::Unavailable { retry_after, .. }) => {
                     let opened = permit.failed(now);
                     circuit_changed(opened, &self.faults);
-                    if opened.is_some() {
+                    if opened.is_some() || !retry {
                         // This failure (re)opened the circuit: no point waiting to be refused.
                         return Err(Failed { error, attempts });
                     }
                     (error, retry_after)
+                }
+                Err(error @ TwilioError::Interrupted { .. }) => {
+                    circuit_changed(permit.failed(now), &self.faults);
+                    if !retry {
+                        return Err(Failed { error, attempts });
+                    }
+                    // Twilio may hold the message: ask before sending it again.
+                    match self.find_sent(message, first_sent, deadline).await {
+                        Ok(Some(found)) => {
+                            log::info!(
+                                "Twilio request {attempts} for {} lost its answer; Twilio has the message, sid {}",
+                                message.to.masked(),
+                                found.sid
+                            );
+                            return Ok(Accepted {
+                                sid: found.sid,
+                                status: Some(found.status),
+                                attempts,
+                            });
+                        }
+                        Ok(None) => (error, None),
+                        Err(lookup) => {
+                            log::warn!(
+                                "Twilio request {attempts} for {} lost its answer ({error}) and Twilio cannot be asked whether it has the message: {lookup}",
+                                message.to.masked()
+                            );
+                            return Err(Failed { error, attempts });
+                        }
+                    }
                 }
                 Err(error) => {
                     if let TwilioError::Rejected { .. } = error {
@@ -277,8 +328,11 @@ impl TwilioClient {
             .map_err(|e| {
                 if e.is_builder() {
                     TwilioError::Client(e.without_url().to_string())
-                } else {
+                } else if e.is_connect() {
+                    // Refused, DNS, TLS handshake: no byte of the request left.
                     unavailable(e)
+                } else {
+                    interrupted(e)
                 }
             })?;
         let status = response.status();
@@ -288,12 +342,15 @@ impl TwilioClient {
             }
             _ => None,
         };
-        let bytes = response.bytes().await.map_err(unavailable)?;
+        // An error status is Twilio's answer even when its body is cut short.
+        let bytes = match response.bytes().await {
+            Ok(bytes) => bytes,
+            Err(e) if status.is_success() => return Err(interrupted(e)),
+            Err(_) => Default::default(),
+        };
         if status.is_success() {
-            return serde_json::from_slice(&bytes).map_err(|e| TwilioError::Unavailable {
+            return serde_json::from_slice(&bytes).map_err(|e| TwilioError::Interrupted {
                 reason: format!("unreadable answer to a {status} from Twilio: {e}"),
-                code: None,
-                retry_after: None,
             });
         }
         let error: Option<ErrorBody> = serde_json::from_slice(&bytes).ok();
@@ -319,6 +376,13 @@ impl TwilioClient {
             message,
             more_info: error.and_then(|e| e.more_info),
         })
+    }
+}
+
+/// A failure after the request was written: Twilio may have created the message.
+fn interrupted(e: reqwest::Error) -> TwilioError {
+    TwilioError::Interrupted {
+        reason: describe(e),
     }
 }
 

@@ -2,13 +2,12 @@
 //! plain messages, the configured fallback order when Twilio refuses a channel, outages
 //! that must not switch channels, and the errors for a channel otpd cannot use.
 
-use std::time::{Duration, Instant};
-
 use crate::common::mock_twilio::{Fault, WHATSAPP_SANDBOX, magic};
+use crate::common::outbox::wait_for_status;
 use crate::common::{
     Daemon, MockOptions, MockTwilio, Setup, check_config, last_code, send_body, verify_body,
 };
-use serde_json::{Value, json};
+use serde_json::json;
 
 const PHONE: &str = "+34600111222";
 const WA_PHONE: &str = "whatsapp:+34600111222";
@@ -28,26 +27,6 @@ async fn audit_events(daemon: &Daemon) -> Vec<String> {
         .iter()
         .map(|e| e["event"].as_str().unwrap().to_owned())
         .collect()
-}
-
-async fn wait_for_status(daemon: &Daemon, id: i64, status: &str) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let reply = daemon
-            .get(&format!("/api/v1/messaging/messages/{id}"))
-            .await;
-        assert_eq!(reply.status, 200, "{:?}", reply.json);
-        if reply.json["status"] == status {
-            return reply.json;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "message {id} never reached {status}: {}\n{}",
-            reply.json,
-            daemon.log()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 #[tokio::test]

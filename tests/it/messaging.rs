@@ -1,10 +1,11 @@
 //! General messaging through the real binary: `send-sms` into the durable outbox, the
 //! workers sending through the mock Twilio, idempotency, scheduling, segment counts,
-//! `kill -9` mid-queue and mid-send, and signed status callbacks.
+//! `kill -9` mid-queue (mid-send: `outbox_recovery.rs`), and signed status callbacks.
 
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::common::mock_twilio::{DEFAULT_AUTH_TOKEN, magic};
+use crate::common::outbox::wait_for_status;
 use crate::common::{Daemon, MockOptions, MockTwilio, Reply, Setup, request_with};
 use hyper::Method;
 use serde_json::{Value, json};
@@ -34,23 +35,6 @@ async fn message(daemon: &Daemon, id: i64) -> Value {
         .await;
     assert_eq!(reply.status, 200, "{:?}", reply.json);
     reply.json
-}
-
-/// Polls until message `id` has `status` (bounded; the workers are asynchronous).
-async fn wait_for_status(daemon: &Daemon, id: i64, status: &str) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let m = message(daemon, id).await;
-        if m["status"] == status {
-            return m;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "message {id} never reached {status}: {m}\n{}",
-            daemon.log()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 fn statuses(m: &Value) -> Vec<String> {
@@ -266,10 +250,9 @@ async fn a_permanent_twilio_refusal_marks_the_message_failed_after_one_call() {
 #[tokio::test]
 async fn an_unreachable_twilio_is_retried_from_the_outbox_until_it_answers() {
     let mock = MockTwilio::start(MockOptions::default());
-    mock.set_hang(true);
+    // Refused at connect: known not sent, so each attempt goes back to the queue.
+    mock.set_down(true);
     let daemon = setup(&mock)
-        .set("twilio", "timeout = \"300ms\"")
-        .set("twilio", "send_deadline = \"700ms\"")
         .set("twilio", "breaker_cooldown = \"1s\"")
         .start();
     let reply = send_sms(&daemon, json!({"to": TO, "body": "retry me"})).await;
@@ -285,7 +268,7 @@ async fn an_unreachable_twilio_is_retried_from_the_outbox_until_it_answers() {
         assert!(Instant::now() < deadline, "no retry scheduled: {m}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    mock.set_hang(false);
+    mock.set_down(false);
     let m = wait_for_status(&daemon, id, "sent").await;
     assert_eq!(mock.messages().len(), 1, "{m}");
 }
@@ -354,33 +337,6 @@ async fn queued_messages_survive_kill_9_and_are_sent_exactly_once() {
     for n in 0..10 {
         assert_eq!(sent_bodies(&mock, &format!("queued {n}")), 1, "queued {n}");
     }
-}
-
-#[tokio::test]
-async fn a_message_interrupted_mid_send_is_marked_unknown_and_not_sent_again() {
-    let mock = MockTwilio::start(MockOptions::default());
-    mock.set_latency(Duration::from_secs(3));
-    let mut daemon = setup(&mock).set("twilio", "timeout = \"5s\"").start();
-    let reply = send_sms(&daemon, json!({"to": TO, "body": "in flight"})).await;
-    let id = reply.json["message_id"].as_i64().unwrap();
-    wait_for_status(&daemon, id, "sending").await;
-    // The request has reached Twilio; otpd dies before hearing the answer.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while sent_bodies(&mock, "in flight") == 0 {
-        assert!(Instant::now() < deadline, "the send never reached the mock");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    daemon.signal("KILL");
-    daemon.wait_exit(Duration::from_secs(5));
-    mock.set_latency(Duration::ZERO);
-
-    let daemon = daemon.start_again();
-    let m = wait_for_status(&daemon, id, "unknown").await;
-    // "unknown" is final and the recovery that wrote it runs before any worker claims:
-    // a resend would have needed the message back in the queue, which the history
-    // would show.
-    assert_eq!(statuses(&m), ["queued", "sending", "unknown"]);
-    assert_eq!(sent_bodies(&mock, "in flight"), 1, "at most once");
 }
 
 async fn callback(daemon: &Daemon, params: &[(&str, &str)], signature: Option<&str>) -> Reply {

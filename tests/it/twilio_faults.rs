@@ -1,7 +1,8 @@
 //! Twilio faults, through the real daemon and a mock Twilio that misbehaves on cue:
-//! what is retried (429, 5xx, hangs, resets, slow bodies) and what never is (4xx
-//! refusals), `Retry-After`, the per-message deadline, the circuit breaker, and what
-//! the caller, the messages table and the audit trail show afterwards.
+//! what is retried (429, 5xx, connection errors) and what never is (4xx refusals),
+//! what is asked about before a retry (hangs, resets, slow bodies: Twilio may have the
+//! message), `Retry-After`, the per-message deadline, the circuit breaker, and what the
+//! caller, the messages table and the audit trail show afterwards.
 
 use std::time::{Duration, Instant, SystemTime};
 
@@ -209,8 +210,18 @@ async fn permanent_refusals_are_never_retried_and_do_not_trip_the_breaker() {
     assert_eq!(mock.requests().len(), 1);
 }
 
+/// The requests of one method, in arrival order.
+fn of(mock: &MockTwilio, method: &str) -> Vec<crate::common::mock_twilio::RecordedRequest> {
+    mock.requests()
+        .into_iter()
+        .filter(|r| r.method == method)
+        .collect()
+}
+
+/// A hang may mean Twilio has the message: before any retry otpd asks Twilio, which
+/// hangs too, so the caller gets 503 and no second SMS was risked.
 #[tokio::test]
-async fn a_hang_beyond_the_deadline_is_503_and_the_code_can_never_verify() {
+async fn a_hang_is_asked_about_not_retried_and_the_code_can_never_verify() {
     let mock = MockTwilio::start(MockOptions::default());
     mock.set_hang(true);
     let otpd = faulty(&mock)
@@ -223,15 +234,10 @@ async fn a_hang_beyond_the_deadline_is_503_and_the_code_can_never_verify() {
     reply.assert_error(503, "twilio_unavailable");
     // A bound, not a measurement: without the deadline the retries would go on.
     assert!(took < Duration::from_secs(5), "{took:?}");
-    let requests = mock.requests();
-    assert!(requests.len() >= 2, "timeouts are retried: {requests:?}");
-    let first = requests[0].received_at;
-    assert!(
-        requests
-            .iter()
-            .all(|r| r.received_at - first < Duration::from_millis(1500)),
-        "a request after the deadline"
-    );
+    assert_eq!(of(&mock, "POST").len(), 1, "sent again without asking");
+    let asked = of(&mock, "GET");
+    assert_eq!(asked.len(), 1, "{asked:?}");
+    assert_eq!(asked[0].query_param("To"), Some(PHONE));
 
     // The code went out in a request Twilio may have seen; it must still be dead.
     let code = code_sent_in(&mock, 0);
@@ -243,21 +249,28 @@ async fn a_hang_beyond_the_deadline_is_503_and_the_code_can_never_verify() {
 
     let rows = messages(&otpd).await;
     assert_eq!(rows[0]["status"], "failed");
-    assert_eq!(rows[0]["attempts"], requests.len());
+    assert_eq!(rows[0]["attempts"], 1);
     let events: Vec<String> = audit(&otpd, PHONE).await.into_iter().map(|e| e.0).collect();
     assert_eq!(events, ["generated", "send_failed"]);
 }
 
+/// A reset after the request left: Twilio is asked, has no such message, and the retry
+/// sends it once.
 #[tokio::test]
-async fn a_connection_reset_is_retried() {
+async fn a_connection_reset_is_asked_about_then_retried() {
     let mock = MockTwilio::start(MockOptions::default());
     mock.script([Fault::Reset]);
     let otpd = faulty(&mock).start();
 
     let reply = otpd.send_otp(send_body(PHONE, "login", None)).await;
     assert_eq!(reply.status, 200, "{:?}", reply.json);
-    let statuses: Vec<u16> = mock.requests().iter().map(|r| r.status).collect();
-    assert_eq!(statuses, [0, 201], "a reset, then the retry");
+    let statuses: Vec<(String, u16)> = mock
+        .requests()
+        .iter()
+        .map(|r| (r.method.clone(), r.status))
+        .collect();
+    let expected = [("POST", 0), ("GET", 200), ("POST", 201)].map(|(m, s)| (m.to_owned(), s));
+    assert_eq!(statuses, expected, "a reset, a look, then the retry");
     assert!(
         otpd.log().contains("Connection reset by peer"),
         "{}",
@@ -270,10 +283,10 @@ async fn a_connection_reset_is_retried() {
     assert_eq!(verified.status, 200, "{:?}", verified.json);
 }
 
-/// The documented trade-off: after a timeout Twilio may have accepted the message, and
-/// the retry may send it twice, with the same code.
+/// After a timeout Twilio may have accepted the message: otpd asks Twilio's list,
+/// finds it, and takes its SID instead of sending the code twice.
 #[tokio::test]
-async fn a_slow_body_after_twilio_accepted_is_retried_and_the_duplicate_has_the_same_code() {
+async fn a_slow_body_after_twilio_accepted_is_found_by_asking_not_sent_twice() {
     let mock = MockTwilio::start(MockOptions::default());
     mock.script([Fault::SlowBody(Duration::from_secs(3))]);
     let otpd = faulty(&mock).start();
@@ -281,13 +294,15 @@ async fn a_slow_body_after_twilio_accepted_is_retried_and_the_duplicate_has_the_
     let reply = otpd.send_otp(send_body(PHONE, "login", None)).await;
     assert_eq!(reply.status, 200, "{:?}", reply.json);
     let sent = mock.messages();
-    assert_eq!(sent.len(), 2, "Twilio accepted both");
-    assert_eq!(code_in(&sent[0].body), code_in(&sent[1].body));
+    assert_eq!(sent.len(), 1, "sent twice");
+    assert_eq!(of(&mock, "GET").len(), 1);
     let verified = otpd
         .verify_otp(verify_body(PHONE, &code_in(&sent[0].body), "login", None))
         .await;
     assert_eq!(verified.status, 200, "{:?}", verified.json);
-    assert_eq!(messages(&otpd).await[0]["sid"], sent[1].sid.as_str());
+    let rows = messages(&otpd).await;
+    assert_eq!(rows[0]["sid"], sent[0].sid.as_str());
+    assert_eq!(rows[0]["attempts"], 1);
 }
 
 #[tokio::test]

@@ -149,6 +149,13 @@ pub(super) fn send_failed(e: &SendError) -> Described {
                 _ => described,
             }
         }
+        // The caller learns what matters to it: no usable answer from Twilio.
+        SendError::Unconfirmed { .. } => Described::new(
+            S::SERVICE_UNAVAILABLE,
+            "twilio_unavailable",
+            "Twilio is unreachable",
+        )
+        .details(e.to_string()),
         SendError::CircuitOpen { retry_after, .. } => Described::new(
             S::SERVICE_UNAVAILABLE,
             "twilio_circuit_open",

@@ -3,6 +3,7 @@
 
 pub mod install_lock;
 pub mod mock_twilio;
+pub mod outbox;
 pub mod prism;
 
 use std::collections::BTreeMap;

@@ -2,6 +2,7 @@
 //! record, and faults scripted for one operation only.
 
 use std::collections::BTreeSet;
+use std::time::Duration;
 
 use reqwest::Method;
 use serde_json::Value;
@@ -328,4 +329,39 @@ async fn create_call_refusals_have_twilios_codes_and_create_nothing() {
         .form(&[("To", TO), from, twiml]);
     assert!(root_error(request).await.contains("reset"));
     assert!(mock.calls().is_empty());
+}
+
+/// Down means refused at connect, for new and pooled connections alike; back up, on the
+/// same port, the mock still holds and lists what it created before.
+#[tokio::test]
+async fn a_mock_taken_down_refuses_connections_and_keeps_its_messages() {
+    let mock = MockTwilio::start(MockOptions::default());
+    let (account, token) = owner(&mock);
+    // One client for the whole test, so its pooled connection is the one shut.
+    let client = client();
+    let create = || {
+        client
+            .post(mock.messages_url())
+            .basic_auth(&account, Some(&token))
+            .form(&SMS)
+            .send()
+    };
+    assert_eq!(create().await.unwrap().status(), 201);
+
+    mock.set_down(true);
+    // The shut keep-alive connection reaches the client's pool as an EOF; a request
+    // that raced it would fail as "incomplete message" instead, as with a real Twilio.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    for _ in 0..2 {
+        let error = create().await.unwrap_err();
+        assert!(error.is_connect(), "{error:?}");
+    }
+    assert!(std::net::TcpStream::connect(mock.addr()).is_err());
+
+    mock.set_down(false);
+    assert_eq!(create().await.unwrap().status(), 201);
+    let (status, page) = get_as_owner(&mock, &mock.messages_url()).await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(listed_sids(&page).len(), 2, "{page}");
+    assert_eq!(mock.messages().len(), 2);
 }

@@ -24,11 +24,13 @@
 //! Faults ([`faults`]): [`MockTwilio::script`] queues misbehaviours that the next
 //! requests get instead of (or, for a slow body, on top of) the normal answer;
 //! [`MockTwilio::script_for`] queues them for one operation only, so a test can fail
-//! FetchAccount while messages keep flowing.
+//! FetchAccount while messages keep flowing. [`MockTwilio::set_down`] takes Twilio off
+//! the network (connections refused) and back, keeping what it recorded ([`listen`]).
 
 mod calls;
 mod faults;
 mod list;
+mod listen;
 mod messages;
 mod routes;
 mod rules;
@@ -37,13 +39,10 @@ mod wire;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use hyper::StatusCode;
 use hyper::header::{HeaderName, HeaderValue};
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 
 pub use calls::{CREATE_CALL_FIELDS, RecordedCall};
@@ -52,6 +51,7 @@ pub use list::LIST_MESSAGE_PARAMETERS;
 pub use messages::{CREATE_MESSAGE_FIELDS, MESSAGE_PROPERTIES, RecordedMessage};
 pub use routes::Operation;
 pub use rules::{magic, segments};
+pub use wire::RecordedRequest;
 
 /// The only API version the mock serves.
 pub const API_VERSION: &str = "2010-04-01";
@@ -122,73 +122,6 @@ impl MockOptions {
     }
 }
 
-/// One HTTP request the mock received (accepted or not).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RecordedRequest {
-    /// HTTP method, e.g. `"POST"`.
-    pub method: String,
-    /// URI path without the query string.
-    pub path: String,
-    /// Decoded query parameters in order.
-    pub query: Vec<(String, String)>,
-    /// Raw `Authorization` header.
-    pub authorization: Option<String>,
-    /// Raw `Content-Type` header.
-    pub content_type: Option<String>,
-    /// Decoded form fields in order (empty unless the body was form-urlencoded).
-    pub form: Vec<(String, String)>,
-    /// Status answered; `0` when hung or reset.
-    pub status: u16,
-    /// Raw request body (lossy UTF-8).
-    pub body: String,
-    /// JSON body answered (empty when hung or reset).
-    pub response_body: String,
-    /// When the request (headers and body) had arrived.
-    pub received_at: Instant,
-    /// The scripted fault it got, if any.
-    pub fault: Option<Fault>,
-}
-
-impl RecordedRequest {
-    /// First value of form field `name` (case-sensitive).
-    pub fn field(&self, name: &str) -> Option<&str> {
-        first(&self.form, name)
-    }
-
-    /// All values of form field `name` (for the array fields `MediaUrl`, `PersistentAction`).
-    pub fn fields(&self, name: &str) -> Vec<&str> {
-        self.form
-            .iter()
-            .filter(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-            .collect()
-    }
-
-    /// First value of query parameter `name` (case-sensitive).
-    pub fn query_param(&self, name: &str) -> Option<&str> {
-        first(&self.query, name)
-    }
-
-    /// Decoded Basic-auth `(username, password)`, if the header is well-formed.
-    pub fn basic_auth(&self) -> Option<(String, String)> {
-        self.authorization
-            .as_deref()
-            .and_then(routes::parse_basic_auth)
-    }
-
-    /// The answered JSON, parsed (`None` when hung).
-    pub fn response_json(&self) -> Option<Value> {
-        serde_json::from_str(&self.response_body).ok()
-    }
-}
-
-fn first<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    pairs
-        .iter()
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.as_str())
-}
-
 #[derive(Default)]
 struct State {
     latency: Duration,
@@ -227,6 +160,8 @@ pub struct MockTwilio {
     addr: SocketAddr,
     shared: Arc<Shared>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    control: tokio::sync::mpsc::UnboundedSender<listen::Control>,
+    down: std::sync::atomic::AtomicBool,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -234,11 +169,7 @@ impl MockTwilio {
     /// Binds `127.0.0.1:0` and starts serving on a dedicated thread with its own runtime, so
     /// it works from plain `#[test]`s and from any `#[tokio::test]` flavor.
     pub fn start(opts: MockOptions) -> MockTwilio {
-        let std_listener =
-            std::net::TcpListener::bind("127.0.0.1:0").expect("mock Twilio: bind 127.0.0.1:0");
-        std_listener
-            .set_nonblocking(true)
-            .expect("mock Twilio: set_nonblocking");
+        let std_listener = listen::bind(SocketAddr::from(([127, 0, 0, 1], 0)));
         let addr = std_listener.local_addr().expect("mock Twilio: local_addr");
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -257,11 +188,17 @@ impl MockTwilio {
             started: jiff::Timestamp::now(),
         });
         let (shutdown_tx, shutdown_rx) = tokio::sync::oneshot::channel();
+        let (control, control_rx) = tokio::sync::mpsc::unbounded_channel();
         let server_shared = Arc::clone(&shared);
         let thread = std::thread::Builder::new()
             .name(format!("mock-twilio-{}", addr.port()))
             .spawn(move || {
-                runtime.block_on(serve(listener, server_shared, shutdown_rx));
+                runtime.block_on(listen::serve(
+                    listener,
+                    server_shared,
+                    shutdown_rx,
+                    control_rx,
+                ));
                 // Dropping the runtime here cancels every connection task, hung ones included.
                 drop(runtime);
             })
@@ -270,6 +207,8 @@ impl MockTwilio {
             addr,
             shared,
             shutdown: Some(shutdown_tx),
+            control,
+            down: std::sync::atomic::AtomicBool::new(false),
             thread: Some(thread),
         }
     }
@@ -351,6 +290,27 @@ impl MockTwilio {
         state.faults.queue(operation).extend(faults);
     }
 
+    /// Down: the port is closed (connections are refused, open ones are shut) until
+    /// `set_down(false)` binds it again; what the mock recorded stays. Returns once done.
+    pub fn set_down(&self, down: bool) {
+        if self.down.swap(down, std::sync::atomic::Ordering::SeqCst) == down {
+            return;
+        }
+        let (done, acked) = std::sync::mpsc::channel();
+        let asked = match down {
+            true => listen::Control::Down(done),
+            false => listen::Control::Up(listen::bind(self.addr), done),
+        };
+        if self.control.send(asked).is_ok() {
+            let _ = acked.recv();
+        }
+    }
+
+    /// Drops every fault still queued.
+    pub fn unscript(&self) {
+        self.shared.state().faults = faults::Queues::default();
+    }
+
     /// Faults queued and not yet consumed, for any operation.
     pub fn faults_left(&self) -> usize {
         self.shared.state().faults.len()
@@ -374,34 +334,6 @@ impl std::fmt::Debug for MockTwilio {
             .field("addr", &self.addr)
             .field("account_sid", &self.shared.opts.account_sid)
             .finish_non_exhaustive()
-    }
-}
-
-async fn serve(
-    listener: tokio::net::TcpListener,
-    shared: Arc<Shared>,
-    mut shutdown: tokio::sync::oneshot::Receiver<()>,
-) {
-    loop {
-        tokio::select! {
-            biased;
-            _ = &mut shutdown => break,
-            accepted = listener.accept() => {
-                let Ok((stream, _)) = accepted else { continue };
-                // A second handle on the socket, for Fault::Reset: hyper owns the stream.
-                let Ok(handle) = socket2::SockRef::from(&stream).try_clone() else { continue };
-                let handle = Arc::new(handle);
-                let shared = Arc::clone(&shared);
-                tokio::spawn(async move {
-                    let service = service_fn(move |req| {
-                        faults::handle(Arc::clone(&shared), Arc::clone(&handle), req)
-                    });
-                    let _ = http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-        }
     }
 }
 

@@ -12,7 +12,10 @@ use hyper::body::{Frame, Incoming};
 use hyper::header::{self, HeaderName, HeaderValue};
 use hyper::{Method, Request, Response};
 
-use super::{Created, Outcome, RecordedRequest, Shared, hex32};
+use serde_json::Value;
+
+use super::faults::Fault;
+use super::{Created, Outcome, Shared, hex32, routes};
 
 pub(super) type Body = UnsyncBoxBody<Bytes, Infallible>;
 
@@ -120,4 +123,71 @@ pub(super) async fn answer(
         headers.insert(name, value);
     }
     response
+}
+
+/// One HTTP request the mock received (accepted or not).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecordedRequest {
+    /// HTTP method, e.g. `"POST"`.
+    pub method: String,
+    /// URI path without the query string.
+    pub path: String,
+    /// Decoded query parameters in order.
+    pub query: Vec<(String, String)>,
+    /// Raw `Authorization` header.
+    pub authorization: Option<String>,
+    /// Raw `Content-Type` header.
+    pub content_type: Option<String>,
+    /// Decoded form fields in order (empty unless the body was form-urlencoded).
+    pub form: Vec<(String, String)>,
+    /// Status answered; `0` when hung or reset.
+    pub status: u16,
+    /// Raw request body (lossy UTF-8).
+    pub body: String,
+    /// JSON body answered (empty when hung or reset).
+    pub response_body: String,
+    /// When the request (headers and body) had arrived.
+    pub received_at: Instant,
+    /// The scripted fault it got, if any.
+    pub fault: Option<Fault>,
+}
+
+impl RecordedRequest {
+    /// First value of form field `name` (case-sensitive).
+    pub fn field(&self, name: &str) -> Option<&str> {
+        first(&self.form, name)
+    }
+
+    /// All values of form field `name` (for the array fields `MediaUrl`, `PersistentAction`).
+    pub fn fields(&self, name: &str) -> Vec<&str> {
+        self.form
+            .iter()
+            .filter(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+
+    /// First value of query parameter `name` (case-sensitive).
+    pub fn query_param(&self, name: &str) -> Option<&str> {
+        first(&self.query, name)
+    }
+
+    /// Decoded Basic-auth `(username, password)`, if the header is well-formed.
+    pub fn basic_auth(&self) -> Option<(String, String)> {
+        self.authorization
+            .as_deref()
+            .and_then(routes::parse_basic_auth)
+    }
+
+    /// The answered JSON, parsed (`None` when hung).
+    pub fn response_json(&self) -> Option<Value> {
+        serde_json::from_str(&self.response_body).ok()
+    }
+}
+
+fn first<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    pairs
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
 }

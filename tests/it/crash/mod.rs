@@ -6,6 +6,10 @@
 //! at the kill got no answer, so either outcome is allowed for them, and no more.
 //!
 //! Randomness is seeded (`OTPD_CRASH_SEED` replays a run); the seed is printed.
+//! `outbox` does the same for plain messages and codes with Twilio up, down, slow and
+//! failing mid-response: sent exactly once, or failed with a reason; never lost.
+
+mod outbox;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -1,21 +1,24 @@
 //! The provider boundary: one `send(to, channel, body)` for Twilio and for the development outbox,
 //! plus "no provider" so a daemon without credentials says so instead of pretending.
-//! It reports how many requests each message took and the state of Twilio's circuit.
-//! Knows nothing of OTPs, the store or HTTP serving.
+//! It reports how many requests each message took and the state of Twilio's circuit,
+//! tells a message known not sent from one that may have been sent, and asks the
+//! provider which messages it holds for a number (`sent_since`), in the provider's
+//! terms but none of its types. Knows nothing of OTPs, the store or HTTP serving.
+
+mod dev;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
-use serde::Serialize;
 use thiserror::Error;
-use tokio::io::AsyncWriteExt;
 
 use crate::clock::Clock;
 use crate::config::ProviderConfig;
 use crate::telemetry;
 use crate::twilio::{Failed, TwilioClient, TwilioError, Verdict};
 use crate::types::{Channel, Channels, PhoneNumber};
+use dev::DevOutbox;
 
 /// Why a message did not leave, in the provider's terms but not its types: the
 /// services decide on these (fall back, retry, give up) whatever the provider is.
@@ -36,13 +39,24 @@ pub enum SendError {
         more_info: Option<String>,
         attempts: u32,
     },
-    /// No usable answer within the deadline; `retry_after` is the provider's own hint.
+    /// No usable answer within the deadline, and the message is known not sent: no
+    /// request reached the provider, or it answered with an error. `retry_after` is the
+    /// provider's own hint.
     #[error("{provider} is unavailable: {reason}{}", after(*attempts))]
     Unavailable {
         provider: &'static str,
         reason: String,
         code: Option<i64>,
         retry_after: Option<Duration>,
+        attempts: u32,
+    },
+    /// A request may have reached the provider but its answer was lost, and the
+    /// provider could not be asked whether it took the message: neither sent nor known
+    /// not sent.
+    #[error("{provider} may have taken the message, but its answer was lost: {reason}{}", after(*attempts))]
+    Unconfirmed {
+        provider: &'static str,
+        reason: String,
         attempts: u32,
     },
     /// The provider's circuit breaker is open: no request was made.
@@ -69,9 +83,9 @@ impl SendError {
     /// Requests made to the provider for this message.
     pub fn attempts(&self) -> u32 {
         match self {
-            SendError::Rejected { attempts, .. } | SendError::Unavailable { attempts, .. } => {
-                *attempts
-            }
+            SendError::Rejected { attempts, .. }
+            | SendError::Unavailable { attempts, .. }
+            | SendError::Unconfirmed { attempts, .. } => *attempts,
             SendError::NotConfigured
             | SendError::ChannelNotConfigured(_)
             | SendError::CircuitOpen { .. } => 0,
@@ -83,6 +97,20 @@ impl SendError {
     pub fn provider_code(&self) -> Option<i64> {
         match self {
             SendError::Rejected { code, .. } | SendError::Unavailable { code, .. } => *code,
+            _ => None,
+        }
+    }
+
+    /// The provider may hold the message: only asking it can tell.
+    pub fn may_have_been_sent(&self) -> bool {
+        matches!(self, SendError::Unconfirmed { .. })
+    }
+
+    /// How long the provider asked to be left alone, if it did.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            SendError::Unavailable { retry_after, .. } => *retry_after,
+            SendError::CircuitOpen { retry_after, .. } => Some(*retry_after),
             _ => None,
         }
     }
@@ -115,6 +143,11 @@ impl SendError {
                 retry_after,
                 attempts,
             },
+            TwilioError::Interrupted { reason } => SendError::Unconfirmed {
+                provider: TWILIO,
+                reason,
+                attempts,
+            },
             TwilioError::CircuitOpen { retry_after } => SendError::CircuitOpen {
                 provider: TWILIO,
                 retry_after,
@@ -137,6 +170,35 @@ pub struct Sent {
     pub status: String,
     /// Requests it took (1 unless Twilio needed retries).
     pub attempts: u32,
+}
+
+/// A message the provider holds, as its list shows it.
+#[derive(Debug, Clone)]
+pub struct Listed {
+    pub sid: String,
+    pub status: String,
+    pub body: String,
+}
+
+/// Why the provider could not say which messages it holds.
+#[derive(Debug, Error)]
+pub enum LookupError {
+    #[error("no provider is configured")]
+    NotConfigured,
+    #[error("cannot ask {provider}: {reason}")]
+    Unavailable {
+        provider: &'static str,
+        reason: String,
+    },
+}
+
+/// How many requests a send may make.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Tries {
+    /// Retries within the provider's deadline (a code's caller is waiting).
+    Retry,
+    /// One request (the outbox records each attempt before the next).
+    Once,
 }
 
 /// The configured provider, and whether it answered last time (for `/status/`).
@@ -164,10 +226,9 @@ impl Sender {
                     .map_err(|e| SendError::from_twilio(e, 0))?;
                 Provider::Twilio(Box::new(client))
             }
-            ProviderConfig::DevOutbox(path) => Provider::DevOutbox(DevOutbox {
-                path: path.clone(),
-                clock: clock.clone(),
-            }),
+            ProviderConfig::DevOutbox(path) => {
+                Provider::DevOutbox(DevOutbox::new(path.clone(), clock.clone()))
+            }
             ProviderConfig::None => Provider::None,
         };
         Ok(Sender {
@@ -241,11 +302,33 @@ impl Sender {
         }
     }
 
+    /// Sends, retrying what may work a moment later within the provider's deadline;
+    /// a request that may have reached the provider is not repeated before asking it.
     pub async fn send(
         &self,
         to: &PhoneNumber,
         channel: Channel,
         body: &str,
+    ) -> Result<Sent, SendError> {
+        self.send_with(to, channel, body, Tries::Retry).await
+    }
+
+    /// One request to the provider, whatever happens: the caller retries.
+    pub async fn send_once(
+        &self,
+        to: &PhoneNumber,
+        channel: Channel,
+        body: &str,
+    ) -> Result<Sent, SendError> {
+        self.send_with(to, channel, body, Tries::Once).await
+    }
+
+    async fn send_with(
+        &self,
+        to: &PhoneNumber,
+        channel: Channel,
+        body: &str,
+        tries: Tries,
     ) -> Result<Sent, SendError> {
         let started = Instant::now();
         let result = match &self.provider {
@@ -253,15 +336,16 @@ impl Sender {
                 let message = client
                     .message(to, channel, body)
                     .ok_or(SendError::ChannelNotConfigured(channel))?;
-                client
-                    .send(&message)
-                    .await
-                    .map(|accepted| Sent {
-                        sid: accepted.sid,
-                        status: accepted.status.unwrap_or_else(|| "queued".to_owned()),
-                        attempts: accepted.attempts,
-                    })
-                    .map_err(|Failed { error, attempts }| SendError::from_twilio(error, attempts))
+                let sent = match tries {
+                    Tries::Retry => client.send(&message).await,
+                    Tries::Once => client.send_once(&message).await,
+                };
+                sent.map(|accepted| Sent {
+                    sid: accepted.sid,
+                    status: accepted.status.unwrap_or_else(|| "queued".to_owned()),
+                    attempts: accepted.attempts,
+                })
+                .map_err(|Failed { error, attempts }| SendError::from_twilio(error, attempts))
             }
             Provider::DevOutbox(outbox) => outbox.append(to, channel, body).await,
             Provider::None => return Err(SendError::NotConfigured),
@@ -270,6 +354,7 @@ impl Sender {
             Ok(_) => "accepted",
             Err(SendError::Rejected { .. }) => "rejected",
             Err(SendError::CircuitOpen { .. }) => "circuit_open",
+            Err(SendError::Unconfirmed { .. }) => "unconfirmed",
             Err(_) => "unavailable",
         };
         let provider = self.provider().unwrap_or("none");
@@ -278,66 +363,51 @@ impl Sender {
         metrics::histogram!(telemetry::PROVIDER_DURATION, "provider" => provider)
             .record(started.elapsed());
         let reachable = match outcome {
-            "unavailable" | "circuit_open" => UNREACHABLE,
+            "unavailable" | "unconfirmed" | "circuit_open" => UNREACHABLE,
             _ => REACHABLE,
         };
         self.reachable.store(reachable, Ordering::Relaxed);
         result
     }
-}
 
-/// Development mode's "phone": a JSON-lines file a developer can `tail -f`.
-pub struct DevOutbox {
-    path: PathBuf,
-    clock: Clock,
-}
-
-#[derive(Serialize)]
-struct OutboxLine<'a> {
-    sid: &'a str,
-    at: String,
-    to: &'a str,
-    channel: &'a str,
-    body: &'a str,
-}
-
-impl DevOutbox {
-    async fn append(
+    /// The messages the provider holds that were sent to `to` on `channel` since
+    /// `since` (with a margin for clocks), newest first: what the services compare a
+    /// message that may have been sent against.
+    pub async fn sent_since(
         &self,
         to: &PhoneNumber,
         channel: Channel,
-        body: &str,
-    ) -> Result<Sent, SendError> {
-        let sid = format!("DEV{:032x}", rand::random::<u128>());
-        let line = OutboxLine {
-            sid: &sid,
-            at: humantime::format_rfc3339_seconds(self.clock.now()).to_string(),
-            to: to.as_str(),
-            channel: channel.as_str(),
-            body,
+        since: SystemTime,
+    ) -> Result<Vec<Listed>, LookupError> {
+        let result = match &self.provider {
+            Provider::Twilio(client) => client
+                .sent_since(to, channel, since)
+                .await
+                .map(|listed| {
+                    listed
+                        .into_iter()
+                        .map(|m| Listed {
+                            sid: m.sid,
+                            status: m.status,
+                            body: m.body,
+                        })
+                        .collect()
+                })
+                .map_err(|e| LookupError::Unavailable {
+                    provider: "Twilio",
+                    reason: e.to_string(),
+                }),
+            Provider::DevOutbox(outbox) => outbox.sent_since(to, channel, since).await,
+            Provider::None => Err(LookupError::NotConfigured),
         };
-        let mut bytes = serde_json::to_vec(&line).unwrap_or_default();
-        bytes.push(b'\n');
-        let outbox_error = |source| SendError::Outbox {
-            path: self.path.clone(),
-            source,
+        let outcome = match &result {
+            Ok(listed) if listed.is_empty() => "none",
+            Ok(_) => "listed",
+            Err(_) => "failed",
         };
-        // 0600: the outbox holds live codes. One write of a whole line with O_APPEND,
-        // so concurrent sends never interleave.
-        let mut file = tokio::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o600)
-            .open(&self.path)
-            .await
-            .map_err(outbox_error)?;
-        file.write_all(&bytes).await.map_err(outbox_error)?;
-        // tokio writes in the background; flush so the line is on disk before we answer.
-        file.flush().await.map_err(outbox_error)?;
-        Ok(Sent {
-            sid,
-            status: "delivered_to_outbox".to_owned(),
-            attempts: 1,
-        })
+        let provider = self.provider().unwrap_or("none");
+        metrics::counter!(telemetry::PROVIDER_LOOKUPS, "provider" => provider, "outcome" => outcome)
+            .increment(1);
+        result
     }
 }
