@@ -478,6 +478,23 @@ t_head_healthz() {
     has "$(head -n 1 <<<"$out")" " 200" "HEAD /healthz"
 }
 check "HEAD /healthz answers 200 like GET" t_head_healthz
+# credentials_are: what /status/ says of Twilio's verdict on the running credentials.
+credentials_are() {
+    eq "$(api backend GET /api/v1/messaging/status/ | sed '$d' | jget 'v["provider_credentials"]')" \
+        "$1" "provider_credentials"
+}
+t_credentials_status() {
+    credentials_are accepted || return 1
+    set_env_token "$WRONG_TOKEN" && reload_otpd || return 1
+    # A reload builds a new Twilio client, so the verdict is asked again, not cached.
+    credentials_are rejected || return 1
+    local out
+    out=$(c otpd status) || true
+    has "$out" "rejected" "otpd status with a wrong token" || return 1
+    set_env_token "$TOKEN" && reload_otpd && credentials_are accepted
+}
+check "status tells whether Twilio accepts the credentials (FetchAccount): accepted, rejected after a wrong token, accepted again" \
+    t_credentials_status
 
 group "credentials (LoadCredential=): copied at start only, so a change needs a restart"
 t_credentials() {
