@@ -90,3 +90,41 @@ async fn a_version_7_database_is_upgraded_in_place_and_keeps_its_rows() {
         .unwrap();
     assert_eq!(broken, 0);
 }
+
+/// Readiness: the socket appears only once the database is migrated, so a caller that
+/// can connect is served at once. Another connection holds the write lock, so the
+/// migration waits (within `store.busy_timeout`); all that time there must be no
+/// socket to connect to. (Bound first, as otpd once did, the socket shows at once.)
+#[tokio::test]
+async fn the_socket_appears_only_after_the_migration_has_committed() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("otpd.db");
+    let socket = dir.path().join("otpd.sock");
+    otpd::store::create_at_version(&db, 7).unwrap();
+    let holder = Connection::open(&db).unwrap();
+    holder.execute_batch("BEGIN EXCLUSIVE").unwrap();
+
+    let setup = Setup::new().dev().set("store", "busy_timeout = \"60s\"");
+    let starting = std::thread::spawn(move || setup.start_in(dir));
+    // A bounded look while the lock is held: long enough for an early bind to show.
+    let until = std::time::Instant::now() + std::time::Duration::from_millis(1500);
+    while std::time::Instant::now() < until {
+        assert!(
+            !socket.exists(),
+            "the socket exists while the migration waits for the lock"
+        );
+        assert!(!starting.is_finished(), "otpd gave up waiting for the lock");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    holder.execute_batch("COMMIT").unwrap();
+    drop(holder);
+
+    let otpd = starting.join().unwrap();
+    let upgraded = format!(
+        "database schema upgraded from version 7 to {}",
+        otpd::store::SCHEMA_VERSION
+    );
+    assert!(otpd.log().contains(&upgraded), "{}", otpd.log());
+    let health = otpd.get("/healthz").await;
+    assert_eq!(health.status, 200, "{:?}", health.json);
+}
