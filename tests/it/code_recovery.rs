@@ -8,6 +8,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use crate::common::audit::audit_trail;
 use crate::common::mock_twilio::{Fault, Operation};
 use crate::common::*;
 use serde_json::Value;
@@ -61,23 +62,6 @@ async fn message_row(otpd: &Daemon) -> Value {
     }
 }
 
-async fn audit_events(otpd: &Daemon) -> Vec<(String, String)> {
-    let reply = otpd.get("/api/v1/messaging/audit/?since=1h").await;
-    let mut events: Vec<(String, String)> = reply.json["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| {
-            (
-                e["event"].as_str().unwrap().to_owned(),
-                e["detail"].as_str().unwrap_or("").to_owned(),
-            )
-        })
-        .collect();
-    events.reverse();
-    events
-}
-
 #[tokio::test]
 async fn a_code_whose_sms_left_before_kill_9_verifies_after_restart() {
     let mock = MockTwilio::start(MockOptions::default());
@@ -95,7 +79,11 @@ async fn a_code_whose_sms_left_before_kill_9_verifies_after_restart() {
         .await;
     assert_eq!(reply.status, 200, "{:?}", reply.json);
     assert_eq!(mock.messages().len(), 1, "nothing is sent again");
-    let events: Vec<String> = audit_events(&otpd).await.into_iter().map(|e| e.0).collect();
+    let events: Vec<String> = audit_trail(&otpd, None)
+        .await
+        .into_iter()
+        .map(|e| e.0)
+        .collect();
     assert_eq!(events, ["generated", "sent", "verified"]);
     // The code never reaches a log, even while it is being recognised.
     assert!(!otpd.log().contains(&code), "{}", otpd.log());
@@ -143,7 +131,7 @@ async fn a_code_twilio_cannot_be_asked_about_is_unknown_after_unknown_after() {
     let otpd = otpd.start_again();
     let row = message_row(&otpd).await;
     assert_eq!(row["status"], "unknown", "{row}");
-    let (event, detail) = audit_events(&otpd).await.pop().unwrap();
+    let (event, detail) = audit_trail(&otpd, None).await.pop().unwrap();
     assert_eq!(event, "send_unknown");
     assert!(detail.contains("could not learn in time"), "{detail}");
     mock.set_down(false);

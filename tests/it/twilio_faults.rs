@@ -6,6 +6,7 @@
 
 use std::time::{Duration, Instant, SystemTime};
 
+use crate::common::audit::audit_trail;
 use crate::common::mock_twilio::{Fault, Operation, magic};
 use crate::common::*;
 use serde_json::Value;
@@ -23,29 +24,6 @@ async fn messages(otpd: &Daemon) -> Vec<Value> {
     let reply = otpd.get("/api/v1/messaging/messages/?since=1h").await;
     assert_eq!(reply.status, 200, "{:?}", reply.json);
     reply.json["messages"].as_array().unwrap().clone()
-}
-
-/// The audit events for `phone`, oldest first, as (event, detail).
-async fn audit(otpd: &Daemon, phone: &str) -> Vec<(String, String)> {
-    let path = format!(
-        "/api/v1/messaging/audit/?since=1h&phone={}",
-        phone.replace('+', "%2B")
-    );
-    let reply = otpd.get(&path).await;
-    assert_eq!(reply.status, 200, "{:?}", reply.json);
-    let mut events: Vec<(String, String)> = reply.json["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| {
-            (
-                e["event"].as_str().unwrap().to_owned(),
-                e["detail"].as_str().unwrap_or("").to_owned(),
-            )
-        })
-        .collect();
-    events.reverse();
-    events
 }
 
 async fn circuit(otpd: &Daemon) -> String {
@@ -106,7 +84,7 @@ async fn a_503_then_a_201_delivers_one_otp_after_one_retry() {
     assert_eq!(rows[0]["attempts"], 2);
     assert_eq!(rows[0]["status"], "queued");
     assert_eq!(rows[0]["sid"], mock.messages()[0].sid.as_str());
-    let events = audit(&otpd, PHONE).await;
+    let events = audit_trail(&otpd, Some(PHONE)).await;
     assert_eq!(events[1].0, "sent");
     assert!(events[1].1.contains("after 2 requests"), "{events:?}");
     let log = otpd.log();
@@ -250,7 +228,11 @@ async fn a_hang_is_asked_about_not_retried_and_the_code_can_never_verify() {
     let rows = messages(&otpd).await;
     assert_eq!(rows[0]["status"], "failed");
     assert_eq!(rows[0]["attempts"], 1);
-    let events: Vec<String> = audit(&otpd, PHONE).await.into_iter().map(|e| e.0).collect();
+    let events: Vec<String> = audit_trail(&otpd, Some(PHONE))
+        .await
+        .into_iter()
+        .map(|e| e.0)
+        .collect();
     assert_eq!(events, ["generated", "send_failed"]);
 }
 
@@ -347,7 +329,11 @@ async fn the_breaker_opens_after_n_failures_and_then_refuses_without_a_request()
         ),
         (&Value::from("failed"), &Value::from(20500), &Value::from(3))
     );
-    let events: Vec<String> = audit(&otpd, other).await.into_iter().map(|e| e.0).collect();
+    let events: Vec<String> = audit_trail(&otpd, Some(other))
+        .await
+        .into_iter()
+        .map(|e| e.0)
+        .collect();
     assert_eq!(events, ["generated", "circuit_open"]);
     assert_eq!(
         metric(&otpd, "otpd_provider_circuit_open").await,

@@ -1,6 +1,7 @@
 //! The test harness: the real `otpd` binary on a temporary socket and database, a mock
 //! Twilio on 127.0.0.1 (or Prism), and a real HTTP client (hyperlocal) over the socket.
 
+pub mod audit;
 pub mod install_lock;
 pub mod mock_twilio;
 pub mod outbox;
