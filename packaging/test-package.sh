@@ -26,7 +26,7 @@ snapshot() {
     {
         find /etc /var/lib /usr/bin /usr/lib/systemd /lib/systemd /usr/lib/tmpfiles.d \
             /usr/share/man/man1 /usr/share/bash-completion /usr/share/zsh /usr/share/fish \
-            /usr/share/doc /usr/share/lintian /run -xdev 2>/dev/null |
+            /usr/share/doc /usr/share/lintian /usr/share/otpd /run -xdev 2>/dev/null |
             grep -v -e '^/var/lib/dpkg' -e '^/var/lib/apt' -e '^/var/lib/man-db' \
                 -e '^/etc/ld.so.cache' -e '-$' -e '^/run/' || true
         # Purge keeps these (policy); a first run creates them: checked on their own.
@@ -94,6 +94,9 @@ for page in otpd otpd-serve otpd-check-config otpd-send-otp otpd-status; do
     expect_mode "/usr/share/man/man1/$page.1.gz" "644 root:root"
 done
 expect_mode /usr/share/doc/otpd/configuration.md "644 root:root"
+for f in otpd.rules.yml otpd.rules.test.yml otpd-dashboard.json; do
+    expect_mode "/usr/share/otpd/monitoring/$f" "644 root:root"
+done
 for f in /usr/share/bash-completion/completions/otpd /usr/share/zsh/vendor-completions/_otpd \
     /usr/share/fish/vendor_completions.d/otpd.fish; do
     expect_mode "$f" "644 root:root"

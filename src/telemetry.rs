@@ -3,11 +3,20 @@
 //! `metrics` crate's macros with these names and never see the exporter. (Named
 //! `telemetry` so that it does not shadow the `metrics` crate.)
 
+use std::collections::HashMap;
+use std::sync::{PoisonError, RwLock};
+
+use metrics::Counter;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 pub const HTTP_REQUESTS: &str = "otpd_http_requests_total";
 pub const HTTP_DURATION: &str = "otpd_http_request_duration_seconds";
 pub const OTP_EVENTS: &str = "otpd_otp_events_total";
+/// Codes sent and verified by `country` (ISO region; `001` non-geographic): their ratio
+/// by country is the conversion rate whose fall is the signature of SMS pumping.
+pub const OTP_BY_COUNTRY: &str = "otpd_otp_country_total";
+/// How long the oldest outbox message (or check) that is due has waited; 0 when none.
+pub const OUTBOX_OLDEST_DUE: &str = "otpd_outbox_oldest_due_seconds";
 pub const PROVIDER_REQUESTS: &str = "otpd_provider_requests_total";
 pub const PROVIDER_DURATION: &str = "otpd_provider_request_duration_seconds";
 pub const PROVIDER_RETRIES: &str = "otpd_provider_retries_total";
@@ -39,5 +48,36 @@ pub fn install() -> PrometheusHandle {
     match builder().install_recorder() {
         Ok(handle) => handle,
         Err(_) => builder().build_recorder().handle(),
+    }
+}
+
+/// One counter per country for an event, made on the country's first use: the labels
+/// are bounded by the world's regions, and after the first code the path only reads.
+pub struct CountryCounter {
+    event: &'static str,
+    made: RwLock<HashMap<String, Counter>>,
+}
+
+impl CountryCounter {
+    pub fn new(event: &'static str) -> Self {
+        CountryCounter {
+            event,
+            made: RwLock::new(HashMap::new()),
+        }
+    }
+
+    pub fn increment(&self, country: &str) {
+        let made = self.made.read().unwrap_or_else(PoisonError::into_inner);
+        if let Some(counter) = made.get(country) {
+            counter.increment(1);
+            return;
+        }
+        drop(made);
+        let counter = metrics::counter!(OTP_BY_COUNTRY, "event" => self.event, "country" => country.to_owned());
+        counter.increment(1);
+        self.made
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(country.to_owned(), counter);
     }
 }

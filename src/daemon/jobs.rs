@@ -1,6 +1,6 @@
 //! The daemon's background work: the outbox workers of the current configuration, the
 //! periodic jobs (limiter and guard pruning, handing freed memory back, metrics upkeep,
-//! retention), the codes an earlier run left pending, and the watchdog's pings. Each tick uses the [`App`] current at that tick.
+//! the outbox backlog's age, retention), the codes an earlier run left pending, and the watchdog's pings. Each tick uses the [`App`] current at that tick.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -17,6 +17,8 @@ const PRUNE_EVERY: Duration = Duration::from_secs(60);
 /// How often histogram samples are folded into the exporter's buckets: until then each
 /// sample is kept raw, so a short interval bounds that memory under load.
 const METRICS_UPKEEP_EVERY: Duration = Duration::from_secs(1);
+/// How often the outbox backlog's age is measured (a read of one index entry).
+const BACKLOG_EVERY: Duration = Duration::from_secs(15);
 /// Between passes over the codes whose provider could not be asked yet.
 const RECOVERY_FIRST_WAIT: Duration = Duration::from_millis(500);
 const RECOVERY_MAX_WAIT: Duration = Duration::from_secs(60);
@@ -51,6 +53,7 @@ impl Workers {
 pub async fn housekeeping(apps: Arc<ArcSwap<App>>) {
     let mut prune = tokio::time::interval(PRUNE_EVERY);
     let mut upkeep = tokio::time::interval(METRICS_UPKEEP_EVERY);
+    let mut backlog = tokio::time::interval(BACKLOG_EVERY);
     let mut retention = tokio::time::interval(apps.load().reports.retention_interval());
     loop {
         tokio::select! {
@@ -62,6 +65,7 @@ pub async fn housekeeping(apps: Arc<ArcSwap<App>>) {
                 memory::release();
             }
             _ = upkeep.tick() => apps.load().metrics.run_upkeep(),
+            _ = backlog.tick() => apps.load_full().messaging.measure_backlog().await,
             _ = retention.tick() => {
                 let app = apps.load_full();
                 if let Err(e) = app.reports.purge(app.clock.now()).await {

@@ -17,6 +17,7 @@ use tokio::task::JoinSet;
 use super::MessagingService;
 use crate::sender::SendError;
 use crate::store::{Claimed, Outcome, StoreError};
+use crate::telemetry;
 use crate::types::{Channel, PhoneNumber};
 
 /// Retries never wait longer than this, however many came before.
@@ -252,5 +253,20 @@ impl MessagingService {
             .saturating_mul(1 << attempts.saturating_sub(1).min(16));
         let base = doubled.min(MAX_RETRY_DELAY);
         base.mul_f64(rand::random_range(0.75..1.25))
+    }
+
+    /// Sets `otpd_outbox_oldest_due_seconds`: how long the oldest message or check that
+    /// is due has waited (0 when none is, scheduled ones included), the backlog's age an
+    /// alert watches. Read from the store, so it also covers what a crash left.
+    pub async fn measure_backlog(&self) {
+        match self.store.next_due().await {
+            Ok(due) => {
+                let waited = due
+                    .and_then(|due| self.clock.now().duration_since(due).ok())
+                    .unwrap_or_default();
+                metrics::gauge!(telemetry::OUTBOX_OLDEST_DUE).set(waited.as_secs_f64());
+            }
+            Err(e) => log::warn!("outbox backlog: {e}"),
+        }
     }
 }

@@ -26,7 +26,7 @@ use crate::guard::{Guard, GuardError};
 use crate::limiter::{Limiter, RateLimited};
 use crate::sender::{SendError, Sender};
 use crate::store::{Store, StoreError};
-use crate::telemetry;
+use crate::telemetry::{self, CountryCounter};
 use crate::types::{Caller, Channel, Channels, OtpCode, PhoneNumber, Purpose, UserId};
 
 #[derive(Debug, Error)]
@@ -131,6 +131,8 @@ struct Events {
     already_used: Counter,
     expired: Counter,
     attempts_exhausted: Counter,
+    sent_in: CountryCounter,
+    verified_in: CountryCounter,
 }
 
 impl Events {
@@ -148,6 +150,8 @@ impl Events {
             already_used: event("already_used"),
             expired: event("expired"),
             attempts_exhausted: event("attempts_exhausted"),
+            sent_in: CountryCounter::new("sent"),
+            verified_in: CountryCounter::new("verified"),
         }
     }
 }

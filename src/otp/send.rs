@@ -153,6 +153,7 @@ impl OtpService {
                         sent.sid
                     );
                     self.events.sent.increment(1);
+                    self.events.sent_in.increment(req.phone.country());
                     let delivery = Delivery::Sent {
                         provider,
                         sid: sent.sid,

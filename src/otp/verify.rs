@@ -50,6 +50,7 @@ impl OtpService {
                 // metrics carry the same facts, and a line per verify is a cost at high rates.
                 log::debug!(otp_id = id, purpose = purpose, phone:% = masked; "otp {id} for {masked} ({purpose}) verified");
                 self.events.verified.increment(1);
+                self.events.verified_in.increment(req.phone.country());
                 Ok(id)
             }
             Attempt::Wrong {

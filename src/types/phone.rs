@@ -138,6 +138,15 @@ impl PhoneNumber {
         self.region
     }
 
+    /// The region's ISO code for metrics; `001` (as libphonenumber writes it) for a
+    /// non-geographic number.
+    pub fn country(&self) -> &str {
+        match &self.region {
+            Some(region) => region.as_ref(),
+            None => "001",
+        }
+    }
+
     /// How many digits after the `+` are the country code.
     pub fn country_code_len(&self) -> usize {
         self.country_code_len

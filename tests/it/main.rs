@@ -32,6 +32,7 @@ mod masking;
 mod messaging;
 mod metrics;
 mod mock_twilio_selftest;
+mod monitoring;
 mod outbox_recovery;
 mod prism_selftest;
 mod readme;
