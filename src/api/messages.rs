@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use super::body::{Query, UserIdField};
 use super::error::Failure;
 use super::{Answer, Api, json_response, rfc3339};
-use crate::messaging::{Content, IdempotencyKey, MessagingError, SendSms, SmsBody};
+use crate::messaging::{Content, IdempotencyKey, Media, MessagingError, SendSms, SmsBody};
 use crate::store::{MessageDetail, MessageRow, StatusEvent};
 use crate::types::{Caller, Channel, PhoneNumber};
 
@@ -40,6 +40,9 @@ struct SendSmsBody {
     send_at: Option<String>,
     #[serde(default)]
     channel: Option<String>,
+    /// https URLs the provider attaches (an MMS).
+    #[serde(default)]
+    media_urls: Vec<String>,
 }
 
 /// A template variable: a string, or a number rendered as the caller wrote it (`4.50`
@@ -110,6 +113,8 @@ struct Message<'a> {
     send_at: Option<String>,
     error_code: Option<i64>,
     error_message: Option<&'a str>,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    media_urls: &'a [String],
     history: Vec<HistoryEntry<'a>>,
 }
 
@@ -158,6 +163,7 @@ pub(super) async fn send_sms(
             .transpose()?,
         send_at: body.send_at.as_deref().map(send_at).transpose()?,
         channel: body.channel.as_deref().map(Channel::parse).transpose()?,
+        media: Media::parse(body.media_urls)?,
     };
     let accepted = api.messaging.send_sms(request, now).await?;
     let queued = Queued {
@@ -238,6 +244,7 @@ impl<'a> From<&'a MessageDetail> for Message<'a> {
             send_at: m.send_at.map(rfc3339),
             error_code: m.error_code,
             error_message: m.error_message.as_deref(),
+            media_urls: &m.media,
             history: m.history.iter().map(HistoryEntry::from).collect(),
         }
     }

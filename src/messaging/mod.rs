@@ -9,6 +9,7 @@
 //! Knows nothing of HTTP; takes `now` from its caller, except in the workers' own loop.
 
 mod confirm;
+mod media;
 mod status;
 mod workers;
 
@@ -30,6 +31,7 @@ use crate::sender::Sender;
 use crate::store::{Enqueued, MessageDetail, NewOutgoing, Store, StoreError};
 use crate::templates::{Catalog, TemplateError};
 use crate::types::{Caller, Channel, PhoneNumber, UserId};
+pub use media::{MAX_MEDIA, Media};
 
 /// Twilio schedules messages at most 35 days ahead; otpd keeps the same horizon.
 const MAX_SCHEDULE_AHEAD: Duration = Duration::from_secs(35 * 24 * 3600);
@@ -44,6 +46,8 @@ pub enum MessagingError {
     BodyTooLong(Segments),
     #[error("invalid idempotency_key: {0}")]
     IdempotencyKey(&'static str),
+    #[error("invalid media_urls: {0}")]
+    Media(String),
     #[error("invalid send_at: {0}")]
     SendAt(String),
     #[error("no sender is configured for {0}")]
@@ -134,6 +138,8 @@ pub struct SendSms {
     pub send_at: Option<SystemTime>,
     /// Only this channel; `None`: `messaging.channels` in order.
     pub channel: Option<Channel>,
+    /// Attachments: an MMS on the SMS channel.
+    pub media: Media,
 }
 
 pub struct Accepted {
@@ -230,6 +236,7 @@ impl MessagingService {
             request_hash,
             send_at,
             segments: segments.count,
+            media: req.media.urls().to_vec(),
             now,
             replay_since: now.checked_sub(IDEMPOTENCY_WINDOW).unwrap_or(now),
         };
@@ -340,6 +347,11 @@ fn fingerprint(req: &SendSms, body: &SmsBody) -> String {
     }
     if let Some(send_at) = req.send_at {
         hash.update(humantime::format_rfc3339_seconds(send_at).to_string());
+    }
+    // Only when there are some: a key's hash from before media existed stays the same.
+    for url in req.media.urls() {
+        hash.update([1]);
+        hash.update(url.as_bytes());
     }
     hex::encode(hash.finalize())
 }

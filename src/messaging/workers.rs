@@ -133,7 +133,10 @@ impl MessagingService {
                 error_message: "stored number or channel no longer parses".into(),
             },
             (Ok(to), Ok(channel)) => {
-                let sent = self.sender.send_once(&to, channel, &message.body).await;
+                let sent = self
+                    .sender
+                    .send_once(&to, channel, &message.body, &message.media)
+                    .await;
                 self.outcome(&message, channel, sent)
             }
         };

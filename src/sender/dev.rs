@@ -24,6 +24,8 @@ struct OutboxLine<'a> {
     to: &'a str,
     channel: &'a str,
     body: &'a str,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    media_urls: Vec<String>,
 }
 
 impl DevOutbox {
@@ -36,6 +38,7 @@ impl DevOutbox {
         to: &PhoneNumber,
         channel: Channel,
         body: &str,
+        media: &[String],
     ) -> Result<Sent, SendError> {
         let sid = format!("DEV{:032x}", rand::random::<u128>());
         let line = OutboxLine {
@@ -44,6 +47,7 @@ impl DevOutbox {
             to: to.as_str(),
             channel: channel.as_str(),
             body,
+            media_urls: media.to_vec(),
         };
         let mut bytes = serde_json::to_vec(&line).unwrap_or_default();
         bytes.push(b'\n');

@@ -310,17 +310,19 @@ impl Sender {
         channel: Channel,
         body: &str,
     ) -> Result<Sent, SendError> {
-        self.send_with(to, channel, body, Tries::Retry).await
+        self.send_with(to, channel, body, &[], Tries::Retry).await
     }
 
-    /// One request to the provider, whatever happens: the caller retries.
+    /// One request to the provider, whatever happens: the caller retries. `media`: the
+    /// attachments' URLs (an MMS on the SMS channel).
     pub async fn send_once(
         &self,
         to: &PhoneNumber,
         channel: Channel,
         body: &str,
+        media: &[String],
     ) -> Result<Sent, SendError> {
-        self.send_with(to, channel, body, Tries::Once).await
+        self.send_with(to, channel, body, media, Tries::Once).await
     }
 
     async fn send_with(
@@ -328,13 +330,14 @@ impl Sender {
         to: &PhoneNumber,
         channel: Channel,
         body: &str,
+        media: &[String],
         tries: Tries,
     ) -> Result<Sent, SendError> {
         let started = Instant::now();
         let result = match &self.provider {
             Provider::Twilio(client) => {
                 let message = client
-                    .message(to, channel, body)
+                    .message(to, channel, body, media)
                     .ok_or(SendError::ChannelNotConfigured(channel))?;
                 let sent = match tries {
                     Tries::Retry => client.send(&message).await,
@@ -347,7 +350,7 @@ impl Sender {
                 })
                 .map_err(|Failed { error, attempts }| SendError::from_twilio(error, attempts))
             }
-            Provider::DevOutbox(outbox) => outbox.append(to, channel, body).await,
+            Provider::DevOutbox(outbox) => outbox.append(to, channel, body, media).await,
             Provider::None => return Err(SendError::NotConfigured),
         };
         let outcome = match &result {

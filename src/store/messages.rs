@@ -72,6 +72,8 @@ pub struct MessageDetail {
     pub send_at: Option<SystemTime>,
     pub error_code: Option<i64>,
     pub error_message: Option<String>,
+    /// An MMS's attachment URLs; empty for a text.
+    pub media: Vec<String>,
     pub history: Vec<StatusEvent>,
 }
 
@@ -280,7 +282,7 @@ impl Store {
             let found = c
                 .prepare_cached(
                     "SELECT id, otp_id, kind, channel, to_number, user_id, status, sid, segments,
-                            created_at, send_at, error_code, error_message
+                            created_at, send_at, error_code, error_message, media
                      FROM messages WHERE id = ?1",
                 )?
                 .query_row(params![id], |r| {
@@ -298,6 +300,7 @@ impl Store {
                         send_at: r.get::<_, Option<i64>>(10)?.map(from_millis),
                         error_code: r.get(11)?,
                         error_message: r.get(12)?,
+                        media: super::outbox::split_media(r.get(13)?),
                         history: Vec::new(),
                     })
                 })

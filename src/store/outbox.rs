@@ -26,6 +26,8 @@ pub struct NewOutgoing {
     pub request_hash: String,
     pub send_at: SystemTime,
     pub segments: u32,
+    /// The attachments' URLs (an MMS), in order; empty for a text.
+    pub media: Vec<String>,
     pub now: SystemTime,
     /// Idempotency keys older than this are forgotten (24 h before `now`).
     pub replay_since: SystemTime,
@@ -67,6 +69,7 @@ pub struct Claimed {
     pub channel: String,
     pub fallback: Option<String>,
     pub attempts: u32,
+    pub media: Vec<String>,
 }
 
 /// How a worker's send ended.
@@ -109,7 +112,7 @@ const CLAIM_DUE: &str = "UPDATE messages SET status = 'sending', updated_at = ?1
      WHERE id IN (SELECT id FROM messages
                   WHERE status = 'queued' AND kind = 'sms' AND send_at <= ?1
                   ORDER BY send_at, id LIMIT ?2)
-     RETURNING id, to_number, body, channel, send_attempts, fallback";
+     RETURNING id, to_number, body, channel, send_attempts, fallback, media";
 
 /// When the next queued message or check falls due (`messages_due`, `messages_checking`).
 const NEXT_DUE: &str = "SELECT min(due) FROM (
@@ -121,6 +124,16 @@ const NEXT_DUE: &str = "SELECT min(due) FROM (
 /// (Twilio can report it undelivered afterwards); anything else drops it on leaving.
 pub(super) const KEEP_BODY_FOR_FALLBACK: &str =
     "CASE WHEN channel = 'whatsapp' AND fallback IS NOT NULL THEN body END";
+
+/// Media URLs as one column: newline-separated (a parsed URL holds no newline), NULL
+/// for none, so a text message's row is unchanged.
+pub(super) fn join_media(urls: &[String]) -> Option<String> {
+    Some(urls.join("\n")).filter(|s| !s.is_empty())
+}
+
+pub(super) fn split_media(column: Option<String>) -> Vec<String> {
+    column.map_or_else(Vec::new, |s| s.split('\n').map(str::to_owned).collect())
+}
 
 /// The message holding `key` since `since`: its id, request hash and status.
 fn holding_key(
@@ -158,8 +171,8 @@ impl Store {
             tx.prepare_cached(
                 "INSERT INTO messages (kind, channel, created_at, updated_at, to_number, provider,
                                        status, body, user_id, idempotency_key, request_hash,
-                                       send_at, segments, fallback)
-                 VALUES ('sms', ?1, ?2, ?2, ?3, '', 'queued', ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                                       send_at, segments, fallback, media)
+                 VALUES ('sms', ?1, ?2, ?2, ?3, '', 'queued', ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
             )?
             .execute(params![
                 m.channel,
@@ -172,6 +185,7 @@ impl Store {
                 millis(m.send_at),
                 m.segments,
                 m.fallback,
+                join_media(&m.media),
             ])?;
             let id = tx.last_insert_rowid();
             let detail = (m.send_at > m.now).then(|| {
@@ -211,6 +225,7 @@ impl Store {
                         channel: r.get(3)?,
                         attempts: r.get(4)?,
                         fallback: r.get(5)?,
+                        media: split_media(r.get(6)?),
                     })
                 })?
                 .collect::<Result<_, _>>()?;

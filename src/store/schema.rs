@@ -176,6 +176,8 @@ const MIGRATIONS: &[M<'static>] = &[
     CREATE INDEX messages_by_previous_sid ON messages (previous_sid)
         WHERE previous_sid IS NOT NULL;",
     ),
+    // An MMS's attachment URLs, newline-separated; NULL for a text.
+    M::up("ALTER TABLE messages ADD COLUMN media TEXT;"),
 ];
 
 /// Brings the schema up to date, with foreign keys off while it runs: rebuilding a

@@ -268,7 +268,15 @@ impl TwilioClient {
     /// CreateMessage's fields. On WhatsApp both addresses carry `whatsapp:` (Twilio
     /// refuses a mixed pair with 21910); a messaging service picks its WhatsApp sender.
     /// `None` when the account has no sender for `channel`.
-    pub fn message(&self, to: &PhoneNumber, channel: Channel, body: &str) -> Option<Outgoing> {
+    /// CreateMessage's form for one message; `media` becomes one `MediaUrl` per URL, in
+    /// order (an MMS on SMS, attachments on WhatsApp).
+    pub fn message(
+        &self,
+        to: &PhoneNumber,
+        channel: Channel,
+        body: &str,
+        media: &[String],
+    ) -> Option<Outgoing> {
         let from = match self.sender(channel)? {
             TwilioFrom::Number(number) => ("From", channel.address(number.as_str())),
             TwilioFrom::MessagingService(sid) => ("MessagingServiceSid", sid.clone()),
@@ -278,6 +286,7 @@ impl TwilioClient {
             from,
             ("Body", body.to_owned()),
         ];
+        form.extend(media.iter().map(|url| ("MediaUrl", url.clone())));
         if let Some(url) = &self.status_callback {
             form.push(("StatusCallback", url.clone()));
         }

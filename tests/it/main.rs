@@ -31,6 +31,7 @@ mod limits;
 mod masking;
 mod messaging;
 mod metrics;
+mod mms;
 mod mock_twilio_selftest;
 mod monitoring;
 mod outbox_recovery;

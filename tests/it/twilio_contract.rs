@@ -142,3 +142,7 @@ async fn the_messages_list_otpd_asks_after_a_crash_satisfies_twilios_openapi_des
     assert!(!log.contains("Request query"), "{log}");
     assert!(!log.contains("Invalid security scheme"), "{log}");
 }
+
+// An MMS is not checked through Prism: Prism reads a repeated form key as one value
+// (stoplightio/prism#2473), so it refuses Twilio's own wire form for `MediaUrl`, which
+// the mock checks instead (mms.rs reads the field's schema from the same description).

@@ -207,6 +207,18 @@ def test_send_sms_at_a_time_and_ucs2(client: Client, phone: str) -> None:
         client.send_sms(phone, "naive", send_at=datetime(2030, 1, 1, 9))
 
 
+def test_send_sms_with_media_urls(client: Client, phone: str) -> None:
+    urls = ["https://cdn.example.com/a.png", "https://cdn.example.com/b.jpg"]
+    queued = client.send_sms(phone, "Your receipt", media_urls=urls)
+    message = wait_for_status(client, queued.message_id, "sent")
+    assert message.media_urls == tuple(urls)
+    text = client.send_sms(phone, "no media")
+    assert wait_for_status(client, text.message_id, "sent").media_urls == ()
+    with pytest.raises(otpd.OtpdError) as caught:
+        client.send_sms(phone, "x", media_urls=["http://cdn.example.com/a.png"])
+    assert (caught.value.status, caught.value.code) == (400, "invalid_media_url")
+
+
 def test_unknown_message(client: Client) -> None:
     with pytest.raises(otpd.MessageNotFound) as caught:
         client.message(999_999)

@@ -89,6 +89,10 @@ pub(super) fn messaging_failed(e: &MessagingError) -> Described {
             "Invalid idempotency_key",
         )
         .details(*why),
+        MessagingError::Media(why) => {
+            Described::new(S::BAD_REQUEST, "invalid_media_url", "Invalid media_urls")
+                .details(why.clone())
+        }
         MessagingError::SendAt(why) => {
             Described::new(S::BAD_REQUEST, "invalid_send_at", "Invalid send_at")
                 .details(why.clone())

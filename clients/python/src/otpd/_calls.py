@@ -6,7 +6,7 @@ builds a body or reads an answer itself: a call added here is the same in both.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Generic, TypeVar
@@ -95,6 +95,7 @@ def send_sms(
     idempotency_key: str | None,
     send_at: datetime | str | None,
     channel: str | None,
+    media_urls: Sequence[str] | None = None,
 ) -> Call[QueuedMessage]:
     if isinstance(send_at, datetime):
         if send_at.tzinfo is None:
@@ -111,6 +112,7 @@ def send_sms(
             idempotency_key=idempotency_key,
             send_at=send_at,
             channel=channel,
+            media_urls=list(media_urls) if media_urls is not None else None,
         )
     )
     return Call("POST", f"{API}/send-sms/", QueuedMessage.from_json, json=request)

@@ -8,7 +8,7 @@ event loop.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from types import TracebackType
 from typing import TypeVar
@@ -127,12 +127,23 @@ class Client:
         idempotency_key: str | None = None,
         send_at: datetime | str | None = None,
         channel: str | None = None,
+        media_urls: Sequence[str] | None = None,
     ) -> QueuedMessage:
         """Queues a plain message: a ``body``, or a configured ``template`` with its
-        ``variables``. Answered once committed; otpd sends it (at ``send_at``)."""
+        ``variables``, and up to 10 https ``media_urls`` (an MMS). Answered once
+        committed; otpd sends it (at ``send_at``)."""
         return self._run(
             calls.send_sms(
-                to, body, template, variables, locale, user_id, idempotency_key, send_at, channel
+                to,
+                body,
+                template,
+                variables,
+                locale,
+                user_id,
+                idempotency_key,
+                send_at,
+                channel,
+                media_urls,
             )
         )
 
@@ -250,10 +261,20 @@ class AsyncClient:
         idempotency_key: str | None = None,
         send_at: datetime | str | None = None,
         channel: str | None = None,
+        media_urls: Sequence[str] | None = None,
     ) -> QueuedMessage:
         return await self._run(
             calls.send_sms(
-                to, body, template, variables, locale, user_id, idempotency_key, send_at, channel
+                to,
+                body,
+                template,
+                variables,
+                locale,
+                user_id,
+                idempotency_key,
+                send_at,
+                channel,
+                media_urls,
             )
         )
 

@@ -276,6 +276,7 @@ class Message:
     error_code: int | None
     error_message: str | None
     history: tuple[StatusChange, ...]
+    media_urls: tuple[str, ...] = ()
 
     @classmethod
     def from_json(cls, body: Mapping[str, Any]) -> Message:
@@ -296,6 +297,9 @@ class Message:
             history=tuple(
                 StatusChange.from_json(_get({"h": h}, "h", dict))
                 for h in _get(body, "history", list)
+            ),
+            media_urls=tuple(
+                _get({"u": u}, "u", str) for u in (_get(body, "media_urls", list, optional=True) or [])
             ),
         )
 

@@ -20,7 +20,7 @@ import signal
 import subprocess
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -551,13 +551,14 @@ class FakeClient:
         idempotency_key: str | None = None,
         send_at: datetime | str | None = None,
         channel: str | None = None,
+        media_urls: Sequence[str] | None = None,
     ) -> QueuedMessage:
         self._check()
         phone, user = self._phone(to), self._user(user_id)
         if (body is None) == (template is None):
             raise InvalidRequest("invalid_request", "Give either body or template", None, 400)
         text = body if body is not None else f"{template} {dict(variables or {})}"
-        request = (phone, text, user, channel)
+        request = (phone, text, user, channel, tuple(media_urls or ()))
         if idempotency_key is not None and idempotency_key in self._idempotency:
             first, before = self._idempotency[idempotency_key]
             if before != request:
