@@ -295,6 +295,9 @@ def test_plain_messages_and_reads(daemons: Daemons, mock: MockTwilio) -> None:
                    "variables": {"people": 2, "time": "21:00", "x": 1}}, (400, "template_variable_unknown"))
     api.post(SMS, {"to": phone, "body": "x", "channel": "fax"}, (400, "invalid_channel"))
     api.post(SMS, {"to": phone, "body": "x", "user_id": ""}, (400, "invalid_user_id"))
+    api.post(SMS, {"to": phone, "body": "x", "media_urls": ["http://example.com/a.png"]},
+             (400, "invalid_media_url"))
+    api.post(SMS, {"to": phone, "body": "x", "media_urls": ["https://example.com/a.png"]}, 202)
     api.post(SMS, {"to": "12", "body": "x"}, (400, "invalid_phone_number"))
     api.post(SMS, {"to": phone}, (400, "invalid_request"))
     api.call("POST", SMS, (400, "invalid_json"), content=b"[", headers={"Content-Type": "application/json"})
