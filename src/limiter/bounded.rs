@@ -167,7 +167,6 @@ impl Keyed {
 }
 
 pub(super) fn refused(limit: Limit, retry_after: Duration) -> RateLimited {
-    metrics::counter!(telemetry::RATE_LIMITED, "limit" => limit.as_str()).increment(1);
     RateLimited { limit, retry_after }
 }
 

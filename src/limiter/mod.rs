@@ -23,7 +23,9 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use thiserror::Error;
 
 mod bounded;
+mod refusals;
 use bounded::{Keyed, phone_key, refused};
+use refusals::Refusals;
 
 use crate::config::{LimitsConfig, Rate};
 
@@ -37,6 +39,8 @@ pub enum Limit {
 }
 
 impl Limit {
+    const COUNT: usize = 4;
+
     pub fn as_str(self) -> &'static str {
         match self {
             Limit::SendPerPhone => "send_per_phone",
@@ -73,6 +77,7 @@ pub struct Limiter {
     /// that is not E.164, which validation never lets through).
     user_keys: std::collections::hash_map::RandomState,
     epoch: Instant,
+    refusals: Refusals,
 }
 
 /// "N per period" as GCRA: a burst of N, refilled one cell every period / N.
@@ -95,6 +100,7 @@ impl Limiter {
             limits: Mutex::new(limits.clone()),
             user_keys: std::collections::hash_map::RandomState::new(),
             epoch: Instant::now(),
+            refusals: Refusals::default(),
         }
     }
 
@@ -155,19 +161,34 @@ impl Limiter {
     /// Takes one send from each limit that applies, most specific first, so a single
     /// abusive phone or user is refused before it can eat into the global ceiling.
     pub fn check_send(&self, phone: &str, user: Option<&str>) -> Result<(), RateLimited> {
-        self.send_per_phone
-            .load()
-            .check(phone_key(phone, &self.user_keys), self.epoch)?;
-        if let Some(user) = user {
-            self.send_per_user
+        self.noted(|| {
+            self.send_per_phone
                 .load()
-                .check(self.user_keys.hash_one(user), self.epoch)?;
-        }
-        self.check_global()
+                .check(phone_key(phone, &self.user_keys), self.epoch)?;
+            if let Some(user) = user {
+                self.send_per_user
+                    .load()
+                    .check(self.user_keys.hash_one(user), self.epoch)?;
+            }
+            self.global()
+        })
     }
 
-    /// The cost guard alone, for messages that have no phone/user owner (test-twilio).
+    /// The global ceiling alone, for messages that have no phone/user owner (send-sms,
+    /// test-twilio).
     pub fn check_global(&self) -> Result<(), RateLimited> {
+        self.noted(|| self.global())
+    }
+
+    pub fn check_verify(&self, phone: &str) -> Result<(), RateLimited> {
+        self.noted(|| {
+            self.verify_per_phone
+                .load()
+                .check(phone_key(phone, &self.user_keys), self.epoch)
+        })
+    }
+
+    fn global(&self) -> Result<(), RateLimited> {
         let global = self.send_global.load();
         global.check().map_err(|not_until| {
             refused(
@@ -177,10 +198,9 @@ impl Limiter {
         })
     }
 
-    pub fn check_verify(&self, phone: &str) -> Result<(), RateLimited> {
-        self.verify_per_phone
-            .load()
-            .check(phone_key(phone, &self.user_keys), self.epoch)
+    /// Every refusal, whichever limit made it, is counted and (throttled) logged here.
+    fn noted(&self, check: impl FnOnce() -> Result<(), RateLimited>) -> Result<(), RateLimited> {
+        check().inspect_err(|refused| self.refusals.note(refused, self.epoch.elapsed()))
     }
 
     /// Forgets keys whose limit has fully refilled: they behave exactly like unseen

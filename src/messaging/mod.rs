@@ -9,6 +9,7 @@
 //! Knows nothing of HTTP; takes `now` from its caller, except in the workers' own loop.
 
 mod confirm;
+mod key_lock;
 mod media;
 mod status;
 mod workers;
@@ -164,6 +165,7 @@ pub struct MessagingService {
     clock: Clock,
     /// How long a claimed check keeps others off it: longer than asking can take.
     check_lease: Duration,
+    keys: key_lock::KeyLocks,
 }
 
 impl MessagingService {
@@ -193,6 +195,7 @@ impl MessagingService {
             wake: Notify::new(),
             clock: config.clock.clone(),
             check_lease,
+            keys: key_lock::KeyLocks::default(),
         }
     }
 
@@ -240,14 +243,16 @@ impl MessagingService {
             now,
             replay_since: now.checked_sub(IDEMPOTENCY_WINDOW).unwrap_or(now),
         };
-        // A replay sends nothing, so it must not be refused by (or spend) the cost
-        // ceiling: look the key up first. The insert checks it again in its transaction.
-        let earlier = match &outgoing.idempotency_key {
-            Some(key) => {
-                self.store
-                    .find_idempotent(key.clone(), outgoing.replay_since)
-                    .await?
-            }
+        // A replay sends nothing, so it must not be refused by (or spend) the limits or
+        // the cost guard: under the key's lock, look it up first. The insert checks it
+        // again in its transaction: the lock is this process's, that check holds across them.
+        let key = outgoing.idempotency_key.clone();
+        let _held = match &key {
+            Some(key) => Some(self.keys.lock(key).await),
+            None => None,
+        };
+        let earlier = match key {
+            Some(key) => self.store.find_idempotent(key, outgoing.replay_since).await?,
             None => None,
         };
         let enqueued = match earlier {

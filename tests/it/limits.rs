@@ -113,3 +113,102 @@ async fn the_global_send_ceiling_applies_to_everyone() {
         .await;
     assert_limited(&limited, "send_global", 1200);
 }
+
+const SEND_SMS: &str = "/api/v1/messaging/send-sms/";
+
+/// Issue 18: racers that all missed the idempotency lookup each spent a global token
+/// before the insert noticed the key, so replays used up the ceiling.
+#[tokio::test]
+async fn a_hundred_parallel_replays_spend_one_global_token() {
+    let mock = MockTwilio::start(MockOptions::default());
+    let otpd = std::sync::Arc::new(
+        Setup::new()
+            .twilio(&mock)
+            .set("limits", "send_global = \"3/1h\"")
+            .start(),
+    );
+    let same = serde_json::json!({"to": PHONE, "body": "Table for 2 at 21:00", "idempotency_key": "booking-7"});
+    let mut sends = tokio::task::JoinSet::new();
+    for _ in 0..100 {
+        let (otpd, same) = (otpd.clone(), same.clone());
+        sends.spawn(async move { otpd.post(SEND_SMS, &same).await });
+    }
+    let (mut ids, mut fresh) = (std::collections::BTreeSet::new(), 0);
+    while let Some(reply) = sends.join_next().await {
+        let reply = reply.unwrap();
+        assert_eq!(reply.status, 202, "{:?}", reply.json);
+        ids.insert(reply.json["message_id"].as_i64().unwrap());
+        fresh += usize::from(reply.json["replayed"] == false);
+    }
+    assert_eq!(ids.len(), 1, "every reply names the one message: {ids:?}");
+    assert_eq!(fresh, 1, "one reply created it, 99 replayed it");
+    // The replays left the ceiling's other two sends to new messages.
+    for n in 0..2 {
+        let other = serde_json::json!({"to": PHONE, "body": format!("other {n}")});
+        let reply = otpd.post(SEND_SMS, &other).await;
+        assert_eq!(reply.status, 202, "{:?}", reply.json);
+    }
+    let over = serde_json::json!({"to": PHONE, "body": "one too many"});
+    assert_limited(&otpd.post(SEND_SMS, &over).await, "send_global", 1200);
+    let conn = rusqlite::Connection::open(otpd.db_path()).unwrap();
+    let messages: i64 = conn
+        .query_row("SELECT count(*) FROM messages", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(messages, 3);
+}
+
+/// The same race for codes: parallel sends to one number spend the global ceiling only
+/// for the sends the per-phone limit let through, and a flood of refusals is one log line.
+#[tokio::test]
+async fn parallel_sends_to_one_number_spend_only_what_is_accepted() {
+    let mock = MockTwilio::start(MockOptions::default());
+    let otpd = std::sync::Arc::new(
+        Setup::new()
+            .twilio(&mock)
+            .set("limits", "send_per_phone = \"3/1h\"")
+            .set("limits", "send_global = \"10/1h\"")
+            .start(),
+    );
+    let mut sends = tokio::task::JoinSet::new();
+    for _ in 0..100 {
+        let otpd = otpd.clone();
+        sends.spawn(async move { otpd.send_otp(send_body(PHONE, "login", None)).await });
+    }
+    let (mut accepted, mut refused) = (0, 0);
+    while let Some(reply) = sends.join_next().await {
+        let reply = reply.unwrap();
+        match reply.status.as_u16() {
+            200 => accepted += 1,
+            _ => {
+                assert_limited(&reply, "send_per_phone", 1200);
+                refused += 1;
+            }
+        }
+    }
+    assert_eq!((accepted, refused), (3, 97));
+    for n in 0..7 {
+        let reply = otpd
+            .send_otp(send_body(&format!("+3460011124{n}"), "login", None))
+            .await;
+        assert_eq!(reply.status, 200, "send {n}: {:?}", reply.json);
+    }
+    let over = otpd
+        .send_otp(send_body("+34600111249", "login", None))
+        .await;
+    assert_limited(&over, "send_global", 1200);
+
+    let metrics = String::from_utf8(otpd.get("/metrics").await.raw.to_vec()).unwrap();
+    assert!(
+        metrics.contains("otpd_rate_limited_total{limit=\"send_per_phone\"} 97"),
+        "{metrics}"
+    );
+    let log = otpd.log();
+    let lines = |limit: &str| {
+        log.lines()
+            .filter(|l| l.contains(&format!("rate limit {limit} refused")))
+            .count()
+    };
+    assert_eq!(lines("send_per_phone"), 1, "one line per limit per minute:\n{log}");
+    assert_eq!(lines("send_global"), 1, "{log}");
+    assert!(!log.contains(&PHONE[4..]), "no full number in the log");
+}
