@@ -274,12 +274,17 @@ pub(super) async fn status_callback(
         .map(str::to_owned);
     let bytes = api.body_bytes(req).await?;
     let params = form_urlencoded::parse(&bytes).into_owned().collect();
-    let message_id = api
+    let reported = api
         .messaging
         .status_callback(params, signature, caller, now)
         .await?;
+    // Before answering, so the re-send is on record when Twilio hears back; its own
+    // failure is the code's history, not the callback's answer.
+    if let Some(code) = reported.resend_code {
+        api.service.resend_code(code, now).await;
+    }
     let accepted = CallbackAccepted {
-        message_id,
+        message_id: reported.message_id,
         accepted: true,
     };
     Ok(json_response(StatusCode::OK, &accepted))

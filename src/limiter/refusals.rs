@@ -45,8 +45,12 @@ impl Refusals {
         let hidden = unlogged.swap(0, Ordering::Relaxed);
         let wait = refused.retry_after.as_secs();
         match hidden {
-            0 => log::info!(limit = limit.as_str(); "rate limit {limit} refused a request (retry after {wait} s)"),
-            n => log::info!(limit = limit.as_str(), refused = n + 1; "rate limit {limit} refused a request (retry after {wait} s), and {n} more since its last line"),
+            0 => {
+                log::info!(limit = limit.as_str(); "rate limit {limit} refused a request (retry after {wait} s)")
+            }
+            n => {
+                log::info!(limit = limit.as_str(), refused = n + 1; "rate limit {limit} refused a request (retry after {wait} s), and {n} more since its last line")
+            }
         }
     }
 }
@@ -73,7 +77,11 @@ mod tests {
         for _ in 0..5 {
             refusals.note(&refusal(Limit::SendGlobal), at(0));
         }
-        assert_eq!(hidden(&refusals, Limit::SendGlobal), 4, "four waited for a line");
+        assert_eq!(
+            hidden(&refusals, Limit::SendGlobal),
+            4,
+            "four waited for a line"
+        );
         // Another limit has its own minute.
         refusals.note(&refusal(Limit::SendPerPhone), at(1));
         assert_eq!(hidden(&refusals, Limit::SendPerPhone), 0);

@@ -24,11 +24,7 @@ pub(super) struct KeyGuard<'a> {
 
 impl KeyLocks {
     pub(super) async fn lock(&self, key: &str) -> KeyGuard<'_> {
-        let mutex = self
-            .map()
-            .entry(key.to_owned())
-            .or_default()
-            .clone();
+        let mutex = self.map().entry(key.to_owned()).or_default().clone();
         KeyGuard {
             locks: self,
             key: key.to_owned(),
@@ -52,10 +48,10 @@ impl Drop for KeyGuard<'_> {
     /// reference and this guard's mean nobody else waits.
     fn drop(&mut self) {
         let mut map = self.locks.map();
-        if let Some(guard) = self.guard.take() {
-            if Arc::strong_count(OwnedMutexGuard::mutex(&guard)) == 2 {
-                map.remove(&self.key);
-            }
+        if let Some(guard) = self.guard.take()
+            && Arc::strong_count(OwnedMutexGuard::mutex(&guard)) == 2
+        {
+            map.remove(&self.key);
         }
     }
 }
@@ -77,7 +73,10 @@ mod tests {
         // Another key is not held up.
         drop(locks.lock("other").await);
         tokio::task::yield_now().await;
-        assert!(!waiter.is_finished(), "the second request waits for the first");
+        assert!(
+            !waiter.is_finished(),
+            "the second request waits for the first"
+        );
         drop(first);
         waiter.await.unwrap();
         assert_eq!(locks.len(), 0, "no key is kept once nobody holds it");

@@ -31,8 +31,9 @@ use crate::segments::{self, Segments};
 use crate::sender::Sender;
 use crate::store::{Enqueued, MessageDetail, NewOutgoing, Store, StoreError};
 use crate::templates::{Catalog, TemplateError};
-use crate::types::{Caller, Channel, PhoneNumber, UserId};
+use crate::types::{Caller, Channel, Channels, PhoneNumber, UserId};
 pub use media::{MAX_MEDIA, Media};
+pub use status::Reported;
 
 /// Twilio schedules messages at most 35 days ahead; otpd keeps the same horizon.
 const MAX_SCHEDULE_AHEAD: Duration = Duration::from_secs(35 * 24 * 3600);
@@ -233,7 +234,7 @@ impl MessagingService {
             to: req.to.as_str().to_owned(),
             body: body.text,
             channel: channels.first().as_str().to_owned(),
-            fallback: join(channels.rest()),
+            fallback: Channels::stored(channels.rest()),
             user_id: req.user_id.as_ref().map(|u| u.as_str().to_owned()),
             idempotency_key: req.idempotency_key.map(|k| k.0),
             request_hash,
@@ -252,7 +253,11 @@ impl MessagingService {
             None => None,
         };
         let earlier = match key {
-            Some(key) => self.store.find_idempotent(key, outgoing.replay_since).await?,
+            Some(key) => {
+                self.store
+                    .find_idempotent(key, outgoing.replay_since)
+                    .await?
+            }
             None => None,
         };
         let enqueued = match earlier {
@@ -330,12 +335,6 @@ impl MessagingService {
             .await?
             .ok_or(MessagingError::NotFound(id))
     }
-}
-
-/// Channels as the store keeps them: comma-separated, `None` when there are none.
-fn join(channels: &[Channel]) -> Option<String> {
-    let names: Vec<&str> = channels.iter().map(|c| c.as_str()).collect();
-    Some(names.join(",")).filter(|s| !s.is_empty())
 }
 
 /// What the caller asked for, hashed: a reused key must come with the same request.

@@ -1,13 +1,23 @@
 //! Status callbacks: a signed report from the provider about a message it took
 //! (delivered, undelivered, ...), appended to that message's history. Only a valid
 //! signature over the configured public URL is trusted; a forged one is refused and
-//! audited.
+//! audited. A WhatsApp message reported lost moves to its next channel once: the
+//! outbox's workers send it again; a code is handed back to the caller for the OTP
+//! service, which this part must not know.
 
 use std::time::SystemTime;
 
 use super::{MessagingError, MessagingService};
+use crate::store::{AfterReport, CodeResend};
 use crate::twilio::webhook::{self, StatusUpdate};
 use crate::types::Caller;
+
+/// What a valid report led to.
+pub struct Reported {
+    pub message_id: i64,
+    /// A code whose WhatsApp message will not arrive: the OTP service re-issues it.
+    pub resend_code: Option<CodeResend>,
+}
 
 impl MessagingService {
     /// A status callback, as Twilio posted it (form fields and the signature header).
@@ -19,7 +29,7 @@ impl MessagingService {
         signature: Option<String>,
         caller: Caller,
         now: SystemTime,
-    ) -> Result<i64, MessagingError> {
+    ) -> Result<Reported, MessagingError> {
         let Some((url, token)) = &self.callbacks else {
             return Err(MessagingError::CallbacksNotConfigured);
         };
@@ -46,10 +56,23 @@ impl MessagingService {
             return Err(MessagingError::BadSignature);
         }
         let update = StatusUpdate::from_params(&params).ok_or(MessagingError::BadCallback)?;
-        let id = self
+        let (message_id, after) = self
             .store
             .apply_status(update.sid.clone(), update.status, update.error_code, now)
-            .await?;
-        id.ok_or(MessagingError::UnknownSid(update.sid))
+            .await?
+            .ok_or(MessagingError::UnknownSid(update.sid))?;
+        let resend_code = match after {
+            AfterReport::Nothing => None,
+            AfterReport::Requeued { channel } => {
+                log::warn!(message_id = message_id; "message {message_id} will not arrive on whatsapp; trying {channel}");
+                self.wake.notify_one();
+                None
+            }
+            AfterReport::ResendCode(code) => Some(code),
+        };
+        Ok(Reported {
+            message_id,
+            resend_code,
+        })
     }
 }

@@ -71,6 +71,7 @@ impl OtpService {
                     sid: message.sid,
                     status: message.status,
                     attempts: 1,
+                    fallback: None,
                 };
                 (channel, delivery)
             }
@@ -141,7 +142,7 @@ impl OtpService {
 }
 
 /// The audit trail's "who" for what otpd decides by itself.
-fn this_process() -> Caller {
+pub(super) fn this_process() -> Caller {
     Caller {
         uid: nix::unistd::getuid().as_raw(),
         gid: nix::unistd::getgid().as_raw(),

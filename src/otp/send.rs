@@ -1,6 +1,7 @@
 //! Issuing a code: test numbers, channel choice, the caller's limits, the cost guard,
 //! the stored MAC, then the message with fallback across channels, each try recorded.
-//! Also the operator's test message, which goes the same way without a code.
+//! Also the re-issue of a code whose WhatsApp message Twilio later reported lost, and
+//! the operator's test message, which goes the same way without a code.
 
 use std::time::SystemTime;
 
@@ -11,8 +12,8 @@ use super::{Issued, OtpError, OtpService, SendOtp, TEST_MESSAGE};
 use crate::checks::{self, Check, Subject};
 use crate::config::{OtpSlot, TestNumber};
 use crate::sender::SendError;
-use crate::store::{Delivery, NewCode};
-use crate::types::{Channel, Channels, UserId};
+use crate::store::{CodeResend, Delivery, Fallback, NewCode};
+use crate::types::{Channel, Channels, PhoneNumber, Purpose, UserId};
 
 impl OtpService {
     pub async fn send_otp(&self, req: SendOtp, now: SystemTime) -> Result<Issued, OtpError> {
@@ -57,6 +58,49 @@ impl OtpService {
         })
     }
 
+    /// Twilio reported the code's WhatsApp message undelivered (`messaging::status`):
+    /// the code the phone never saw gets a successor under the same id, attempts and
+    /// expiry (the store keeps no code to send again), sent on the remaining channels.
+    /// No limit or guard budget is spent: this is the accepted send, finishing. Its
+    /// outcome is the code's history; there is no caller to answer.
+    pub async fn resend_code(&self, code: CodeResend, now: SystemTime) {
+        let id = code.otp_id;
+        let (Ok(phone), Ok(purpose), Some(channels)) = (
+            PhoneNumber::parse(&code.phone),
+            Purpose::parse(&code.purpose, &self.otp.purposes),
+            Channels::from_stored(&code.channels),
+        ) else {
+            log::warn!(otp_id = id; "otp {id}: its WhatsApp message will not arrive, and it cannot be sent again (its purpose or channels are no longer configured)");
+            return;
+        };
+        let req = SendOtp {
+            caller: super::recover::this_process(),
+            phone,
+            purpose,
+            user_id: code.user_id.as_deref().and_then(|u| UserId::parse(u).ok()),
+            locale: code.locale,
+            channel: None,
+        };
+        let fresh = generate_code(self.otp.length);
+        let hash = self.mac(&req, &fresh);
+        match self
+            .store
+            .replace_code(id, hash, code.reason, now, req.caller)
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(e) => {
+                log::error!(otp_id = id; "otp {id}: not sent again: {e}");
+                return;
+            }
+        }
+        let body = self.body(&req, &fresh);
+        if let Err(e) = self.deliver(&req, id, channels, &body, now).await {
+            log::warn!(otp_id = id; "otp {id}: not sent again on the next channel: {e}");
+        }
+    }
+
     /// A test number gets its fixed code and no SMS; the cost guard does not apply
     /// (nothing is sent, nothing costs).
     async fn issue_test_code(
@@ -91,12 +135,7 @@ impl OtpService {
         now: SystemTime,
     ) -> Result<(i64, SystemTime), OtpError> {
         let expires_at = now + self.otp.ttl;
-        let code_hash = self
-            .key
-            .mac(req.phone.as_str(), req.purpose.as_str(), code)
-            .finalize()
-            .into_bytes()
-            .to_vec();
+        let code_hash = self.mac(req, code);
         let otp_id = self
             .store
             .insert_code(NewCode {
@@ -113,6 +152,15 @@ impl OtpService {
             })
             .await?;
         Ok((otp_id, expires_at))
+    }
+
+    /// The code's keyed hash, bound to its phone and purpose: all the store ever sees.
+    fn mac(&self, req: &SendOtp, code: &str) -> Vec<u8> {
+        self.key
+            .mac(req.phone.as_str(), req.purpose.as_str(), code)
+            .finalize()
+            .into_bytes()
+            .to_vec()
     }
 
     /// The SMS text in the request's locale.
@@ -154,11 +202,21 @@ impl OtpService {
                     );
                     self.events.sent.increment(1);
                     self.events.sent_in.increment(req.phone.country());
+                    // WhatsApp can still fail after accepting: keep what a re-send needs.
+                    let left: Vec<Channel> = rest.collect();
+                    let fallback = match (channel, Channels::stored(&left)) {
+                        (Channel::WhatsApp, Some(channels)) => Some(Fallback {
+                            channels,
+                            locale: req.locale.clone(),
+                        }),
+                        _ => None,
+                    };
                     let delivery = Delivery::Sent {
                         provider,
                         sid: sent.sid,
                         status: sent.status,
                         attempts: sent.attempts,
+                        fallback,
                     };
                     self.store
                         .record_delivery(otp_id, to.to_owned(), channel, delivery, now, req.caller)
@@ -237,6 +295,7 @@ impl OtpService {
                 sid: sent.sid.clone(),
                 status: sent.status.clone(),
                 attempts: sent.attempts,
+                fallback: None,
             },
             Err(error) => failed(provider, error),
         };

@@ -134,6 +134,15 @@ impl Store {
             };
             tx.prepare_cached(Self::MARK_DELIVERED)?
                 .execute(params![otp_id, state])?;
+            // The locale a re-send on the next channel renders in (`callbacks.rs`).
+            if let Delivery::Sent {
+                fallback: Some(fallback),
+                ..
+            } = &delivery
+            {
+                tx.prepare_cached("UPDATE otps SET locale = ?2 WHERE id = ?1")?
+                    .execute(params![otp_id, fallback.locale])?;
+            }
             Self::insert_message(tx, Some(otp_id), &to, channel, &delivery, now)?;
             audit::code_event(tx, now, otp_id, event, detail.as_deref(), caller)
         })

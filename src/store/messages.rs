@@ -1,6 +1,6 @@
 //! Every message's row and status history, OTP deliveries and the outbox's alike: how a
 //! code's message (or a test message) left, the history append every status goes
-//! through, Twilio's status callbacks, and the reads of one message or of recent ones.
+//! through, and the reads of one message or of recent ones (status callbacks: `callbacks.rs`).
 //! It must not know what a code is, or how the outbox queues and retries.
 
 use std::time::SystemTime;
@@ -17,6 +17,8 @@ pub enum Delivery {
         sid: String,
         status: String,
         attempts: u32,
+        /// Sent on WhatsApp with channels left: what a later failure report re-sends with.
+        fallback: Option<Fallback>,
     },
     Failed {
         provider: &'static str,
@@ -37,6 +39,14 @@ pub enum Delivery {
         provider: &'static str,
         error_message: String,
     },
+}
+
+/// The channels left after a WhatsApp send (comma-separated, in order) and the code's
+/// locale, kept so that Twilio reporting the message undelivered can re-send it.
+#[derive(Debug, Clone)]
+pub struct Fallback {
+    pub channels: String,
+    pub locale: Option<String>,
 }
 
 /// A message in the listing of recent ones.
@@ -151,6 +161,7 @@ impl Store {
                 sid,
                 status,
                 attempts,
+                ..
             } => (
                 *provider,
                 Some(sid.as_str()),
@@ -208,8 +219,19 @@ impl Store {
             attempts,
             channel.as_str()
         ])?;
+        let id = tx.last_insert_rowid();
+        // Rare (WhatsApp first, with channels left), so not part of the insert every
+        // code's delivery runs.
+        if let Delivery::Sent {
+            fallback: Some(fallback),
+            ..
+        } = delivery
+        {
+            tx.prepare_cached("UPDATE messages SET fallback = ?2 WHERE id = ?1")?
+                .execute(params![id, fallback.channels])?;
+        }
         // OTP messages get the same status history as the outbox's.
-        event(tx, tx.last_insert_rowid(), now, status, code, message)?;
+        event(tx, id, now, status, code, message)?;
         Ok(())
     }
 
@@ -241,37 +263,6 @@ impl Store {
                 })
             })?
             .collect()
-        })
-        .await
-    }
-
-    /// Applies a (validated) status callback. Returns the message id, or `None` when no
-    /// message has that SID.
-    pub async fn apply_status(
-        &self,
-        sid: String,
-        status: String,
-        error_code: Option<i64>,
-        now: SystemTime,
-    ) -> Result<Option<i64>, StoreError> {
-        self.write("apply_status", move |tx| {
-            let found: Option<(i64, String)> = tx
-                .prepare_cached("SELECT id, status FROM messages WHERE sid = ?1")?
-                .query_row(params![sid], |r| Ok((r.get(0)?, r.get(1)?)))
-                .optional()?;
-            let Some((id, current)) = found else {
-                return Ok(None);
-            };
-            event(tx, id, now, &status, error_code, Some("status callback"))?;
-            if rank(&status) >= rank(&current) {
-                tx.prepare_cached(
-                    "UPDATE messages SET status = ?2, error_code = coalesce(?3, error_code),
-                            updated_at = ?4
-                     WHERE id = ?1",
-                )?
-                .execute(params![id, status, error_code, millis(now)])?;
-            }
-            Ok(Some(id))
         })
         .await
     }

@@ -7,7 +7,7 @@
 //! This file owns the handle: opening the file (private mode, the read-only check,
 //! pragmas, limits), the `read` and `write` runners every statement goes through, and
 //! the errors with their fault classes. The statements live by subject in `codes.rs`,
-//! `outbox.rs`, `unconfirmed.rs`, `messages.rs` and `audit.rs`; the schema in `schema.rs`; the writer
+//! `outbox.rs`, `unconfirmed.rs`, `messages.rs`, `callbacks.rs` and `audit.rs`; the schema in `schema.rs`; the writer
 //! thread in `writer.rs`.
 //!
 //! Threads: SQLite has one writer, so every write goes to one dedicated writer thread
@@ -32,6 +32,7 @@ use crate::telemetry;
 use writer::Command;
 
 mod audit;
+mod callbacks;
 mod codes;
 mod messages;
 mod outbox;
@@ -39,8 +40,9 @@ mod schema;
 mod unconfirmed;
 mod writer;
 pub use audit::{AuditRow, Counts, Cutoffs, GuardEvent, Purged};
+pub use callbacks::{AfterReport, CodeResend};
 pub use codes::{Attempt, NewCode};
-pub use messages::{Delivery, MessageDetail, MessageRow, StatusEvent};
+pub use messages::{Delivery, Fallback, MessageDetail, MessageRow, StatusEvent};
 pub use outbox::{Claimed, Enqueued, NewOutgoing, Outcome};
 pub use schema::{SCHEMA_VERSION, create_at_version};
 pub use unconfirmed::{Checked, PendingCode, Unconfirmed};

@@ -131,6 +131,23 @@ impl Channels {
     pub fn iter(&self) -> impl Iterator<Item = Channel> + '_ {
         std::iter::once(self.first).chain(self.rest.iter().copied())
     }
+
+    /// Channels as the store keeps a message's fallbacks: comma-separated, `None` when
+    /// there are none.
+    pub fn stored(channels: &[Channel]) -> Option<String> {
+        let names: Vec<&str> = channels.iter().map(|c| c.as_str()).collect();
+        Some(names.join(",")).filter(|s| !s.is_empty())
+    }
+
+    /// Back from [`Channels::stored`]; a name this build does not know is skipped.
+    pub fn from_stored(stored: &str) -> Option<Channels> {
+        Channels::from_list(
+            stored
+                .split(',')
+                .filter_map(|c| Channel::parse(c).ok())
+                .collect(),
+        )
+    }
 }
 
 /// The backend's id for its already-authenticated user, kept opaque.

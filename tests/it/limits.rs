@@ -208,7 +208,11 @@ async fn parallel_sends_to_one_number_spend_only_what_is_accepted() {
             .filter(|l| l.contains(&format!("rate limit {limit} refused")))
             .count()
     };
-    assert_eq!(lines("send_per_phone"), 1, "one line per limit per minute:\n{log}");
+    assert_eq!(
+        lines("send_per_phone"),
+        1,
+        "one line per limit per minute:\n{log}"
+    );
     assert_eq!(lines("send_global"), 1, "{log}");
     assert!(!log.contains(&PHONE[4..]), "no full number in the log");
 }

@@ -26,6 +26,7 @@ mod crash;
 mod errors;
 mod guard;
 mod hostile;
+mod late_fallback;
 mod lifecycle;
 mod limits;
 mod masking;

@@ -5,14 +5,12 @@
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::common::mock_twilio::{DEFAULT_AUTH_TOKEN, magic};
-use crate::common::outbox::wait_for_status;
+use crate::common::outbox::{CALLBACK, CALLBACK_URL, callback, wait_for_status};
 use crate::common::{Daemon, MockOptions, MockTwilio, Reply, Setup, request_with};
 use hyper::Method;
 use serde_json::{Value, json};
 
 const SEND_SMS: &str = "/api/v1/messaging/send-sms/";
-const CALLBACK: &str = "/api/v1/messaging/twilio/status-callback/";
-const CALLBACK_URL: &str = "https://backend.example.com/otpd/status-callback/";
 const TO: &str = "+34600111222";
 
 fn setup(mock: &MockTwilio) -> Setup {
@@ -337,29 +335,6 @@ async fn queued_messages_survive_kill_9_and_are_sent_exactly_once() {
     for n in 0..10 {
         assert_eq!(sent_bodies(&mock, &format!("queued {n}")), 1, "queued {n}");
     }
-}
-
-async fn callback(daemon: &Daemon, params: &[(&str, &str)], signature: Option<&str>) -> Reply {
-    let owned: Vec<(String, String)> = params
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect();
-    let body = form_urlencoded::Serializer::new(String::new())
-        .extend_pairs(&owned)
-        .finish();
-    let good = otpd::twilio::webhook::sign(DEFAULT_AUTH_TOKEN, CALLBACK_URL, &owned);
-    let signature = signature.unwrap_or(&good);
-    request_with(
-        &daemon.socket(),
-        Method::POST,
-        CALLBACK,
-        &[
-            ("content-type", "application/x-www-form-urlencoded"),
-            ("x-twilio-signature", signature),
-        ],
-        Some(body.into_bytes()),
-    )
-    .await
 }
 
 #[tokio::test]

@@ -1,13 +1,19 @@
 //! What the outbox tests share: send-sms, one message with its history, waiting for a
-//! status (the workers are asynchronous), and what the mock Twilio holds per body.
+//! status (the workers are asynchronous), what the mock Twilio holds per body, and a
+//! signed status callback.
 
 use std::time::{Duration, Instant};
 
+use hyper::Method;
 use serde_json::Value;
 
-use super::{Daemon, MockTwilio, Reply};
+use super::mock_twilio::DEFAULT_AUTH_TOKEN;
+use super::{Daemon, MockTwilio, Reply, request_with};
 
 pub const SEND_SMS: &str = "/api/v1/messaging/send-sms/";
+pub const CALLBACK: &str = "/api/v1/messaging/twilio/status-callback/";
+/// The public URL the tests configure as `twilio.status_callback_url`.
+pub const CALLBACK_URL: &str = "https://backend.example.com/otpd/status-callback/";
 
 pub async fn send_sms(daemon: &Daemon, body: Value) -> Reply {
     daemon.post(SEND_SMS, &body).await
@@ -91,4 +97,29 @@ pub fn posted_with(mock: &MockTwilio, body: &str) -> usize {
 pub fn accepted_id(reply: &Reply) -> i64 {
     assert_eq!(reply.status, 202, "{:?}", reply.json);
     reply.json["message_id"].as_i64().unwrap()
+}
+
+/// A status callback as Twilio posts it: form fields, signed with the mock's auth token
+/// over [`CALLBACK_URL`] unless `signature` is given.
+pub async fn callback(daemon: &Daemon, params: &[(&str, &str)], signature: Option<&str>) -> Reply {
+    let owned: Vec<(String, String)> = params
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    let body = form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(&owned)
+        .finish();
+    let good = otpd::twilio::webhook::sign(DEFAULT_AUTH_TOKEN, CALLBACK_URL, &owned);
+    let signature = signature.unwrap_or(&good);
+    request_with(
+        &daemon.socket(),
+        Method::POST,
+        CALLBACK,
+        &[
+            ("content-type", "application/x-www-form-urlencoded"),
+            ("x-twilio-signature", signature),
+        ],
+        Some(body.into_bytes()),
+    )
+    .await
 }
