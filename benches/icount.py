@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Instructions per request of otpd under callgrind (BENCHMARKS.md, "Per-request CPU"):
+"""Instructions per request of otpd under callgrind (BENCHMARKS.md, History: "Per-request CPU"):
 N sends, then N verifies of their codes, each phase between `callgrind_control -z` and
 `-d`, against a mock Twilio in this process. Instruction counts do not depend on what
 else the machine runs, so two builds can be compared on a busy one.

@@ -1,8 +1,8 @@
 //! Hands back to the system the memory that glibc's allocator keeps after otpd freed it.
 //! glibc returns freed memory only from the top of a heap, so what a burst of requests
 //! (or the phone-number library's load at start-up) freed between live blocks stays
-//! resident though nothing uses it: ~4 MiB after 20,000 sends on 64 connections,
-//! ~1.3 MiB after start-up (BENCHMARKS.md, "Freed memory handed back"). Elsewhere (musl,
+//! resident though nothing uses it (BENCHMARKS.md, History: "Freed memory handed
+//! back"). Elsewhere (musl,
 //! other systems) the allocator returns memory itself, and this does nothing.
 
 /// Asks glibc to return the free pages of every arena (`malloc_trim(0)`); true if it gave

@@ -4,15 +4,14 @@
 //!
 //! - 100 is fewer than the patterns that numbers from about fifteen countries need, so
 //!   with traffic from more countries than that, parses evict each other's regexes and
-//!   compile them again: ~25 million instructions a parse, under that one lock
-//!   (BENCHMARKS.md, "Many countries").
+//!   compile them again, under that one lock (BENCHMARKS.md, History: "Many
+//!   countries").
 //! - Its regexes are compiled in Unicode mode, where `\d` is every script's digits:
 //!   ~110 KB each, against ~10 KB for the ASCII build of the same pattern.
 //! - The library only ever uses a match that starts at the number's first digit, but
 //!   its patterns are unanchored, and their lazy DFAs (one per regex and thread) then
-//!   track every later start as well: they grew with each new number, ~25 MB a thread
-//!   after 80,000 numbers from 40 countries (BENCHMARKS.md, "The phone regexes' lazy
-//!   DFAs").
+//!   track every later start as well: they grew with each new number (BENCHMARKS.md,
+//!   History: "The phone regexes' lazy DFAs").
 //!
 //! So the cache is made big enough never to evict (the metadata holds ~2,100 distinct
 //! patterns), and [`call`] rebuilds each regex the library compiled once the call is
