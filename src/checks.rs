@@ -1,11 +1,15 @@
-//! What both services do around the cost guard: read the counts it needs from the store,
-//! ask it, and write its verdict to the audit trail. Here so that the guard holds no
-//! store and the two services do not each repeat it.
+//! What both services do around the cost guard and the shared rate limits: read the
+//! counts the guard needs from the store, ask it, and write its verdict to the audit
+//! trail; take the shared limits' cells after the in-process limiter passed. Here so
+//! that neither the guard nor the limiter holds a store and the two services do not
+//! each repeat it.
 
 use std::time::SystemTime;
 
+use crate::config::Rate;
 use crate::guard::{Destination, Guard, GuardError, Needs, Observed, Verdict};
-use crate::store::{GuardEvent, Store, StoreError};
+use crate::limiter::{Limit, Limiter, RateLimited};
+use crate::store::{GuardEvent, LimitCheck, Store, StoreError};
 use crate::types::{Caller, PhoneNumber};
 
 /// Who a guarded send was for, as the audit trail records it.
@@ -25,6 +29,36 @@ pub enum Check<'a> {
     Message(&'a Destination),
     /// The operator's test message: the daily cap alone.
     TestMessage,
+}
+
+/// The shared limits behind the in-process ones (which already passed): with a store
+/// shared by several hosts, a limit of N allows N in total, not N per host. The outer
+/// error is the store's (503), the inner the limit's refusal (429).
+pub async fn shared_limits(
+    store: &Store,
+    limiter: &Limiter,
+    checks: Vec<(Limit, String, Rate)>,
+) -> Result<Result<(), RateLimited>, StoreError> {
+    if matches!(store, Store::Sqlite(_)) {
+        return Ok(Ok(()));
+    }
+    let cells = checks
+        .iter()
+        .map(|(_, key, rate)| LimitCheck {
+            key: key.clone(),
+            interval: rate.period / rate.count.get(),
+            burst: rate.count.get(),
+        })
+        .collect();
+    let Some((i, retry_after)) = store.take_limits(cells).await? else {
+        return Ok(Ok(()));
+    };
+    let limit = checks
+        .get(i)
+        .map_or(Limit::SendGlobal, |(limit, _, _)| *limit);
+    let refused = RateLimited { limit, retry_after };
+    limiter.note(&refused);
+    Ok(Err(refused))
 }
 
 /// Asks the guard, audits every refusal and would-be refusal, and returns the refusal

@@ -40,6 +40,9 @@ pub enum Command {
     CheckConfig {
         #[command(flatten)]
         source: ConfigSource,
+        /// Also connect to the store (store.backend = "postgres") and print its schema version.
+        #[arg(long)]
+        connect: bool,
     },
     #[command(flatten)]
     Client(ClientCommand),

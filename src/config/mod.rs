@@ -11,6 +11,7 @@
 //! raw structs.
 
 mod otp;
+mod postgres;
 mod raw;
 mod sections;
 mod sources;
@@ -26,10 +27,11 @@ use crate::templates::Catalog;
 use crate::types::PhoneNumber;
 
 pub use otp::{KeySource, OtpConfig, OtpSlot, TestNumber};
+pub use postgres::{PASSWORD_CREDENTIAL, PostgresConfig, SslMode};
 use raw::RawConfig;
 pub use sections::{
-    GuardConfig, GuardMode, LimitsConfig, MAX_SOCKET_PATH, MessagingConfig, RetentionConfig,
-    ServerConfig, StoreConfig,
+    Backend, GuardConfig, GuardMode, LimitsConfig, MAX_SOCKET_PATH, MessagingConfig,
+    RetentionConfig, ServerConfig, StoreConfig,
 };
 pub use sources::{Secret, Sources};
 pub use twilio::{ProviderConfig, TwilioConfig, TwilioFaults, TwilioFrom};
@@ -125,7 +127,7 @@ impl Config {
     /// reported first every time; the secrets come last, after every plain key.
     fn from_raw(mut raw: RawConfig, dev: bool, sources: &Sources) -> Result<Config, ConfigError> {
         let server = sections::server(&raw.server)?;
-        let store = sections::store(&raw.store)?;
+        let store = sections::store(&raw.store, sources)?;
         let templates = otp::templates(&raw)?;
         let otp = otp::otp(&raw.otp, &templates, &store, sources)?;
         let limits = sections::limits(&raw.limits)?;

@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::postgres::RawPostgres;
+
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub(super) struct RawConfig {
@@ -73,14 +75,19 @@ impl Default for RawServer {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub(super) struct RawStore {
+    /// "sqlite" (one file per host) or "postgres" (one database shared by every host).
+    pub(super) backend: String,
     pub(super) path: PathBuf,
     pub(super) busy_timeout: String,
     pub(super) max_size: String,
+    pub(super) postgres: RawPostgres,
 }
 
 impl Default for RawStore {
     fn default() -> Self {
         RawStore {
+            backend: "sqlite".into(),
+            postgres: RawPostgres::default(),
             path: "/var/lib/otpd/otpd.db".into(),
             busy_timeout: "5s".into(),
             max_size: "0".into(),

@@ -6,7 +6,9 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::postgres::{self, PostgresConfig};
 use super::raw::{RawGuard, RawLimits, RawMessaging, RawRetention, RawServer, RawStore};
+use super::sources::Sources;
 use super::values::{GuardRegion, Rate, byte_size, duration, group_id, parse_region, user_id};
 use super::{ConfigError, invalid};
 use crate::types::{Channel, Channels};
@@ -82,14 +84,33 @@ pub struct StoreConfig {
     pub busy_timeout: Duration,
     /// Cap on the database file (rounded down to whole pages); `None`: the disk's size.
     pub max_size: Option<u64>,
+    pub backend: Backend,
 }
 
-pub(super) fn store(s: &RawStore) -> Result<StoreConfig, ConfigError> {
+/// Which database holds the state. `path`, `busy_timeout` and `max_size` are SQLite's.
+#[derive(Debug, Clone)]
+pub enum Backend {
+    Sqlite,
+    Postgres(Box<PostgresConfig>),
+}
+
+pub(super) fn store(s: &RawStore, sources: &Sources) -> Result<StoreConfig, ConfigError> {
+    let backend = match s.backend.as_str() {
+        "sqlite" => Backend::Sqlite,
+        "postgres" => Backend::Postgres(Box::new(postgres::postgres(&s.postgres, sources)?)),
+        other => {
+            return Err(invalid(
+                "store.backend",
+                format!("{other:?} is neither \"sqlite\" nor \"postgres\""),
+            ));
+        }
+    };
     if s.path.as_os_str().is_empty() {
         return Err(invalid("store.path", "must not be empty"));
     }
     Ok(StoreConfig {
         path: s.path.clone(),
+        backend,
         busy_timeout: duration("store.busy_timeout", &s.busy_timeout)?,
         max_size: match byte_size("store.max_size", &s.max_size)? {
             0 => None,

@@ -61,6 +61,10 @@ pub async fn housekeeping(apps: Arc<ArcSwap<App>>) {
                 let app = apps.load_full();
                 app.limiter.prune();
                 app.guard.prune();
+                // Shared limits: each host prunes; SKIP LOCKED keeps them apart.
+                if let Err(e) = app.store.prune_limits().await {
+                    log::warn!("pruning the shared rate limits: {e}");
+                }
                 // After what the prunes (and, the first time, start-up) freed.
                 memory::release();
             }

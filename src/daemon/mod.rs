@@ -63,12 +63,10 @@ pub async fn run(
     let metrics = telemetry::install();
     // Codes made before this instant are an earlier run's (see `jobs::recover_codes`).
     let started = config.clock.now();
-    let store_config = config.store.clone();
-    let store = tokio::task::spawn_blocking(move || Store::open(&store_config))
-        .await
-        .map_err(|_| StoreError::Closed)??;
+    let store = Store::open(&config.store).await?;
     let limiter = Arc::new(crate::limiter::Limiter::new(&config.limits));
     let app = App::build(config, &store, &limiter, metrics)?;
+    store.check_key(app.otp.key_check_value()).await?;
     let server_config = &config.server;
     let socket = socket::listen(
         passed,

@@ -10,7 +10,7 @@ use super::app::App;
 use super::jobs::Workers;
 use super::{LoadConfig, StartError, announce};
 use crate::api::Api;
-use crate::config::Config;
+use crate::config::{Backend, Config};
 use crate::store::StoreError;
 use crate::systemd;
 
@@ -95,10 +95,35 @@ fn warn_needs_restart(old: &Config, new: &Config) {
             old.store.busy_timeout != new.store.busy_timeout,
         ),
         ("store.max_size", old.store.max_size != new.store.max_size),
+        (
+            "store.backend or store.postgres",
+            !same_backend(&old.store.backend, &new.store.backend),
+        ),
     ];
     for (key, changed) in fixed {
         if changed {
             log::warn!("{key} changed: needs restart (systemctl restart otpd) to take effect");
         }
+    }
+}
+
+/// Whether the store would be opened the same way (the password is compared too: a
+/// new one is used from the next start).
+fn same_backend(old: &Backend, new: &Backend) -> bool {
+    match (old, new) {
+        (Backend::Sqlite, Backend::Sqlite) => true,
+        (Backend::Postgres(o), Backend::Postgres(n)) => {
+            o.url == n.url
+                && o.password.as_ref().map(|p| p.expose())
+                    == n.password.as_ref().map(|p| p.expose())
+                && o.sslmode == n.sslmode
+                && o.ca_certs == n.ca_certs
+                && o.schema == n.schema
+                && o.pool_size == n.pool_size
+                && o.connect_timeout == n.connect_timeout
+                && o.statement_timeout == n.statement_timeout
+                && o.instance == n.instance
+        }
+        _ => false,
     }
 }

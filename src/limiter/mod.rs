@@ -188,6 +188,49 @@ impl Limiter {
         })
     }
 
+    /// The send limits as every host spells them, for the shared store (PostgreSQL):
+    /// which limit, its key and its quota, in the order [`Limiter::check_send`] takes
+    /// them. User ids are keys as they are (all hosts must agree; the audit trail holds
+    /// them already).
+    pub fn shared_send(&self, phone: &str, user: Option<&str>) -> Vec<(Limit, String, Rate)> {
+        let limits = self.quotas();
+        let mut checks = vec![(
+            Limit::SendPerPhone,
+            format!("sp:{phone}"),
+            limits.send_per_phone,
+        )];
+        if let Some(user) = user {
+            checks.push((
+                Limit::SendPerUser,
+                format!("su:{user}"),
+                limits.send_per_user,
+            ));
+        }
+        checks.push((Limit::SendGlobal, "g".to_owned(), limits.send_global));
+        checks
+    }
+
+    pub fn shared_global(&self) -> Vec<(Limit, String, Rate)> {
+        vec![(Limit::SendGlobal, "g".to_owned(), self.quotas().send_global)]
+    }
+
+    pub fn shared_verify(&self, phone: &str) -> Vec<(Limit, String, Rate)> {
+        let rate = self.quotas().verify_per_phone;
+        vec![(Limit::VerifyPerPhone, format!("vp:{phone}"), rate)]
+    }
+
+    /// A refusal the shared limits made, counted and logged like this limiter's own.
+    pub fn note(&self, refused: &RateLimited) {
+        self.refusals.note(refused, self.epoch.elapsed());
+    }
+
+    fn quotas(&self) -> LimitsConfig {
+        self.limits
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
     fn global(&self) -> Result<(), RateLimited> {
         let global = self.send_global.load();
         global.check().map_err(|not_until| {

@@ -264,6 +264,8 @@ impl MessagingService {
             Some((id, hash, status)) => Enqueued::replay(id, &hash, &outgoing.request_hash, status),
             None => {
                 self.limiter.check_global()?;
+                let shared = self.limiter.shared_global();
+                checks::shared_limits(&self.store, &self.limiter, shared).await??;
                 if self.guard.is_active() {
                     self.guard_message(&req.to, req.user_id.as_ref(), req.caller, now)
                         .await?;

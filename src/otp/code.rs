@@ -36,6 +36,15 @@ impl CodeKey {
         CodeKey(keyed)
     }
 
+    /// The key's check value: an HMAC of a fixed label under the key. Instances that
+    /// share a store compare these to know they hold the same key; it reveals nothing
+    /// of the key, and no code is ever MACed with this label.
+    pub(crate) fn check_value(&self) -> String {
+        let mut mac = self.0.clone();
+        mac.update(b"otpd key check v1\0");
+        hex::encode(mac.finalize().into_bytes())
+    }
+
     /// HMAC-SHA256 over the code and what it is bound to, so a hash copied to another
     /// row (or a stolen database) is worth nothing without the key. The NUL after each
     /// part keeps ("+3460", "0login") and ("+34600", "login") apart.

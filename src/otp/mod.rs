@@ -118,6 +118,13 @@ impl OtpService {
     }
 }
 
+impl OtpService {
+    /// The HMAC key's check value, for the store to compare across instances.
+    pub fn key_check_value(&self) -> String {
+        self.key.check_value()
+    }
+}
+
 /// `otpd_otp_events_total` by event: the handles are made once, with the service.
 struct Events {
     test_number: Counter,

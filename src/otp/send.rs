@@ -34,8 +34,10 @@ impl OtpService {
                 .map_err(SendError::ChannelNotConfigured)?,
         };
         // Test numbers too: a script hammering one must still be told to slow down.
-        self.limiter
-            .check_send(req.phone.as_str(), req.user_id.as_ref().map(UserId::as_str))?;
+        let user = req.user_id.as_ref().map(UserId::as_str);
+        self.limiter.check_send(req.phone.as_str(), user)?;
+        let shared = self.limiter.shared_send(req.phone.as_str(), user);
+        checks::shared_limits(&self.store, &self.limiter, shared).await??;
         if let Some(test) = test {
             return self
                 .issue_test_code(&req, test, channels.first(), now)
@@ -277,6 +279,8 @@ impl OtpService {
         let to = self.test_phone.as_ref().ok_or(OtpError::NoTestNumber)?;
         let provider = self.sender.provider().ok_or(SendError::NotConfigured)?;
         self.limiter.check_global()?;
+        let shared = self.limiter.shared_global();
+        checks::shared_limits(&self.store, &self.limiter, shared).await??;
         // Only the daily cap: the message costs money, but goes to the operator's number.
         let who = Subject {
             phone: to,

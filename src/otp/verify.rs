@@ -10,6 +10,8 @@ use crate::store::Attempt;
 impl OtpService {
     pub async fn verify_otp(&self, req: VerifyOtp, now: SystemTime) -> Result<i64, OtpError> {
         self.limiter.check_verify(req.phone.as_str())?;
+        let shared = self.limiter.shared_verify(req.phone.as_str());
+        crate::checks::shared_limits(&self.store, &self.limiter, shared).await??;
         // The guess's HMAC is made here, on a worker: the writer is one thread that
         // every write waits for, so it should not also hash. The
         // closure runs on the writer after the store counted the attempt and only

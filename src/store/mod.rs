@@ -1,51 +1,35 @@
-//! The SQLite store: every SQL statement otpd runs, and the threads they run on. It
-//! offers the narrow operations the services need ("insert code", "count attempt and
-//! fetch", "record delivery", "enqueue") so that another database could offer the same
-//! ones later. It must not know HTTP, HMAC keys or codes (it sees only keyed hashes),
-//! or how a provider is called; `messages.rs` still ranks Twilio's statuses.
+//! The store: the narrow set of operations the services need ("insert code", "count
+//! attempt and fetch", "record delivery", "enqueue", "claim due"...), in domain types
+//! (`types.rs`), and the errors with the fault classes a caller can act on. Which
+//! database answers is a backend's business: `sqlite/` (the default, one file per
+//! host) owns every SQLite statement, its writer thread and migrations; `postgres/`
+//! the same operations on one PostgreSQL schema that several hosts share. What both
+//! write the same way is `shared.rs`. Nothing above this module knows SQL or a
+//! database crate's types.
 //!
-//! This file owns the handle: opening the file (private mode, the read-only check,
-//! pragmas, limits), the `read` and `write` runners every statement goes through, and
-//! the errors with their fault classes. The statements live by subject in `codes.rs`,
-//! `outbox.rs`, `unconfirmed.rs`, `messages.rs`, `callbacks.rs` and `audit.rs`; the schema in `schema.rs`; the writer
-//! thread in `writer.rs`.
-//!
-//! Threads: SQLite has one writer, so every write goes to one dedicated writer thread
-//! through a channel (it outruns one `spawn_blocking` write per request, with no busy
-//! waits); reads use an r2d2 pool through `spawn_blocking`. Either way, no SQLite call
-//! ever runs on an async executor thread.
+//! `Store` is an enum of backends with one dispatching method per operation (no trait
+//! objects: the operations are async, and a `match` keeps them monomorphic and cheap).
 
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, mpsc};
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
-use metrics::Histogram;
-use r2d2_sqlite::SqliteConnectionManager;
-use rusqlite::{Connection, ErrorCode};
 use thiserror::Error;
-use tokio::sync::oneshot;
 
-use crate::config::StoreConfig;
-use crate::telemetry;
-use writer::Command;
+use crate::config::{Backend, StoreConfig};
+use crate::types::{Caller, Channel};
 
-mod audit;
-mod callbacks;
-mod codes;
-mod messages;
-mod outbox;
-mod schema;
-mod unconfirmed;
-mod writer;
-pub use audit::{AuditRow, Counts, Cutoffs, GuardEvent, Purged};
-pub use callbacks::{AfterReport, CodeResend};
-pub use codes::{Attempt, NewCode};
-pub use messages::{Delivery, Fallback, MessageDetail, MessageRow, StatusEvent};
-pub use outbox::{Claimed, Enqueued, NewOutgoing, Outcome};
-pub use schema::{SCHEMA_VERSION, create_at_version};
-pub use unconfirmed::{Checked, PendingCode, Unconfirmed};
+pub mod postgres;
+mod shared;
+pub mod sqlite;
+pub(crate) mod types;
+
+pub use postgres::{PG_SCHEMA_VERSION, PgStore};
+pub use sqlite::{SCHEMA_VERSION, SqliteStore, create_at_version};
+pub use types::{
+    AfterReport, Attempt, AuditRow, Checked, Claimed, CodeResend, Counts, Cutoffs, Delivery,
+    Enqueued, Fallback, GuardEvent, LimitCheck, MessageDetail, MessageRow, NewCode, NewOutgoing,
+    Outcome, PendingCode, Purged, StatusEvent, Unconfirmed,
+};
 
 #[derive(Debug, Error)]
 pub enum StoreError {
@@ -71,301 +55,192 @@ pub enum StoreError {
         "database {0} is read-only: otpd needs to write to it and to its directory (check their owner, mode and file system)"
     )]
     ReadOnly(PathBuf),
+    #[error("PostgreSQL: {}", postgres::describe(.0))]
+    Postgres(#[from] tokio_postgres::Error),
+    #[error("PostgreSQL connection pool: {0}")]
+    PgPool(#[from] deadpool_postgres::PoolError),
+    #[error("PostgreSQL did not answer within {0:?}")]
+    PgTimeout(Duration),
+    #[error("PostgreSQL TLS or pool setup: {0}")]
+    PgTls(String),
+    #[error(
+        "the PostgreSQL schema is at version {found}, newer than this otpd knows ({known}): \
+         upgrade this host's otpd, or roll the others back"
+    )]
+    PgSchemaTooNew { found: i32, known: i32 },
+    #[error(
+        "otp.hmac_key differs from the one the other instances sharing this PostgreSQL \
+         schema use: every code sent through one host would verify as wrong on another. \
+         Give every host the same key"
+    )]
+    KeyMismatch,
 }
 
-/// What a failed store operation means for a caller. SQLite's own error codes say it
-/// precisely; each fault gets its own answer so an operator can tell a held lock from
-/// a full disk from a read-only file at a glance.
+/// What a failed store operation means for a caller. Each fault gets its own answer so
+/// an operator can tell a held lock from a full disk from a read-only file at a glance.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fault {
-    /// Another connection held the write lock for longer than `store.busy_timeout`.
+    /// A lock was held for longer than `store.busy_timeout`.
     Busy,
     /// The disk, or `store.max_size`, is full.
     Full,
     /// The file (or its file system) cannot be written.
     ReadOnly,
+    /// The shared database cannot be reached (down, failing over, out of connections,
+    /// or too slow): worth a retry in a moment.
+    Unavailable,
     /// Anything else: corruption, I/O errors, a closed store.
     Other,
 }
 
 impl StoreError {
+    /// The one place an error is classified: each backend's codes to a `Fault`.
     pub fn fault(&self) -> Fault {
-        let code = match self {
-            StoreError::Sqlite(e) | StoreError::Database { source: e, .. } => e.sqlite_error_code(),
-            StoreError::Migration(rusqlite_migration::Error::RusqliteError { err, .. }) => {
-                err.sqlite_error_code()
-            }
-            StoreError::ReadOnly(_) => return Fault::ReadOnly,
-            _ => None,
-        };
-        match code {
-            Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => Fault::Busy,
-            Some(ErrorCode::DiskFull) => Fault::Full,
-            Some(ErrorCode::ReadOnly) => Fault::ReadOnly,
-            _ => Fault::Other,
-        }
+        postgres::fault(self).unwrap_or_else(|| sqlite::fault(self))
     }
-}
 
-/// WAL lets readers run beside the writer; NORMAL syncs at checkpoints, so a crash of
-/// the process loses nothing and a power loss can lose only the last commits.
-/// (`busy_timeout` comes from `store.busy_timeout`, see [`apply_limits`]; foreign keys
-/// are enforced from the end of [`schema::migrate`].)
-const PRAGMAS: &str = "PRAGMA journal_mode = WAL;
-    PRAGMA synchronous = NORMAL;";
-
-/// Opens the writer's connection, checks that it can write, and applies the pragmas
-/// and limits. Its errors stop the start, so they name the file.
-fn open_writer(config: &StoreConfig) -> Result<Connection, StoreError> {
-    let path = &config.path;
-    let at = |source| StoreError::Database {
-        path: path.clone(),
-        source,
-    };
-    let conn = Connection::open(path).map_err(at)?;
-    // SQLite quietly falls back to read-only when the file is not writable; every
-    // later write would fail, so refuse to start instead.
-    if conn.is_readonly(rusqlite::MAIN_DB).map_err(at)? {
-        return Err(StoreError::ReadOnly(path.clone()));
-    }
-    apply_limits(&conn, config).map_err(at)?;
-    // Switching to WAL creates the -wal and -shm files beside the database: this is
-    // where a directory otpd cannot write shows up.
-    conn.execute_batch(PRAGMAS)
-        .map_err(|e| match e.sqlite_error_code() {
-            Some(ErrorCode::ReadOnly) => StoreError::ReadOnly(path.clone()),
-            _ => at(e),
-        })?;
-    Ok(conn)
-}
-
-/// Applies `store.busy_timeout` and `store.max_size` to a connection. The size cap is
-/// SQLite's `max_page_count`: past it, writes fail with SQLITE_FULL exactly as on a
-/// full disk, while reads and purges (which free pages for reuse) keep working.
-fn apply_limits(conn: &Connection, config: &StoreConfig) -> rusqlite::Result<()> {
-    conn.busy_timeout(config.busy_timeout)?;
-    if let Some(max) = config.max_size {
-        let page_size: i64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
-        let pages = (max / u64::try_from(page_size).unwrap_or(4096).max(1)).max(1);
-        // The pragma answers with the limit in force, which is never below the current
-        // size: a database already past the cap takes new rows only in freed pages.
-        let in_force: i64 =
-            conn.query_row(&format!("PRAGMA max_page_count = {pages}"), [], |r| {
-                r.get(0)
-            })?;
-        if u64::try_from(in_force).unwrap_or(0) > pages {
-            log::warn!(
-                "store.max_size ({max} bytes) is below the database's size; sends answer \
-                 store_full until the retention job or a purge frees rows"
-            );
-        }
-    }
-    Ok(())
-}
-
-/// `otpd_store_operation_duration_seconds` by op: the handles of the operations every
-/// send and verify makes are made once, at open; the others are looked up when used.
-struct Timers([(&'static str, Histogram); 3]);
-
-impl Timers {
-    fn new() -> Self {
-        Timers(
-            ["check_attempt", "insert_code", "record_delivery"].map(|op| {
-                (
-                    op,
-                    metrics::histogram!(telemetry::STORE_DURATION, "op" => op),
-                )
-            }),
+    /// An error that no restart can clear without an operator (exit 78, EX_CONFIG).
+    pub fn is_configuration(&self) -> bool {
+        matches!(
+            self,
+            StoreError::PgSchemaTooNew { .. } | StoreError::KeyMismatch
         )
     }
-
-    fn record(&self, op: &'static str, elapsed: Duration) {
-        match self.0.iter().find(|(name, _)| *name == op) {
-            Some((_, histogram)) => histogram.record(elapsed),
-            None => metrics::histogram!(telemetry::STORE_DURATION, "op" => op).record(elapsed),
-        }
-    }
 }
 
-/// A cheap handle: clones share the one writer thread and the reader pool.
+/// One backend's store; clones are cheap handles on the same connections.
 #[derive(Clone)]
-pub struct Store {
-    writer: mpsc::Sender<Command>,
-    writer_thread: Arc<Mutex<Option<JoinHandle<()>>>>,
-    readers: r2d2::Pool<SqliteConnectionManager>,
-    timers: Arc<Timers>,
+pub enum Store {
+    Sqlite(SqliteStore),
+    Postgres(PgStore),
 }
 
-fn millis(t: SystemTime) -> i64 {
-    t.duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
+/// Runs the same expression on whichever backend `$store` is.
+macro_rules! dispatch {
+    ($store:expr, $s:ident => $e:expr) => {
+        match $store {
+            Store::Sqlite($s) => $e,
+            Store::Postgres($s) => $e,
+        }
+    };
 }
 
-fn from_millis(ms: i64) -> SystemTime {
-    UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0))
+/// One dispatching method per operation, with the signature the backends share.
+macro_rules! operations {
+    ($( $(#[$doc:meta])* fn $name:ident(&self $(, $arg:ident: $ty:ty)* $(,)?) -> $ret:ty; )*) => {
+        impl Store {
+            $(
+                $(#[$doc])*
+                pub async fn $name(&self $(, $arg: $ty)*) -> Result<$ret, StoreError> {
+                    dispatch!(self, s => s.$name($($arg),*).await)
+                }
+            )*
+        }
+    };
 }
 
 impl Store {
-    /// Opens (creating if needed) the database, migrates it, and starts the writer.
-    pub fn open(config: &StoreConfig) -> Result<Store, StoreError> {
-        let path = config.path.as_path();
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|source| StoreError::Open {
-                path: path.to_owned(),
-                source,
-            })?;
-        }
-        // Phone numbers live here: create the file private (SQLite gives its -wal and
-        // -shm files the same mode).
-        match std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(path)
-        {
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-            Err(source) => {
-                return Err(StoreError::Open {
-                    path: path.to_owned(),
-                    source,
-                });
+    /// Opens the configured backend and migrates it (SQLite's file work runs off the
+    /// async threads).
+    pub async fn open(config: &StoreConfig) -> Result<Store, StoreError> {
+        match &config.backend {
+            Backend::Sqlite => {
+                let config = config.clone();
+                tokio::task::spawn_blocking(move || SqliteStore::open(&config))
+                    .await
+                    .map_err(|_| StoreError::Closed)?
+                    .map(Store::Sqlite)
             }
+            Backend::Postgres(pg) => Ok(Store::Postgres(
+                PgStore::open(pg, config.busy_timeout).await?,
+            )),
         }
-        let mut conn = open_writer(config)?;
-        schema::migrate(&mut conn)?;
-
-        let busy_timeout = config.busy_timeout;
-        let manager = SqliteConnectionManager::file(path).with_init(move |c| {
-            c.busy_timeout(busy_timeout)?;
-            c.execute_batch("PRAGMA query_only = ON;")
-        });
-        let readers = r2d2::Pool::builder()
-            .max_size(4)
-            .min_idle(Some(1))
-            .build(manager)?;
-
-        writer::prepare_writer(&conn).map_err(|source| StoreError::Database {
-            path: path.to_owned(),
-            source,
-        })?;
-        let (writer, jobs) = mpsc::channel::<Command>();
-        let thread = std::thread::Builder::new()
-            .name("otpd-store-writer".into())
-            .spawn(move || writer::run(conn, jobs))
-            .map_err(|source| StoreError::Open {
-                path: path.to_owned(),
-                source,
-            })?;
-        Ok(Store {
-            writer,
-            writer_thread: Arc::new(Mutex::new(Some(thread))),
-            readers,
-            timers: Arc::new(Timers::new()),
-        })
     }
 
-    /// Stops the writer after the jobs already queued, checkpoints and closes the file.
+    /// Takes a cell from each shared limit, in order; `Some((i, wait))`: the `i`th
+    /// refused (the others were given back). A per-host store shares nothing: the
+    /// in-process limiter is authoritative there.
+    pub async fn take_limits(
+        &self,
+        checks: Vec<LimitCheck>,
+    ) -> Result<Option<(usize, Duration)>, StoreError> {
+        match self {
+            Store::Sqlite(_) => Ok(None),
+            Store::Postgres(s) => s.take_limits(checks).await,
+        }
+    }
+
+    /// Forgets refilled shared limits (the in-process ones prune themselves).
+    pub async fn prune_limits(&self) -> Result<u64, StoreError> {
+        match self {
+            Store::Sqlite(_) => Ok(0),
+            Store::Postgres(s) => s.prune_limits().await,
+        }
+    }
+
+    /// Checks that every instance sharing the store holds the same HMAC key, by the
+    /// key's check value (never the key). A per-host store has nothing to compare.
+    pub async fn check_key(&self, check_value: String) -> Result<(), StoreError> {
+        match self {
+            Store::Sqlite(_) => Ok(()),
+            Store::Postgres(s) => s.check_key(check_value).await,
+        }
+    }
+
+    /// Stops the backend after the writes already queued.
     pub fn close(&self) {
-        let _ = self.writer.send(Command::Stop);
-        // std Mutex: held only to take the handle, never across an await.
-        let handle = self.writer_thread.lock().ok().and_then(|mut h| h.take());
-        if let Some(handle) = handle {
-            let _ = handle.join();
-        }
+        dispatch!(self, s => s.close())
     }
 
-    /// Runs `f` on the writer thread inside an IMMEDIATE transaction (it takes the write
-    /// lock up front, so a read-then-write can never fail halfway with SQLITE_BUSY),
-    /// possibly shared with other jobs (group commit, see `writer.rs`). The answer
-    /// comes only after that transaction committed. `f` may run twice (after another
-    /// job of its group failed and the group was rolled back), so it only touches the
-    /// database.
-    async fn write<T, F>(&self, op: &'static str, f: F) -> Result<T, StoreError>
+    /// Verify: counts the attempt on the newest live code of (phone, purpose) before
+    /// `matches` compares, then consumes the code on a match. `matches` runs at most
+    /// once per committed attempt.
+    pub async fn check_attempt<M>(
+        &self,
+        phone: String,
+        purpose: String,
+        now: SystemTime,
+        caller: Caller,
+        matches: M,
+    ) -> Result<Attempt, StoreError>
     where
-        T: Send + 'static,
-        F: FnMut(&rusqlite::Transaction<'_>) -> Result<T, rusqlite::Error> + Send + 'static,
+        M: FnMut(&[u8], Option<&str>) -> bool + Send + 'static,
     {
-        let started = Instant::now();
-        let (reply, answer) = oneshot::channel();
-        let job = writer::Pending {
-            f,
-            result: None,
-            reply,
-        };
-        self.writer
-            .send(Command::Run(Box::new(job)))
-            .map_err(|_| StoreError::Closed)?;
-        let result = answer.await.map_err(|_| StoreError::Closed)?;
-        self.timers.record(op, started.elapsed());
-        result
-    }
-
-    async fn read<T, F>(&self, op: &'static str, f: F) -> Result<T, StoreError>
-    where
-        T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<T, rusqlite::Error> + Send + 'static,
-    {
-        let started = Instant::now();
-        let pool = self.readers.clone();
-        let result = tokio::task::spawn_blocking(move || {
-            let conn = pool.get()?;
-            Ok(f(&conn)?)
-        })
-        .await
-        .map_err(|_| StoreError::Closed)?;
-        self.timers.record(op, started.elapsed());
-        result
-    }
-
-    /// The store answers: used by `/healthz`.
-    pub async fn ping(&self) -> Result<(), StoreError> {
-        self.read("ping", |c| {
-            c.query_row("SELECT count(*) FROM otps WHERE 0", [], |_| Ok(()))
-        })
-        .await
+        dispatch!(self, s => s.check_attempt(phone, purpose, now, caller, matches).await)
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sqlite_errors_are_classified_by_what_a_caller_can_do_about_them() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("t.db");
-        let rw = Connection::open(&path).unwrap();
-        rw.execute_batch("PRAGMA journal_mode = WAL; CREATE TABLE t (x BLOB);")
-            .unwrap();
-        let fault = |e: rusqlite::Error| StoreError::from(e).fault();
-
-        let ro =
-            Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
-        let e = ro.execute("INSERT INTO t VALUES (1)", []).unwrap_err();
-        assert_eq!(fault(e), Fault::ReadOnly);
-
-        rw.execute_batch("BEGIN IMMEDIATE").unwrap();
-        let other = Connection::open(&path).unwrap();
-        other.busy_timeout(Duration::ZERO).unwrap();
-        let e = other.execute_batch("BEGIN IMMEDIATE").unwrap_err();
-        assert_eq!(fault(e), Fault::Busy);
-        rw.execute_batch("ROLLBACK").unwrap();
-
-        let config = StoreConfig {
-            path: path.clone(),
-            busy_timeout: Duration::from_secs(1),
-            max_size: Some(64 * 1024),
-        };
-        apply_limits(&rw, &config).unwrap();
-        let e = (0..100)
-            .find_map(|_| {
-                rw.execute("INSERT INTO t VALUES (zeroblob(4000))", [])
-                    .err()
-            })
-            .unwrap();
-        assert_eq!(fault(e), Fault::Full);
-        assert_eq!(StoreError::Closed.fault(), Fault::Other);
-    }
+operations! {
+    /// The store answers: used by `/healthz`.
+    fn ping(&self) -> ();
+    // Codes.
+    fn insert_code(&self, code: NewCode) -> i64;
+    fn record_delivery(&self, otp_id: i64, to: String, channel: Channel, delivery: Delivery, now: SystemTime, caller: Caller) -> ();
+    fn record_fallback(&self, otp_id: i64, to: String, channel: Channel, delivery: Delivery, now: SystemTime, caller: Caller) -> ();
+    fn replace_code(&self, otp_id: i64, code_hash: Vec<u8>, reason: String, now: SystemTime, caller: Caller) -> bool;
+    // Messages and their history.
+    fn record_message(&self, to: String, delivery: Delivery, now: SystemTime) -> ();
+    fn messages_since(&self, since: SystemTime, limit: u32) -> Vec<MessageRow>;
+    fn message(&self, id: i64) -> Option<MessageDetail>;
+    fn apply_status(&self, sid: String, status: String, error_code: Option<i64>, now: SystemTime) -> Option<(i64, AfterReport)>;
+    // The outbox.
+    fn enqueue(&self, m: NewOutgoing) -> Enqueued;
+    fn find_idempotent(&self, key: String, since: SystemTime) -> Option<(i64, String, String)>;
+    fn claim_due(&self, now: SystemTime, limit: u32) -> Vec<Claimed>;
+    fn next_due(&self) -> Option<SystemTime>;
+    fn finish(&self, id: i64, outcome: Outcome, now: SystemTime) -> ();
+    // Sends that may have reached the provider.
+    fn recover_interrupted(&self, now: SystemTime, settle: Duration) -> Vec<i64>;
+    fn claim_checks(&self, now: SystemTime, limit: u32, lease: Duration) -> Vec<Unconfirmed>;
+    fn resolve_check(&self, id: i64, checked: Checked, now: SystemTime) -> bool;
+    fn pending_codes(&self, before: SystemTime, now: SystemTime) -> Vec<PendingCode>;
+    fn known_sids(&self, sids: Vec<String>) -> Vec<String>;
+    // The audit trail, the guard's counts, reports, retention.
+    fn record_guard_event(&self, e: GuardEvent) -> ();
+    fn audit_other(&self, event: &'static str, detail: String, caller: Caller, now: SystemTime) -> ();
+    fn audit_since(&self, since: SystemTime, phone: Option<String>, limit: u32) -> Vec<AuditRow>;
+    fn count_messages_since(&self, since: SystemTime) -> u64;
+    fn count_unverified(&self, country: String, since: SystemTime) -> (u64, Option<SystemTime>);
+    fn counts(&self) -> Counts;
+    fn purge(&self, cutoffs: Cutoffs) -> Purged;
 }

@@ -2,6 +2,7 @@
 //! lock, a full database (store.max_size, and a real full file system), and a database
 //! otpd cannot write. Each gives a clear JSON error with its own code, and the daemon
 //! picks up again by itself once the condition clears.
+//! SQLite-only (`Setup::sqlite_only`): every test here breaks or reads the database file.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -17,6 +18,7 @@ fn phone(i: u32) -> String {
 #[tokio::test]
 async fn a_write_lock_held_by_another_process_is_503_store_busy_until_released() {
     let otpd = Setup::new()
+        .sqlite_only()
         .dev()
         .set("store", "busy_timeout = \"200ms\"")
         .start();
@@ -66,6 +68,7 @@ async fn send_until_refused(otpd: &Daemon, limit: u32) -> (Reply, u32) {
 async fn a_full_store_is_507_store_full_and_a_purge_makes_room_again() {
     // Retention keeps nothing, so a purge can free every row once the codes expire.
     let otpd = Setup::new()
+        .sqlite_only()
         .dev()
         .set("store", "max_size = \"96KiB\"")
         .set("otp", "ttl = \"1s\"")
@@ -164,6 +167,7 @@ async fn a_full_file_system_is_507_store_full_and_freeing_space_clears_it() {
     // The database on the small file system; socket, key and outbox stay outside it.
     let db = fs.0.join("otpd.db");
     let otpd = Setup::new()
+        .sqlite_only()
         .dev()
         .set("store", &format!("path = \"{}\"", db.display()))
         .set(
@@ -230,7 +234,7 @@ async fn a_database_otpd_cannot_write_stops_the_start_with_a_message_naming_it()
     }
     // A database created by root (say, `otpd serve` run by hand), then the service
     // started as its own unprivileged user.
-    let mut first = Setup::new().dev().start();
+    let mut first = Setup::new().sqlite_only().dev().start();
     assert!(first.stop().success());
     let data = first.dir.path().to_owned();
     let db = first.db_path();

@@ -1,4 +1,5 @@
 //! Upgrades: today's binary started on a database that an older otpd left behind.
+//! SQLite-only (`Setup::sqlite_only`): the old databases are SQLite files.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -33,7 +34,7 @@ async fn a_version_7_database_is_upgraded_in_place_and_keeps_its_rows() {
     .unwrap();
     drop(old);
 
-    let otpd = Setup::new().dev().start_in(dir);
+    let otpd = Setup::new().sqlite_only().dev().start_in(dir);
     let upgraded = format!(
         "database schema upgraded from version 7 to {}",
         otpd::store::SCHEMA_VERSION
@@ -104,7 +105,10 @@ async fn the_socket_appears_only_after_the_migration_has_committed() {
     let holder = Connection::open(&db).unwrap();
     holder.execute_batch("BEGIN EXCLUSIVE").unwrap();
 
-    let setup = Setup::new().dev().set("store", "busy_timeout = \"60s\"");
+    let setup = Setup::new()
+        .sqlite_only()
+        .dev()
+        .set("store", "busy_timeout = \"60s\"");
     let starting = std::thread::spawn(move || setup.start_in(dir));
     // A bounded look while the lock is held: long enough for an early bind to show.
     let until = std::time::Instant::now() + std::time::Duration::from_millis(1500);

@@ -201,6 +201,13 @@ pub(super) fn store_failed(e: &StoreError) -> Described {
             "The OTP store cannot be written",
         )
         .details("the database file or its file system is read-only"),
+        Fault::Unavailable => Described::new(
+            S::SERVICE_UNAVAILABLE,
+            "store_unavailable",
+            "The OTP store is unavailable",
+        )
+        .details("the shared PostgreSQL database cannot be reached or did not answer in time")
+        .retry_after(Duration::from_secs(2)),
         Fault::Other => Described::new(
             S::SERVICE_UNAVAILABLE,
             "store_unavailable",

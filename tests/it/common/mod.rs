@@ -1,5 +1,10 @@
 //! The test harness: the real `otpd` binary on a temporary socket and database, a mock
 //! Twilio on 127.0.0.1 (or Prism), and a real HTTP client (hyperlocal) over the socket.
+//!
+//! With `OTPD_TEST_POSTGRES_URL` set (a libpq URL of a throwaway database), every
+//! daemon uses `store.backend = "postgres"` in a schema of its own, named after its
+//! directory (a restart in the same directory finds its data again); tests about the
+//! SQLite file mark their setup [`Setup::sqlite_only`].
 
 pub mod audit;
 pub mod install_lock;
@@ -35,6 +40,22 @@ pub struct Setup {
     sections: BTreeMap<String, Vec<String>>,
     raw: Vec<String>,
     env: Vec<(String, String)>,
+    sqlite_only: bool,
+}
+
+/// The PostgreSQL server the suite runs against, if any (`.ci/run` starts one).
+pub fn postgres_url() -> Option<String> {
+    std::env::var("OTPD_TEST_POSTGRES_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+}
+
+/// A schema name per daemon directory: stable across restarts in that directory.
+pub fn schema_for(dir: &Path) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    dir.hash(&mut h);
+    format!("t_{:016x}", h.finish())
 }
 
 impl Setup {
@@ -44,6 +65,7 @@ impl Setup {
             sections: BTreeMap::new(),
             raw: Vec::new(),
             env: Vec::new(),
+            sqlite_only: false,
         }
         .set("limits", "send_per_phone = \"1000/1m\"")
         .set("limits", "send_per_user = \"1000/1m\"")
@@ -92,6 +114,18 @@ impl Setup {
         self.dev().env(DEV_CLOCK_FILE, CLOCK_OFFSET_FILE)
     }
 
+    /// The test is about the SQLite file (it reads or breaks it): SQLite whatever
+    /// `OTPD_TEST_POSTGRES_URL` says.
+    pub fn sqlite_only(mut self) -> Self {
+        self.sqlite_only = true;
+        self
+    }
+
+    /// Whether the daemon this starts uses PostgreSQL.
+    pub fn on_postgres(&self) -> bool {
+        !self.sqlite_only && postgres_url().is_some()
+    }
+
     pub fn env(mut self, key: &str, value: &str) -> Self {
         self.env.push((key.to_owned(), value.to_owned()));
         self
@@ -103,6 +137,7 @@ impl Setup {
             sections: BTreeMap::new(),
             raw: Vec::new(),
             env: Vec::new(),
+            sqlite_only: false,
         }
         .set(
             "server",
@@ -116,6 +151,16 @@ impl Setup {
             "dev",
             &format!("outbox_path = \"{}\"", dir.join("outbox.jsonl").display()),
         );
+        if let Some(url) = postgres_url().filter(|_| !self.sqlite_only) {
+            merged = merged
+                .set("store", "backend = \"postgres\"")
+                .set("store.postgres", &format!("url = \"{url}\""))
+                .set(
+                    "store.postgres",
+                    &format!("schema = \"{}\"", schema_for(dir)),
+                )
+                .set("store.postgres", "instance = \"test\"");
+        }
         for (section, lines) in &self.sections {
             for line in lines {
                 merged = merged.set(section, line);
@@ -258,6 +303,10 @@ impl Daemon {
     }
 
     pub fn db_path(&self) -> PathBuf {
+        assert!(
+            !self.setup.on_postgres(),
+            "this test reads the SQLite file: mark its Setup sqlite_only()"
+        );
         self.dir.path().join("otpd.db")
     }
 

@@ -10,53 +10,16 @@ use std::time::{Duration, SystemTime};
 
 use rusqlite::{OptionalExtension, params};
 
-use super::messages::{event, rank};
-use super::outbox::KEEP_BODY_FOR_FALLBACK;
-use super::{Store, StoreError, from_millis, millis};
-
-/// An outbox message whose last attempt may have reached the provider.
-#[derive(Debug)]
-pub struct Unconfirmed {
-    pub id: i64,
-    pub to: String,
-    pub channel: String,
-    pub body: String,
-    /// When that attempt began: the provider's list is read from there.
-    pub attempted_at: SystemTime,
-}
-
-/// How a check of an [`Unconfirmed`] message ended.
-pub enum Checked {
-    /// The provider holds it: sent, with the provider's SID and status.
-    Found {
-        provider: &'static str,
-        sid: String,
-        status: String,
-    },
-    /// The provider answered that it holds no such message: queued, due now.
-    NotThere { detail: String },
-    /// The provider could not be asked: still `checking`, asked again at `at`.
-    Later { detail: String, at: SystemTime },
-    /// Not decided in time: `unknown`, never sent again.
-    Unknown { detail: String },
-}
-
-/// A code an earlier run left `pending`: its message may or may not have left.
-#[derive(Debug)]
-pub struct PendingCode {
-    pub id: i64,
-    pub phone: String,
-    pub purpose: String,
-    pub code_hash: Vec<u8>,
-    pub created_at: SystemTime,
-    pub expires_at: SystemTime,
-}
+use super::messages::event;
+use super::{SqliteStore, StoreError, from_millis, millis};
+use crate::store::shared::{KEEP_BODY_FOR_FALLBACK, rank};
+use crate::store::types::{Checked, PendingCode, Unconfirmed};
 
 /// Which attempt a row's check reads from: rows from before migration 10 have no
 /// `attempted_at`; their claim set `updated_at`.
 const ATTEMPTED_AT: &str = "coalesce(attempted_at, updated_at, created_at)";
 
-impl Store {
+impl SqliteStore {
     /// At start-up: messages left `sending` by a crash may or may not have reached the
     /// provider. They become `checking`, asked about no sooner than `settle` after their
     /// attempt began; the interrupted attempt is given back (the crash was otpd's).
@@ -190,17 +153,18 @@ impl Store {
                         return Ok(false);
                     };
                     event(tx, id, now, "unknown", None, Some(detail))?;
-                    tx.prepare_cached(Store::INSERT_UNLINKED)?.execute(params![
-                        at,
-                        "message_unknown",
-                        to,
-                        None::<&str>,
-                        None::<&str>,
-                        format!("message {id}: {detail}"),
-                        None::<u32>,
-                        None::<u32>,
-                        None::<i32>,
-                    ])?;
+                    tx.prepare_cached(SqliteStore::INSERT_UNLINKED)?
+                        .execute(params![
+                            at,
+                            "message_unknown",
+                            to,
+                            None::<&str>,
+                            None::<&str>,
+                            format!("message {id}: {detail}"),
+                            None::<u32>,
+                            None::<u32>,
+                            None::<i32>,
+                        ])?;
                 }
             }
             Ok(true)

@@ -247,7 +247,7 @@ mod tests {
     use rusqlite::params;
 
     use super::*;
-    use crate::store::Store;
+    use crate::store::sqlite::SqliteStore;
 
     #[test]
     fn migrations_are_valid() {
@@ -328,7 +328,7 @@ mod tests {
         let conn = Connection::open(&path).unwrap();
         conn.execute_batch("BEGIN").unwrap();
         for n in 0..codes {
-            conn.prepare_cached(Store::INSERT_CODE)
+            conn.prepare_cached(SqliteStore::INSERT_CODE)
                 .unwrap()
                 .execute(params![
                     format!("+346{n:08}"),
@@ -353,7 +353,7 @@ mod tests {
 
     /// The row `record_delivery` writes for a code that Twilio accepted.
     fn deliver(conn: &Connection, otp_id: i64) {
-        conn.prepare_cached(Store::INSERT_DELIVERY)
+        conn.prepare_cached(SqliteStore::INSERT_DELIVERY)
             .unwrap()
             .execute(params![
                 otp_id,
@@ -375,7 +375,7 @@ mod tests {
         // Before migration 9 every code was in the unverified-budget index, country or
         // not, so a verify also rewrote a page of it.
         let verify = |c: &Connection| {
-            c.execute(Store::CONSUME, params![2_500, 1]).unwrap();
+            c.execute(SqliteStore::CONSUME, params![2_500, 1]).unwrap();
         };
         assert_eq!(pages_written(8, 5_000, verify), 2);
         assert_eq!(pages_written(SCHEMA_VERSION, 5_000, verify), 1);

@@ -7,107 +7,10 @@ use std::time::SystemTime;
 
 use rusqlite::{OptionalExtension, params};
 
-use super::{Store, StoreError, from_millis, millis};
+use super::{SqliteStore, StoreError, from_millis, millis};
+use crate::store::shared::{DeliveryRow, split_media};
+use crate::store::types::{Delivery, MessageDetail, MessageRow, StatusEvent};
 use crate::types::Channel;
-
-/// How a message left (or did not leave) otpd; `attempts` counts provider requests.
-pub enum Delivery {
-    Sent {
-        provider: &'static str,
-        sid: String,
-        status: String,
-        attempts: u32,
-        /// Sent on WhatsApp with channels left: what a later failure report re-sends with.
-        fallback: Option<Fallback>,
-    },
-    Failed {
-        provider: &'static str,
-        error_code: Option<i64>,
-        error_message: String,
-        attempts: u32,
-    },
-    /// Not attempted: the provider's circuit breaker is open.
-    CircuitOpen {
-        provider: &'static str,
-        error_message: String,
-    },
-    /// A configured test number: no message, the code is usable at once.
-    Skipped,
-    /// Whether it left could not be decided in time (otpd stopped mid-send and the
-    /// provider could not be asked): the code can never verify.
-    Unknown {
-        provider: &'static str,
-        error_message: String,
-    },
-}
-
-/// The channels left after a WhatsApp send (comma-separated, in order) and the code's
-/// locale, kept so that Twilio reporting the message undelivered can re-send it.
-#[derive(Debug, Clone)]
-pub struct Fallback {
-    pub channels: String,
-    pub locale: Option<String>,
-}
-
-/// A message in the listing of recent ones.
-#[derive(Debug)]
-pub struct MessageRow {
-    pub id: i64,
-    pub otp_id: Option<i64>,
-    pub created_at: SystemTime,
-    pub to: String,
-    pub channel: String,
-    pub provider: String,
-    pub sid: Option<String>,
-    pub status: String,
-    pub error_code: Option<i64>,
-    pub error_message: Option<String>,
-    /// Provider requests it took; `None` on rows from before migration 4.
-    pub attempts: Option<u32>,
-}
-
-/// One message and its status history.
-#[derive(Debug)]
-pub struct MessageDetail {
-    pub id: i64,
-    pub otp_id: Option<i64>,
-    pub kind: String,
-    pub channel: String,
-    pub to: String,
-    pub user_id: Option<String>,
-    pub status: String,
-    pub sid: Option<String>,
-    pub segments: Option<u32>,
-    pub created_at: SystemTime,
-    pub send_at: Option<SystemTime>,
-    pub error_code: Option<i64>,
-    pub error_message: Option<String>,
-    /// An MMS's attachment URLs; empty for a text.
-    pub media: Vec<String>,
-    pub history: Vec<StatusEvent>,
-}
-
-/// One status a message passed through.
-#[derive(Debug)]
-pub struct StatusEvent {
-    pub at: SystemTime,
-    pub status: String,
-    pub error_code: Option<i64>,
-    pub detail: Option<String>,
-}
-
-/// Twilio's statuses in the order a message moves through them. Callbacks can arrive
-/// out of order; the message keeps the furthest status and the history keeps them all.
-pub(super) fn rank(status: &str) -> u8 {
-    match status {
-        "queued" | "accepted" | "scheduled" => 0,
-        "sending" | "checking" => 1,
-        "sent" | "delivered_to_outbox" => 2,
-        "delivered" | "undelivered" | "failed" | "canceled" | "unknown" => 3,
-        "read" => 4,
-        _ => 0,
-    }
-}
 
 /// Appends a status to a message's history.
 pub(super) fn event(
@@ -126,7 +29,7 @@ pub(super) fn event(
     Ok(())
 }
 
-impl Store {
+impl SqliteStore {
     /// Records a message that belongs to no code (the test-twilio endpoint).
     pub async fn record_message(
         &self,
@@ -155,57 +58,16 @@ impl Store {
         delivery: &Delivery,
         now: SystemTime,
     ) -> rusqlite::Result<()> {
-        let (provider, sid, status, code, message, attempts) = match delivery {
-            Delivery::Sent {
-                provider,
-                sid,
-                status,
-                attempts,
-                ..
-            } => (
-                *provider,
-                Some(sid.as_str()),
-                status.as_str(),
-                None,
-                None,
-                *attempts,
-            ),
-            Delivery::Failed {
-                provider,
-                error_code,
-                error_message,
-                attempts,
-            } => (
-                *provider,
-                None,
-                "failed",
-                *error_code,
-                Some(error_message.as_str()),
-                *attempts,
-            ),
-            Delivery::CircuitOpen {
-                provider,
-                error_message,
-            } => (
-                *provider,
-                None,
-                "circuit_open",
-                None,
-                Some(error_message.as_str()),
-                0,
-            ),
-            Delivery::Unknown {
-                provider,
-                error_message,
-            } => (
-                *provider,
-                None,
-                "unknown",
-                None,
-                Some(error_message.as_str()),
-                1,
-            ),
-            Delivery::Skipped => return Ok(()),
+        let Some(DeliveryRow {
+            provider,
+            sid,
+            status,
+            error_code: code,
+            error_message: message,
+            attempts,
+        }) = delivery.row()
+        else {
+            return Ok(());
         };
         tx.prepare_cached(Self::INSERT_DELIVERY)?.execute(params![
             otp_id,
@@ -291,7 +153,7 @@ impl Store {
                         send_at: r.get::<_, Option<i64>>(10)?.map(from_millis),
                         error_code: r.get(11)?,
                         error_message: r.get(12)?,
-                        media: super::outbox::split_media(r.get(13)?),
+                        media: split_media(r.get(13)?),
                         history: Vec::new(),
                     })
                 })

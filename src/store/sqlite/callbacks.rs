@@ -9,35 +9,11 @@ use std::time::SystemTime;
 
 use rusqlite::{OptionalExtension, params};
 
-use super::messages::{event, rank};
-use super::{Store, StoreError, audit, millis};
+use super::messages::event;
+use super::{SqliteStore, StoreError, audit, millis};
+use crate::store::shared::{rank, will_not_arrive};
+use crate::store::types::{AfterReport, CodeResend};
 use crate::types::Caller;
-
-/// What a report did besides joining the history.
-#[derive(Debug, PartialEq, Eq)]
-pub enum AfterReport {
-    Nothing,
-    /// An outbox message queued again, on `channel`.
-    Requeued {
-        channel: String,
-    },
-    /// A code whose message never arrived; the service sends it on `channels`.
-    ResendCode(CodeResend),
-}
-
-/// A code to re-issue on the next channels: what its first message was sent with.
-#[derive(Debug, PartialEq, Eq)]
-pub struct CodeResend {
-    pub otp_id: i64,
-    pub phone: String,
-    pub purpose: String,
-    pub user_id: Option<String>,
-    pub locale: Option<String>,
-    /// Comma-separated, in order.
-    pub channels: String,
-    /// "whatsapp reported failed (63003)", for the history and the audit.
-    pub reason: String,
-}
 
 /// The message a report names, as the decision needs it.
 struct Reportee {
@@ -49,12 +25,7 @@ struct Reportee {
     otp_id: Option<i64>,
 }
 
-/// Statuses after which a WhatsApp message will not arrive.
-fn will_not_arrive(status: &str) -> bool {
-    matches!(status, "undelivered" | "failed")
-}
-
-impl Store {
+impl SqliteStore {
     /// Applies a (validated) status callback. Returns the message id and what follows,
     /// or `None` when no message has (or had) that SID.
     pub async fn apply_status(

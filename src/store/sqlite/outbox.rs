@@ -11,99 +11,9 @@ use std::time::SystemTime;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::messages::event;
-use super::{Store, StoreError, from_millis, millis};
-
-/// A message to queue; `request_hash` fingerprints what the caller asked for, so a
-/// reused idempotency key with a different request is refused instead of replayed.
-pub struct NewOutgoing {
-    pub to: String,
-    pub body: String,
-    pub channel: String,
-    /// Channels to try next, in order, comma-separated.
-    pub fallback: Option<String>,
-    pub user_id: Option<String>,
-    pub idempotency_key: Option<String>,
-    pub request_hash: String,
-    pub send_at: SystemTime,
-    pub segments: u32,
-    /// The attachments' URLs (an MMS), in order; empty for a text.
-    pub media: Vec<String>,
-    pub now: SystemTime,
-    /// Idempotency keys older than this are forgotten (24 h before `now`).
-    pub replay_since: SystemTime,
-}
-
-#[derive(Debug, PartialEq, Eq)]
-pub enum Enqueued {
-    New {
-        id: i64,
-    },
-    /// The same key and request within the window: the first message, not a new one.
-    Replayed {
-        id: i64,
-        status: String,
-    },
-    /// The same key with a different request.
-    KeyConflict {
-        id: i64,
-    },
-}
-
-impl Enqueued {
-    /// An earlier message with the caller's key: the same request, or a conflict.
-    pub fn replay(id: i64, first_hash: &str, request_hash: &str, status: String) -> Self {
-        if first_hash == request_hash {
-            Enqueued::Replayed { id, status }
-        } else {
-            Enqueued::KeyConflict { id }
-        }
-    }
-}
-
-/// A message a worker now owns (status `sending`).
-#[derive(Debug)]
-pub struct Claimed {
-    pub id: i64,
-    pub to: String,
-    pub body: String,
-    pub channel: String,
-    pub fallback: Option<String>,
-    pub attempts: u32,
-    pub media: Vec<String>,
-}
-
-/// How a worker's send ended.
-#[derive(Clone)]
-pub enum Outcome {
-    Sent {
-        provider: &'static str,
-        sid: String,
-    },
-    Failed {
-        error_code: Option<i64>,
-        error_message: String,
-    },
-    /// Twilio refused the channel: queued again at once on `next`, with fresh attempts.
-    Fallback {
-        next: String,
-        rest: Option<String>,
-        reason: String,
-    },
-    /// Known not sent (refused at connect, or an error answer): back to `queued`, due
-    /// again at `at`. `counted: false` gives the attempt back: no request was made
-    /// (open circuit).
-    Retry {
-        at: SystemTime,
-        reason: String,
-        counted: bool,
-    },
-    /// The request may have reached the provider: `checking`, asked about at `check_at`
-    /// before anything is sent again.
-    Unconfirmed {
-        reason: String,
-        check_at: SystemTime,
-    },
-}
+use super::{SqliteStore, StoreError, from_millis, millis};
+use crate::store::shared::{KEEP_BODY_FOR_FALLBACK, join_media, split_media};
+use crate::store::types::{Claimed, Enqueued, NewOutgoing, Outcome};
 
 /// Claims the queued messages that are due, oldest first (`messages_due` index); the
 /// attempt's start bounds where its check looks.
@@ -119,21 +29,6 @@ const NEXT_DUE: &str = "SELECT min(due) FROM (
         SELECT min(send_at) AS due FROM messages WHERE status = 'queued' AND kind = 'sms'
         UNION ALL
         SELECT min(send_at) FROM messages WHERE status = 'checking' AND kind = 'sms')";
-
-/// A sent WhatsApp message keeps its body while a later channel may still carry it
-/// (Twilio can report it undelivered afterwards); anything else drops it on leaving.
-pub(super) const KEEP_BODY_FOR_FALLBACK: &str =
-    "CASE WHEN channel = 'whatsapp' AND fallback IS NOT NULL THEN body END";
-
-/// Media URLs as one column: newline-separated (a parsed URL holds no newline), NULL
-/// for none, so a text message's row is unchanged.
-pub(super) fn join_media(urls: &[String]) -> Option<String> {
-    Some(urls.join("\n")).filter(|s| !s.is_empty())
-}
-
-pub(super) fn split_media(column: Option<String>) -> Vec<String> {
-    column.map_or_else(Vec::new, |s| s.split('\n').map(str::to_owned).collect())
-}
 
 /// The message holding `key` since `since`: its id, request hash and status.
 fn holding_key(
@@ -151,7 +46,7 @@ fn holding_key(
     .optional()
 }
 
-impl Store {
+impl SqliteStore {
     /// Commits the message as `queued` (or finds the first one for its idempotency key).
     /// The caller is answered only after this returns, so a 202 is never lost.
     pub async fn enqueue(&self, m: NewOutgoing) -> Result<Enqueued, StoreError> {
@@ -212,7 +107,7 @@ impl Store {
 
     /// Moves up to `limit` due messages to `sending` and hands them to the caller.
     /// Committed before any send starts: a crash leaves them `sending`, for
-    /// [`Store::recover_interrupted`].
+    /// [`SqliteStore::recover_interrupted`].
     pub async fn claim_due(&self, now: SystemTime, limit: u32) -> Result<Vec<Claimed>, StoreError> {
         self.write("claim_due", move |tx| {
             let claimed: Vec<Claimed> = tx
@@ -337,7 +232,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::schema::{migrated, query_plan};
+    use crate::store::sqlite::schema::{migrated, query_plan};
 
     #[test]
     fn the_outbox_finds_due_messages_through_its_index() {

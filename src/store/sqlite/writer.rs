@@ -50,7 +50,7 @@ pub(super) enum Command {
     Stop,
 }
 
-/// A job built by `Store::write`: the closure, then its result until the commit.
+/// A job built by `SqliteStore::write`: the closure, then its result until the commit.
 pub(super) struct Pending<T, F> {
     pub(super) f: F,
     pub(super) result: Option<Result<T, rusqlite::Error>>,

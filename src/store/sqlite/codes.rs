@@ -7,47 +7,11 @@ use std::time::SystemTime;
 
 use rusqlite::{OptionalExtension, params};
 
-use super::{Delivery, Store, StoreError, audit, from_millis, millis};
+use super::{SqliteStore, StoreError, audit, from_millis, millis};
+use crate::store::types::{Attempt, Delivery, NewCode};
 use crate::types::{Caller, Channel};
 
-/// A code to insert; `code_hash` is already keyed, the store never sees a code.
-pub struct NewCode {
-    pub caller: Caller,
-    pub phone: String,
-    pub purpose: String,
-    pub user_id: Option<String>,
-    pub code_hash: Vec<u8>,
-    pub max_attempts: u32,
-    pub test_number: bool,
-    pub created_at: SystemTime,
-    pub expires_at: SystemTime,
-    /// Destination region ("ES", "001"), for the cost guard's unverified budget.
-    pub country: Option<String>,
-}
-
-/// How one verify attempt for (phone, purpose) ended.
-#[derive(Debug)]
-pub enum Attempt {
-    /// The attempt was counted, the code matched and is now used.
-    Verified {
-        id: i64,
-    },
-    /// The attempt was counted and the code (or the user) did not match.
-    Wrong {
-        id: i64,
-        attempts_remaining: u32,
-    },
-    /// No code was ever sent for this phone and purpose (or its SMS failed).
-    NoCode,
-    Used,
-    Expired,
-    /// Every attempt is spent; the code is dead until it expires or is superseded.
-    Exhausted {
-        expires_at: SystemTime,
-    },
-}
-
-impl Store {
+impl SqliteStore {
     /// The live codes for (phone, purpose). Found, then updated by id: `UPDATE …
     /// RETURNING` would buffer its rows in a temporary b-tree on every send, though
     /// most sends supersede nothing.
@@ -103,35 +67,7 @@ impl Store {
         caller: Caller,
     ) -> Result<(), StoreError> {
         self.write("record_delivery", move |tx| {
-            let (state, event, detail) = match &delivery {
-                Delivery::Sent { sid, attempts, .. } => (
-                    "sent",
-                    "sent",
-                    Some(match attempts {
-                        0 | 1 => sid.clone(),
-                        n => format!("{sid} (after {n} requests)"),
-                    }),
-                ),
-                Delivery::Skipped => ("sent", "sent", Some("test number: no SMS".to_owned())),
-                Delivery::Failed {
-                    error_code,
-                    error_message,
-                    ..
-                } => (
-                    "failed",
-                    "send_failed",
-                    Some(match error_code {
-                        Some(code) => format!("{code}: {error_message}"),
-                        None => error_message.clone(),
-                    }),
-                ),
-                Delivery::CircuitOpen { error_message, .. } => {
-                    ("failed", "circuit_open", Some(error_message.clone()))
-                }
-                Delivery::Unknown { error_message, .. } => {
-                    ("failed", "send_unknown", Some(error_message.clone()))
-                }
-            };
+            let (state, event, detail) = delivery.code_outcome();
             tx.prepare_cached(Self::MARK_DELIVERED)?
                 .execute(params![otp_id, state])?;
             // The locale a re-send on the next channel renders in (`callbacks.rs`).
@@ -161,17 +97,7 @@ impl Store {
         caller: Caller,
     ) -> Result<(), StoreError> {
         self.write("record_fallback", move |tx| {
-            let detail = match &delivery {
-                Delivery::Failed {
-                    error_code: Some(code),
-                    error_message,
-                    ..
-                } => format!("{channel} refused, {code}: {error_message}"),
-                Delivery::Failed { error_message, .. } => {
-                    format!("{channel} refused: {error_message}")
-                }
-                _ => format!("{channel} refused"),
-            };
+            let detail = delivery.refusal_detail(channel);
             Self::insert_message(tx, Some(otp_id), &to, channel, &delivery, now)?;
             audit::code_event(tx, now, otp_id, "channel_fallback", Some(&detail), caller)
         })
@@ -266,7 +192,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::schema::migrated;
+    use crate::store::sqlite::schema::migrated;
 
     /// The opcodes SQLite compiles `sql` to (its parameters left unbound).
     fn opcodes(conn: &rusqlite::Connection, sql: &str) -> Vec<String> {
@@ -283,13 +209,13 @@ mod tests {
     fn the_writes_of_a_send_and_a_verify_build_no_temporary_btree() {
         let conn = migrated();
         for sql in [
-            Store::LIVE_CODES,
-            Store::SUPERSEDE,
-            Store::INSERT_CODE,
-            Store::MARK_DELIVERED,
-            Store::CONSUME,
-            Store::COUNT_ATTEMPT,
-            Store::EXPIRE,
+            SqliteStore::LIVE_CODES,
+            SqliteStore::SUPERSEDE,
+            SqliteStore::INSERT_CODE,
+            SqliteStore::MARK_DELIVERED,
+            SqliteStore::CONSUME,
+            SqliteStore::COUNT_ATTEMPT,
+            SqliteStore::EXPIRE,
         ] {
             let ops = opcodes(&conn, sql);
             assert!(

@@ -7,56 +7,9 @@ use std::time::SystemTime;
 
 use rusqlite::params;
 
-use super::{Store, StoreError, from_millis, millis};
+use super::{SqliteStore, StoreError, from_millis, millis};
+use crate::store::types::{AuditRow, Counts, Cutoffs, GuardEvent, Purged};
 use crate::types::Caller;
-
-/// A send the cost guard refused (or, in record mode, would have refused).
-pub struct GuardEvent {
-    pub at: SystemTime,
-    /// `guard_blocked` or `guard_would_block`.
-    pub event: &'static str,
-    pub phone: String,
-    pub purpose: Option<String>,
-    pub user_id: Option<String>,
-    /// The rule's name.
-    pub detail: &'static str,
-    pub caller: Option<Caller>,
-}
-
-#[derive(Debug)]
-pub struct AuditRow {
-    pub id: i64,
-    pub at: SystemTime,
-    pub otp_id: Option<i64>,
-    pub event: String,
-    pub phone: Option<String>,
-    pub purpose: Option<String>,
-    pub user_id: Option<String>,
-    pub detail: Option<String>,
-    /// Who made the request (absent on rows from before migration 3).
-    pub caller: Option<Caller>,
-}
-
-#[derive(Debug)]
-pub struct Counts {
-    pub codes: Vec<(String, i64)>,
-    pub messages: Vec<(String, i64)>,
-}
-
-/// Rows older than these are deleted by [`Store::purge`].
-#[derive(Debug, Clone, Copy)]
-pub struct Cutoffs {
-    pub codes_before: SystemTime,
-    pub messages_before: SystemTime,
-    pub audit_before: SystemTime,
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Purged {
-    pub otps: u64,
-    pub messages: u64,
-    pub audit: u64,
-}
 
 /// Audits an event of code `otp_id`, in the transaction that changed the code.
 pub(super) fn code_event(
@@ -85,7 +38,7 @@ pub(super) fn code_event(
     Ok(())
 }
 
-impl Store {
+impl SqliteStore {
     /// An audit row that belongs to no code: its context comes with it.
     pub(super) const INSERT_UNLINKED: &str =
         "INSERT INTO audit (at, otp_id, event, phone, purpose, user_id, detail,
@@ -276,12 +229,16 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::schema::{migrated, query_plan};
+    use crate::store::sqlite::schema::{migrated, query_plan};
 
     #[test]
     fn reading_the_audit_since_a_time_uses_its_time_index() {
         let conn = migrated();
-        let plan = query_plan(&conn, Store::AUDIT_SINCE, params![0, "+34600000001", 10]);
+        let plan = query_plan(
+            &conn,
+            SqliteStore::AUDIT_SINCE,
+            params![0, "+34600000001", 10],
+        );
         assert!(
             plan.iter()
                 .any(|p| p.contains("INDEX audit_by_time (at>?)")),
@@ -293,7 +250,7 @@ mod tests {
     #[test]
     fn counting_unverified_codes_uses_the_partial_index() {
         let conn = migrated();
-        let plan = query_plan(&conn, Store::COUNT_UNVERIFIED, params!["ES", 0]);
+        let plan = query_plan(&conn, SqliteStore::COUNT_UNVERIFIED, params!["ES", 0]);
         assert!(
             plan.iter().any(
                 |p| p.contains("INDEX otps_unverified_by_country (country=? AND created_at>?)")
