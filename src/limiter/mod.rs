@@ -80,6 +80,16 @@ pub struct Limiter {
     refusals: Refusals,
 }
 
+/// A shared limit's key: kind, quota and subject (`sp/5/600000/+34600111222`).
+fn shared(limit: Limit, kind: &str, subject: &str, rate: Rate) -> (Limit, String, Rate) {
+    let key = format!(
+        "{kind}/{}/{}/{subject}",
+        rate.count,
+        rate.period.as_millis()
+    );
+    (limit, key, rate)
+}
+
 /// "N per period" as GCRA: a burst of N, refilled one cell every period / N.
 pub fn quota(rate: Rate) -> Quota {
     let interval = rate.period / rate.count.get();
@@ -190,33 +200,36 @@ impl Limiter {
 
     /// The send limits as every host spells them, for the shared store (PostgreSQL):
     /// which limit, its key and its quota, in the order [`Limiter::check_send`] takes
-    /// them. User ids are keys as they are (all hosts must agree; the audit trail holds
-    /// them already).
+    /// them. The quota is part of the key, so a changed limit starts afresh, as this
+    /// limiter's own do on reload. User ids are keys as they are (every host must
+    /// agree on them; the audit trail holds them already).
     pub fn shared_send(&self, phone: &str, user: Option<&str>) -> Vec<(Limit, String, Rate)> {
         let limits = self.quotas();
-        let mut checks = vec![(
+        let mut checks = vec![shared(
             Limit::SendPerPhone,
-            format!("sp:{phone}"),
+            "sp",
+            phone,
             limits.send_per_phone,
         )];
         if let Some(user) = user {
-            checks.push((
-                Limit::SendPerUser,
-                format!("su:{user}"),
-                limits.send_per_user,
-            ));
+            checks.push(shared(Limit::SendPerUser, "su", user, limits.send_per_user));
         }
-        checks.push((Limit::SendGlobal, "g".to_owned(), limits.send_global));
+        checks.push(shared(Limit::SendGlobal, "g", "", limits.send_global));
         checks
     }
 
     pub fn shared_global(&self) -> Vec<(Limit, String, Rate)> {
-        vec![(Limit::SendGlobal, "g".to_owned(), self.quotas().send_global)]
+        vec![shared(
+            Limit::SendGlobal,
+            "g",
+            "",
+            self.quotas().send_global,
+        )]
     }
 
     pub fn shared_verify(&self, phone: &str) -> Vec<(Limit, String, Rate)> {
         let rate = self.quotas().verify_per_phone;
-        vec![(Limit::VerifyPerPhone, format!("vp:{phone}"), rate)]
+        vec![shared(Limit::VerifyPerPhone, "vp", phone, rate)]
     }
 
     /// A refusal the shared limits made, counted and logged like this limiter's own.

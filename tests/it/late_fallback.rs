@@ -45,10 +45,11 @@ fn sent(mock: &MockTwilio) -> Vec<(String, String)> {
         .collect()
 }
 
+// SQLite-only: it reads the database file.
 #[tokio::test]
 async fn an_outbox_message_reported_undelivered_on_whatsapp_goes_once_by_sms() {
     let mock = MockTwilio::start(MockOptions::default());
-    let otpd = whatsapp_then_sms(&mock).start();
+    let otpd = whatsapp_then_sms(&mock).sqlite_only().start();
     let reply = send_sms(&otpd, json!({"to": PHONE, "body": "Table at 8"})).await;
     assert_eq!(reply.status, 202, "{:?}", reply.json);
     let id = reply.json["message_id"].as_i64().unwrap();

@@ -31,11 +31,12 @@ async fn sigint_stops_too_and_the_socket_mode_is_configurable() {
     assert!(!otpd.socket().exists());
 }
 
+// SQLite-only: it reads the database file.
 #[tokio::test]
 async fn an_in_flight_request_finishes_during_shutdown() {
     let mock = MockTwilio::start(MockOptions::default());
     mock.set_latency(Duration::from_millis(1500));
-    let otpd = std::sync::Arc::new(Setup::new().twilio(&mock).start());
+    let otpd = std::sync::Arc::new(Setup::new().sqlite_only().twilio(&mock).start());
     let pending = {
         let otpd = otpd.clone();
         tokio::spawn(async move { otpd.send_otp(send_body(PHONE, "login", None)).await })

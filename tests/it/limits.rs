@@ -68,10 +68,12 @@ async fn sends_per_user_are_limited_across_numbers() {
     );
 }
 
+// SQLite-only: it reads the database file.
 #[tokio::test]
 async fn verify_attempts_per_phone_are_limited_across_codes() {
     let mock = MockTwilio::start(MockOptions::default());
     let otpd = Setup::new()
+        .sqlite_only()
         .twilio(&mock)
         .set("limits", "verify_per_phone = \"3/1m\"")
         .start();
@@ -118,11 +120,13 @@ const SEND_SMS: &str = "/api/v1/messaging/send-sms/";
 
 /// Issue 18: racers that all missed the idempotency lookup each spent a global token
 /// before the insert noticed the key, so replays used up the ceiling.
+// SQLite-only: it reads the database file.
 #[tokio::test]
 async fn a_hundred_parallel_replays_spend_one_global_token() {
     let mock = MockTwilio::start(MockOptions::default());
     let otpd = std::sync::Arc::new(
         Setup::new()
+            .sqlite_only()
             .twilio(&mock)
             .set("limits", "send_global = \"3/1h\"")
             .start(),

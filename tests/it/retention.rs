@@ -21,9 +21,10 @@ fn retention(setup: Setup, interval: &str) -> Setup {
         .set("retention", &format!("interval = \"{interval}\""))
 }
 
+// SQLite-only: it reads the database file.
 #[tokio::test]
 async fn purge_shrinks_the_database_to_the_retained_rows() {
-    let otpd = retention(Setup::new(), "1h").start();
+    let otpd = retention(Setup::new().sqlite_only(), "1h").start();
     for n in 0..3 {
         let reply = otpd
             .send_otp(send_body(&format!("+3460011130{n}"), "login", None))
@@ -68,9 +69,10 @@ async fn purge_shrinks_the_database_to_the_retained_rows() {
     );
 }
 
+// SQLite-only: it reads the database file.
 #[tokio::test]
 async fn the_retention_job_runs_on_its_own() {
-    let otpd = retention(Setup::new(), "1s").start();
+    let otpd = retention(Setup::new().sqlite_only(), "1s").start();
     let reply = otpd.send_otp(send_body(PHONE, "login", None)).await;
     assert_eq!(reply.status, 200);
     otpd.move_clock(Duration::from_secs(3 * 3600));

@@ -145,10 +145,11 @@ async fn the_fifth_wrong_attempt_kills_the_code() {
     );
 }
 
+// SQLite-only: it reads the database file.
 #[tokio::test]
 async fn fifty_parallel_wrong_guesses_never_verify_or_count_past_the_cap() {
     let mock = MockTwilio::start(MockOptions::default());
-    let otpd = std::sync::Arc::new(Setup::new().twilio(&mock).start());
+    let otpd = std::sync::Arc::new(Setup::new().sqlite_only().twilio(&mock).start());
     let code = sent_code(&otpd, &mock, "login", None).await;
 
     let mut guesses = tokio::task::JoinSet::new();
@@ -242,10 +243,11 @@ async fn a_pending_code_stays_verifiable_across_a_restart() {
     assert_eq!(ok.status, 200, "{:?}", ok.json);
 }
 
+// SQLite-only: it reads the database file.
 #[tokio::test]
 async fn a_code_whose_sms_failed_can_never_verify() {
     let mock = MockTwilio::start(MockOptions::default());
-    let otpd = Setup::new().twilio(&mock).start();
+    let otpd = Setup::new().sqlite_only().twilio(&mock).start();
     // Twilio refuses this number, so the caller never gets a code; nothing may verify.
     let failed = otpd
         .send_otp(send_body("+15005550002", "login", None))

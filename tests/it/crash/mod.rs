@@ -290,6 +290,7 @@ fn integrity_ok(db: &Path) {
     assert_eq!(result, "ok");
 }
 
+// SQLite-only: it reads the database file.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_outcomes_survive_kill_9_at_random_points() {
     let seed: u64 = std::env::var("OTPD_CRASH_SEED")
@@ -301,6 +302,7 @@ async fn acknowledged_outcomes_survive_kill_9_at_random_points() {
 
     let mock = std::sync::Arc::new(MockTwilio::start(MockOptions::default()));
     let setup = Setup::new()
+        .sqlite_only()
         .twilio(&mock)
         .set("otp", &format!("max_attempts = {MAX_ATTEMPTS}"))
         .set("limits", "send_global = \"100000/1s\"")

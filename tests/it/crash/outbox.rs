@@ -154,6 +154,7 @@ async fn codes(socket: std::path::PathBuf, phone: String, stop: Arc<AtomicBool>)
     told
 }
 
+// SQLite-only: it reads the database file.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_accepted_message_and_code_is_sent_once_or_failed_across_kill_9() {
     let seed = seed();
@@ -164,6 +165,7 @@ async fn every_accepted_message_and_code_is_sent_once_or_failed_across_kill_9() 
 
     let mock = MockTwilio::start(MockOptions::default());
     let setup = Setup::new()
+        .sqlite_only()
         .twilio(&mock)
         .set("twilio", "timeout = \"400ms\"")
         .set("twilio", "send_deadline = \"1200ms\"")
