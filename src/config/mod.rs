@@ -23,7 +23,7 @@ use thiserror::Error;
 
 use crate::clock::Clock;
 use crate::templates::Catalog;
-use crate::types::PhoneNumber;
+use crate::types::{Channel, PhoneNumber};
 
 pub use otp::{KeySource, OtpConfig, OtpSlot, TestNumber};
 use raw::RawConfig;
@@ -32,7 +32,7 @@ pub use sections::{
     ServerConfig, StoreConfig,
 };
 pub use sources::{Secret, Sources};
-pub use twilio::{ProviderConfig, TwilioConfig, TwilioFaults, TwilioFrom};
+pub use twilio::{ProviderConfig, SAY_LANGUAGES, TwilioConfig, TwilioFaults, TwilioFrom};
 pub use values::{GuardRegion, Rate, parse_region};
 
 #[derive(Debug, Error)]
@@ -146,12 +146,13 @@ impl Config {
                 .iter()
                 .find(|c| twilio.sender(*c).is_none())
         {
+            let needs = match channel {
+                Channel::Voice => "twilio.voice_from is not set",
+                _ => "neither twilio.whatsapp_from nor twilio.messaging_service_sid is set",
+            };
             return Err(invalid(
                 "messaging.channels",
-                format!(
-                    "lists {channel}, but neither twilio.whatsapp_from nor \
-                     twilio.messaging_service_sid is set"
-                ),
+                format!("lists {channel}, but {needs}"),
             ));
         }
 

@@ -48,3 +48,4 @@ mod twilio_contract;
 mod twilio_faults;
 mod upgrade;
 mod verify_otp;
+mod voice;
