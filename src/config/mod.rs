@@ -28,8 +28,8 @@ use crate::types::{Channel, PhoneNumber};
 pub use otp::{KeySource, OtpConfig, OtpSlot, TestNumber};
 use raw::RawConfig;
 pub use sections::{
-    GuardConfig, GuardMode, LimitsConfig, MAX_SOCKET_PATH, MessagingConfig, RetentionConfig,
-    ServerConfig, StoreConfig,
+    GuardConfig, GuardMode, LimitsConfig, MAX_SOCKET_PATH, MessagingConfig, ReportsConfig,
+    RetentionConfig, ServerConfig, StoreConfig,
 };
 pub use sources::{Secret, Sources};
 pub use twilio::{ProviderConfig, SAY_LANGUAGES, TwilioConfig, TwilioFaults, TwilioFrom};
@@ -66,6 +66,7 @@ pub struct Config {
     pub otp: OtpConfig,
     pub limits: LimitsConfig,
     pub retention: RetentionConfig,
+    pub reports: ReportsConfig,
     pub guard: GuardConfig,
     pub messaging: MessagingConfig,
     /// Every template, `otp` included (built from `otp.message_template` if not given).
@@ -130,6 +131,7 @@ impl Config {
         let otp = otp::otp(&raw.otp, &templates, &store, sources)?;
         let limits = sections::limits(&raw.limits)?;
         let retention = sections::retention(&raw.retention)?;
+        let reports = sections::reports(&raw.reports)?;
         let guard = sections::guard(&raw.guard)?;
         let messaging = sections::messaging(&raw.messaging)?;
 
@@ -172,6 +174,7 @@ impl Config {
             otp,
             limits,
             retention,
+            reports,
             guard,
             messaging,
             templates,

@@ -23,6 +23,7 @@ pub(super) struct RawConfig {
     pub(super) templates: BTreeMap<String, BTreeMap<String, String>>,
     pub(super) twilio: RawTwilio,
     pub(super) dev: RawDev,
+    pub(super) reports: RawReports,
 }
 
 impl RawConfig {
@@ -169,6 +170,23 @@ impl Default for RawRetention {
             messages: "30d".into(),
             audit: "90d".into(),
             interval: "1h".into(),
+        }
+    }
+}
+
+/// `[reports]`: what a segment costs, by destination prefix ("+34" = 0.0798).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub(super) struct RawReports {
+    pub(super) currency: String,
+    pub(super) prices: BTreeMap<String, f64>,
+}
+
+impl Default for RawReports {
+    fn default() -> Self {
+        RawReports {
+            currency: "USD".into(),
+            prices: BTreeMap::new(),
         }
     }
 }

@@ -36,6 +36,7 @@ mod callbacks;
 mod codes;
 mod messages;
 mod outbox;
+mod report;
 mod schema;
 mod unconfirmed;
 mod writer;
@@ -44,6 +45,7 @@ pub use callbacks::{AfterReport, CodeResend};
 pub use codes::{Attempt, NewCode};
 pub use messages::{Delivery, Fallback, MessageDetail, MessageRow, StatusEvent};
 pub use outbox::{Claimed, Enqueued, NewOutgoing, Outcome};
+pub use report::{Billed, CodeGroup, ReportRows};
 pub use schema::{SCHEMA_VERSION, create_at_version};
 pub use unconfirmed::{Checked, PendingCode, Unconfirmed};
 

@@ -9,7 +9,7 @@ use thiserror::Error;
 mod phone;
 mod phone_cache;
 
-pub use phone::{MaskedPhone, PhoneNumber, Region, mask_numbers};
+pub use phone::{MaskedPhone, PhoneNumber, Region, calling_code, mask_numbers};
 
 /// Why a caller's value was refused; `api` maps each variant to a stable error code.
 #[derive(Debug, Error, PartialEq, Eq)]

@@ -38,6 +38,7 @@ mod monitoring;
 mod outbox_recovery;
 mod prism_selftest;
 mod readme;
+mod reports;
 mod retention;
 mod send_otp;
 mod status;
