@@ -236,6 +236,7 @@ API = "/api/v1/messaging"
 SEND, VERIFY, SMS = f"{API}/send-otp/", f"{API}/verify-otp/", f"{API}/send-sms/"
 TEST, STATUS, MESSAGES = f"{API}/test-twilio/", f"{API}/status/", f"{API}/messages/"
 MESSAGE, AUDIT, PURGE = f"{API}/messages/{{id}}", f"{API}/audit/", f"{API}/purge/"
+REPORT = f"{API}/report/"
 CALLBACK, HEALTH, METRICS = f"{API}/twilio/status-callback/", "/healthz", "/metrics"
 OPENAPI_PATH = "/api/v1/openapi.json"
 BODY_PATHS = [SEND, VERIFY, SMS, CALLBACK]
@@ -309,6 +310,8 @@ def test_plain_messages_and_reads(daemons: Daemons, mock: MockTwilio) -> None:
     api.call("GET", AUDIT, 200, params={"phone": phone})
     api.call("GET", AUDIT, (400, "invalid_query"), params={"since": "soon"})
     api.call("GET", AUDIT, (400, "invalid_phone_number"), params={"phone": "12"})
+    api.call("GET", REPORT, 200, params={"since": "1h"})
+    api.call("GET", REPORT, (400, "invalid_query"), params={"since": "soon"})
     for path in (STATUS, TEST, HEALTH, METRICS, OPENAPI_PATH):
         api.call("GET", path, 200)
     api.call("POST", PURGE, 200)

@@ -79,7 +79,12 @@ impl Query {
     }
 
     pub(super) fn since(&self, now: SystemTime) -> Result<SystemTime, Failure> {
-        let text = self.get("since").unwrap_or("24h");
+        self.since_or(now, "24h")
+    }
+
+    /// `since`, or `default` ago when the query has none.
+    pub(super) fn since_or(&self, now: SystemTime, default: &str) -> Result<SystemTime, Failure> {
+        let text = self.get("since").unwrap_or(default);
         if let Ok(ago) = humantime::parse_duration(text) {
             return Ok(now.checked_sub(ago).unwrap_or(UNIX_EPOCH));
         }

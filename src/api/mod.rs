@@ -14,6 +14,7 @@ mod error;
 mod messages;
 mod otp;
 pub mod paths;
+mod report;
 mod routes;
 
 use std::convert::Infallible;
@@ -150,6 +151,7 @@ impl Api {
             Route::StatusCallback => messages::status_callback(self, req, caller, now).await,
             Route::Status => admin::status(self, now).await,
             Route::Audit => admin::audit(self, &req, now).await,
+            Route::Report => report::report(self, &req, now).await,
             Route::Purge => admin::purge(self, now).await,
             Route::Health => admin::healthz(self).await,
             Route::Metrics => Ok(admin::metrics(self)),

@@ -13,6 +13,7 @@ pub const SEND_SMS: &str = "/api/v1/messaging/send-sms";
 pub const MESSAGES: &str = "/api/v1/messaging/messages";
 pub const STATUS_CALLBACK: &str = "/api/v1/messaging/twilio/status-callback";
 pub const AUDIT: &str = "/api/v1/messaging/audit";
+pub const REPORT: &str = "/api/v1/messaging/report";
 pub const PURGE: &str = "/api/v1/messaging/purge";
 pub const OPENAPI: &str = "/api/v1/openapi.json";
 pub const HEALTHZ: &str = "/healthz";

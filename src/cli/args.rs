@@ -116,6 +116,15 @@ pub enum ClientCommand {
         #[command(flatten)]
         daemon: Daemon,
     },
+    /// Sends, verifications and conversion by country, purpose, channel and provider;
+    /// failures by provider error; guard blocks; median time to verify; estimated cost.
+    Report {
+        /// How far back: a duration (7d, 24h) or an RFC 3339 time.
+        #[arg(long, default_value = "7d")]
+        since: String,
+        #[command(flatten)]
+        daemon: Daemon,
+    },
     /// Run the retention job now.
     Purge {
         #[command(flatten)]
@@ -210,6 +219,7 @@ impl ClientCommand {
                 },
                 daemon,
             ),
+            ClientCommand::Report { since, daemon } => (Call::Report { since }, daemon),
             ClientCommand::Purge { daemon } => (Call::Purge, daemon),
         }
     }

@@ -4,6 +4,7 @@
 
 pub mod args;
 mod reach;
+mod report;
 
 use std::path::{Path, PathBuf};
 
@@ -57,6 +58,9 @@ pub enum Call {
         since: String,
         limit: u32,
     },
+    Report {
+        since: String,
+    },
     Purge,
 }
 
@@ -95,6 +99,14 @@ impl Call {
             ),
             Call::TestTwilio => (Method::GET, "/api/v1/messaging/test-twilio/".into(), None),
             Call::Status => (Method::GET, "/api/v1/messaging/status/".into(), None),
+            Call::Report { since } => (
+                Method::GET,
+                format!(
+                    "/api/v1/messaging/report/?{}",
+                    query(&[("since", Some(since))])
+                ),
+                None,
+            ),
             Call::Messages { since, limit } => (
                 Method::GET,
                 format!(
@@ -229,7 +241,7 @@ fn text(value: &Value) -> String {
 }
 
 /// Aligned columns, headers first.
-fn table(headers: &[&str], keys: &[&str], rows: &[Value]) -> String {
+pub(super) fn table(headers: &[&str], keys: &[&str], rows: &[Value]) -> String {
     let cells: Vec<Vec<String>> = rows
         .iter()
         .map(|row| {
@@ -331,6 +343,7 @@ fn print_human(call: &Call, v: &Value) {
                 )
             );
         }
+        Call::Report { .. } => report::print(v),
         Call::Audit { .. } => {
             let rows = v["events"].as_array().cloned().unwrap_or_default();
             println!(

@@ -24,17 +24,17 @@ use thiserror::Error;
 
 use crate::clock::Clock;
 use crate::templates::Catalog;
-use crate::types::PhoneNumber;
+use crate::types::{Channel, PhoneNumber};
 
 pub use otp::{KeySource, OtpConfig, OtpSlot, TestNumber};
 pub use postgres::{PASSWORD_CREDENTIAL, PostgresConfig, SslMode};
 use raw::RawConfig;
 pub use sections::{
-    Backend, GuardConfig, GuardMode, LimitsConfig, MAX_SOCKET_PATH, MessagingConfig,
+    Backend, GuardConfig, GuardMode, LimitsConfig, MAX_SOCKET_PATH, MessagingConfig, ReportsConfig,
     RetentionConfig, ServerConfig, StoreConfig,
 };
 pub use sources::{Secret, Sources};
-pub use twilio::{ProviderConfig, TwilioConfig, TwilioFaults, TwilioFrom};
+pub use twilio::{ProviderConfig, SAY_LANGUAGES, TwilioConfig, TwilioFaults, TwilioFrom};
 pub use values::{GuardRegion, Rate, parse_region};
 
 #[derive(Debug, Error)]
@@ -68,6 +68,7 @@ pub struct Config {
     pub otp: OtpConfig,
     pub limits: LimitsConfig,
     pub retention: RetentionConfig,
+    pub reports: ReportsConfig,
     pub guard: GuardConfig,
     pub messaging: MessagingConfig,
     /// Every template, `otp` included (built from `otp.message_template` if not given).
@@ -132,6 +133,7 @@ impl Config {
         let otp = otp::otp(&raw.otp, &templates, &store, sources)?;
         let limits = sections::limits(&raw.limits)?;
         let retention = sections::retention(&raw.retention)?;
+        let reports = sections::reports(&raw.reports)?;
         let guard = sections::guard(&raw.guard)?;
         let messaging = sections::messaging(&raw.messaging)?;
 
@@ -148,12 +150,13 @@ impl Config {
                 .iter()
                 .find(|c| twilio.sender(*c).is_none())
         {
+            let needs = match channel {
+                Channel::Voice => "twilio.voice_from is not set",
+                _ => "neither twilio.whatsapp_from nor twilio.messaging_service_sid is set",
+            };
             return Err(invalid(
                 "messaging.channels",
-                format!(
-                    "lists {channel}, but neither twilio.whatsapp_from nor \
-                     twilio.messaging_service_sid is set"
-                ),
+                format!("lists {channel}, but {needs}"),
             ));
         }
 
@@ -173,6 +176,7 @@ impl Config {
             otp,
             limits,
             retention,
+            reports,
             guard,
             messaging,
             templates,

@@ -25,6 +25,7 @@ pub(super) struct RawConfig {
     pub(super) templates: BTreeMap<String, BTreeMap<String, String>>,
     pub(super) twilio: RawTwilio,
     pub(super) dev: RawDev,
+    pub(super) reports: RawReports,
 }
 
 impl RawConfig {
@@ -180,6 +181,23 @@ impl Default for RawRetention {
     }
 }
 
+/// `[reports]`: what a segment costs, by destination prefix ("+34" = 0.0798).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub(super) struct RawReports {
+    pub(super) currency: String,
+    pub(super) prices: BTreeMap<String, f64>,
+}
+
+impl Default for RawReports {
+    fn default() -> Self {
+        RawReports {
+            currency: "USD".into(),
+            prices: BTreeMap::new(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub(super) struct RawGuard {
@@ -249,6 +267,8 @@ pub(super) struct RawTwilio {
     pub(super) from_number: String,
     pub(super) messaging_service_sid: String,
     pub(super) whatsapp_from: String,
+    pub(super) voice_from: String,
+    pub(super) voice_language: String,
     pub(super) test_phone_number: String,
     pub(super) api_base: String,
     pub(super) timeout: String,
@@ -270,6 +290,8 @@ impl Default for RawTwilio {
             from_number: String::new(),
             messaging_service_sid: String::new(),
             whatsapp_from: String::new(),
+            voice_from: String::new(),
+            voice_language: "en-US".into(),
             test_phone_number: String::new(),
             api_base: "https://api.twilio.com".into(),
             timeout: "10s".into(),

@@ -7,7 +7,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::postgres::{self, PostgresConfig};
-use super::raw::{RawGuard, RawLimits, RawMessaging, RawRetention, RawServer, RawStore};
+use super::raw::{
+    RawGuard, RawLimits, RawMessaging, RawReports, RawRetention, RawServer, RawStore,
+};
 use super::sources::Sources;
 use super::values::{GuardRegion, Rate, byte_size, duration, group_id, parse_region, user_id};
 use super::{ConfigError, invalid};
@@ -174,6 +176,46 @@ pub(super) fn retention(r: &RawRetention) -> Result<RetentionConfig, ConfigError
         return Err(invalid("retention.interval", "must be at least 1s"));
     }
     Ok(retention)
+}
+
+/// What the report's cost estimate charges per SMS segment, by destination prefix.
+#[derive(Debug, Clone, Default)]
+pub struct ReportsConfig {
+    pub currency: String,
+    /// (digits after the `+`, price of one segment), longest prefix first.
+    pub prices: Vec<(String, f64)>,
+}
+
+pub(super) fn reports(r: &RawReports) -> Result<ReportsConfig, ConfigError> {
+    let currency = r.currency.trim();
+    if currency.len() != 3 || !currency.bytes().all(|b| b.is_ascii_uppercase()) {
+        return Err(invalid(
+            "reports.currency",
+            "must be a three-letter code such as USD",
+        ));
+    }
+    let mut prices = Vec::with_capacity(r.prices.len());
+    for (prefix, price) in &r.prices {
+        let digits = prefix.strip_prefix('+').unwrap_or_default();
+        if digits.is_empty() || digits.len() > 5 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(invalid(
+                "reports.prices",
+                format!("{prefix:?} is not a prefix of + and 1 to 5 digits"),
+            ));
+        }
+        if !price.is_finite() || *price < 0.0 {
+            return Err(invalid(
+                "reports.prices",
+                format!("{prefix:?}: the price must be a number of at least 0"),
+            ));
+        }
+        prices.push((digits.to_owned(), *price));
+    }
+    prices.sort_by_key(|(digits, _)| std::cmp::Reverse(digits.len()));
+    Ok(ReportsConfig {
+        currency: currency.to_owned(),
+        prices,
+    })
 }
 
 /// The cost guard against SMS pumping (see `guard.rs`); every rule is off by default.

@@ -31,6 +31,10 @@ pub struct TwilioConfig {
     pub from: TwilioFrom,
     /// The WhatsApp sender; without it WhatsApp goes through the messaging service, if any.
     pub whatsapp_from: Option<PhoneNumber>,
+    /// The voice-capable number codes are called from; `None`: no voice channel.
+    pub voice_from: Option<PhoneNumber>,
+    /// What `<Say>` speaks when the request's locale is not one of [`SAY_LANGUAGES`].
+    pub voice_language: &'static str,
     pub api_base: String,
     pub timeout: Duration,
     /// The public URL Twilio posts status callbacks to (passed as `StatusCallback`).
@@ -45,16 +49,28 @@ impl TwilioConfig {
     /// Who sends on `channel`: WhatsApp needs its own sender, or a messaging service
     /// (which picks its WhatsApp sender); `None` when the account is not set up for it.
     pub fn sender(&self, channel: Channel) -> Option<TwilioFrom> {
+        if channel == Channel::Voice {
+            // A messaging service cannot place calls: voice needs its own number.
+            return self.voice_from.clone().map(TwilioFrom::Number);
+        }
         match (channel, &self.whatsapp_from, &self.from) {
             (Channel::Sms, _, from) => Some(from.clone()),
             (Channel::WhatsApp, Some(number), _) => Some(TwilioFrom::Number(number.clone())),
             (Channel::WhatsApp, None, service @ TwilioFrom::MessagingService(_)) => {
                 Some(service.clone())
             }
-            (Channel::WhatsApp, None, TwilioFrom::Number(_)) => None,
+            (Channel::WhatsApp, None, TwilioFrom::Number(_)) | (Channel::Voice, _, _) => None,
         }
     }
 }
+
+/// The languages Twilio's `<Say>` speaks with its standard voices (TwiML `<Say>`
+/// reference, "language" attribute).
+pub const SAY_LANGUAGES: [&str; 26] = [
+    "ca-ES", "da-DK", "de-DE", "en-AU", "en-CA", "en-GB", "en-IN", "en-US", "es-ES", "es-MX",
+    "fi-FI", "fr-CA", "fr-FR", "it-IT", "ja-JP", "ko-KR", "nb-NO", "nl-NL", "pl-PL", "pt-BR",
+    "pt-PT", "ru-RU", "sv-SE", "zh-CN", "zh-HK", "zh-TW",
+];
 
 /// How otpd rides out Twilio faults (see `twilio.rs`).
 #[derive(Debug, Clone, Copy)]
@@ -173,6 +189,26 @@ fn twilio(t: &RawTwilio) -> Result<Option<TwilioConfig>, ConfigError> {
                 .map_err(|_| invalid("twilio.whatsapp_from", "is not a valid E.164 number"))?,
         ),
     };
+    let voice_from = match t.voice_from.trim() {
+        "" => None,
+        number => Some(
+            PhoneNumber::parse(number)
+                .map_err(|_| invalid("twilio.voice_from", "is not a valid E.164 number"))?,
+        ),
+    };
+    let voice_language = SAY_LANGUAGES
+        .iter()
+        .copied()
+        .find(|l| l.eq_ignore_ascii_case(t.voice_language.trim()))
+        .ok_or_else(|| {
+            invalid(
+                "twilio.voice_language",
+                format!(
+                    "is not one of Twilio's <Say> languages: {}",
+                    SAY_LANGUAGES.join(", ")
+                ),
+            )
+        })?;
     let api_base = t.api_base.trim_end_matches('/').to_owned();
     http_url("twilio.api_base", &api_base)?;
     let status_callback_url = match t.status_callback_url.trim() {
@@ -195,6 +231,8 @@ fn twilio(t: &RawTwilio) -> Result<Option<TwilioConfig>, ConfigError> {
         auth_secret: Secret(auth_secret),
         from,
         whatsapp_from,
+        voice_from,
+        voice_language,
         api_base,
         timeout: duration("twilio.timeout", &t.timeout)?,
         status_callback_url,

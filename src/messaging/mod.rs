@@ -54,6 +54,8 @@ pub enum MessagingError {
     SendAt(String),
     #[error("no sender is configured for {0}")]
     ChannelNotConfigured(Channel),
+    #[error("{0} carries codes only")]
+    CodesOnly(Channel),
     #[error("idempotency key already used for a different request (message {message_id})")]
     KeyConflict { message_id: i64 },
     #[error("no message {0}")]
@@ -210,9 +212,22 @@ impl MessagingService {
         if self.sender.provider().is_none() {
             return Err(MessagingError::NotConfigured);
         }
+        if let Some(channel) = req.channel.filter(|c| !c.carries_text()) {
+            return Err(MessagingError::CodesOnly(channel));
+        }
+        // A plain message is never read out: voice in `messaging.channels` is skipped
+        // (SMS when nothing else is left).
+        let written = Channels::from_list(
+            self.config
+                .channels
+                .iter()
+                .filter(|c| c.carries_text())
+                .collect(),
+        )
+        .unwrap_or_else(|| Channels::one(Channel::Sms));
         let channels = self
             .sender
-            .channels(req.channel, &self.config.channels)
+            .channels(req.channel, &written)
             .map_err(MessagingError::ChannelNotConfigured)?;
         let send_at = req.send_at.unwrap_or(now).max(now);
         if send_at > now + MAX_SCHEDULE_AHEAD {

@@ -51,8 +51,7 @@ impl OtpService {
         };
         let code = generate_code(self.otp.length);
         let (otp_id, expires_at) = self.issue(&req, &code, false, country, now).await?;
-        let body = self.body(&req, &code);
-        let channel = self.deliver(&req, otp_id, channels, &body, now).await?;
+        let channel = self.deliver(&req, otp_id, channels, &code, now).await?;
         Ok(Issued {
             otp_id,
             expires_at,
@@ -97,8 +96,7 @@ impl OtpService {
                 return;
             }
         }
-        let body = self.body(&req, &fresh);
-        if let Err(e) = self.deliver(&req, id, channels, &body, now).await {
+        if let Err(e) = self.deliver(&req, id, channels, &fresh, now).await {
             log::warn!(otp_id = id; "otp {id}: not sent again on the next channel: {e}");
         }
     }
@@ -165,9 +163,21 @@ impl OtpService {
             .to_vec()
     }
 
-    /// The SMS text in the request's locale.
-    fn body(&self, req: &SendOtp, code: &str) -> String {
+    /// The message in the request's locale; a call says the code digit by digit.
+    fn text(&self, req: &SendOtp, code: &str, channel: Channel) -> String {
         let minutes = self.otp.ttl.as_secs().div_ceil(60).to_string();
+        let spoken: String;
+        let code = match channel {
+            Channel::Voice => {
+                spoken = code
+                    .chars()
+                    .map(String::from)
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                spoken.as_str()
+            }
+            _ => code,
+        };
         self.otp
             .template
             .render(req.locale.as_deref(), |slot| match slot {
@@ -177,7 +187,8 @@ impl OtpService {
             })
     }
 
-    /// Sends on each channel in turn until one takes it; every try is recorded. A
+    /// Sends the code on each channel in turn until one takes it (a call on voice);
+    /// every try is recorded. A
     /// refusal moves to the next channel; an outage does not (every channel is the same
     /// provider). Returns the channel that carried the code.
     async fn deliver(
@@ -185,7 +196,7 @@ impl OtpService {
         req: &SendOtp,
         otp_id: i64,
         channels: Channels,
-        body: &str,
+        code: &str,
         now: SystemTime,
     ) -> Result<Channel, OtpError> {
         let (masked, purpose) = (req.phone.masked(), req.purpose.as_str());
@@ -193,7 +204,15 @@ impl OtpService {
         let provider = self.sender.provider().unwrap_or("none");
         let (mut channel, mut rest) = (channels.first(), channels.rest().iter().copied());
         loop {
-            let error = match self.sender.send(&req.phone, channel, body).await {
+            let text = self.text(req, code, channel);
+            let sent = match channel {
+                Channel::Voice => {
+                    let locale = req.locale.as_deref();
+                    self.sender.call(&req.phone, &text, locale).await
+                }
+                _ => self.sender.send(&req.phone, channel, &text).await,
+            };
+            let error = match sent {
                 Ok(sent) => {
                     // At info, unlike verify's success line: a send already costs a
                     // provider call, and operators look codes up by it.

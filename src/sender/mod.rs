@@ -1,4 +1,5 @@
-//! The provider boundary: one `send(to, channel, body)` for Twilio and for the development outbox,
+//! The provider boundary: one `send(to, channel, body)` (and `call` for a voice code) for
+//! Twilio and for the development outbox,
 //! plus "no provider" so a daemon without credentials says so instead of pretending.
 //! It reports how many requests each message took and the state of Twilio's circuit,
 //! tells a message known not sent from one that may have been sent, and asks the
@@ -310,7 +311,21 @@ impl Sender {
         channel: Channel,
         body: &str,
     ) -> Result<Sent, SendError> {
-        self.send_with(to, channel, body, &[], Tries::Retry).await
+        self.send_with(to, channel, body, None, &[], Tries::Retry)
+            .await
+    }
+
+    /// A voice code: a call that says `text` in `locale` where the provider can, with
+    /// the same retries as [`Sender::send`] except after a lost answer (a call cannot
+    /// be looked up by what it said, so it is never placed twice).
+    pub async fn call(
+        &self,
+        to: &PhoneNumber,
+        text: &str,
+        locale: Option<&str>,
+    ) -> Result<Sent, SendError> {
+        self.send_with(to, Channel::Voice, text, locale, &[], Tries::Retry)
+            .await
     }
 
     /// One request to the provider, whatever happens: the caller retries. `media`: the
@@ -322,7 +337,8 @@ impl Sender {
         body: &str,
         media: &[String],
     ) -> Result<Sent, SendError> {
-        self.send_with(to, channel, body, media, Tries::Once).await
+        self.send_with(to, channel, body, None, media, Tries::Once)
+            .await
     }
 
     async fn send_with(
@@ -330,15 +346,18 @@ impl Sender {
         to: &PhoneNumber,
         channel: Channel,
         body: &str,
+        locale: Option<&str>,
         media: &[String],
         tries: Tries,
     ) -> Result<Sent, SendError> {
         let started = Instant::now();
         let result = match &self.provider {
             Provider::Twilio(client) => {
-                let message = client
-                    .message(to, channel, body, media)
-                    .ok_or(SendError::ChannelNotConfigured(channel))?;
+                let message = match channel {
+                    Channel::Voice => client.call(to, body, locale),
+                    _ => client.message(to, channel, body, media),
+                }
+                .ok_or(SendError::ChannelNotConfigured(channel))?;
                 let sent = match tries {
                     Tries::Retry => client.send(&message).await,
                     Tries::Once => client.send_once(&message).await,

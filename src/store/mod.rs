@@ -26,9 +26,9 @@ pub(crate) mod types;
 pub use postgres::{PG_SCHEMA_VERSION, PgStore};
 pub use sqlite::{SCHEMA_VERSION, SqliteStore, create_at_version};
 pub use types::{
-    AfterReport, Attempt, AuditRow, Checked, Claimed, CodeResend, Counts, Cutoffs, Delivery,
-    Enqueued, Fallback, GuardEvent, LimitCheck, MessageDetail, MessageRow, NewCode, NewOutgoing,
-    Outcome, PendingCode, Purged, StatusEvent, Unconfirmed,
+    AfterReport, Attempt, AuditRow, Billed, Checked, Claimed, CodeGroup, CodeResend, Counts,
+    Cutoffs, Delivery, Enqueued, Fallback, GuardEvent, LimitCheck, MessageDetail, MessageRow,
+    NewCode, NewOutgoing, Outcome, PendingCode, Purged, ReportRows, StatusEvent, Unconfirmed,
 };
 
 #[derive(Debug, Error)]
@@ -243,4 +243,6 @@ operations! {
     fn count_unverified(&self, country: String, since: SystemTime) -> (u64, Option<SystemTime>);
     fn counts(&self) -> Counts;
     fn purge(&self, cutoffs: Cutoffs) -> Purged;
+    /// Everything the report counts, from `since` on.
+    fn report_rows(&self, since: SystemTime) -> ReportRows;
 }

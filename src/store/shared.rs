@@ -6,14 +6,16 @@
 use crate::store::types::Delivery;
 use crate::types::Channel;
 
-/// Twilio's statuses in the order a message moves through them. Callbacks can arrive
-/// out of order; the message keeps the furthest status and the history keeps them all.
+/// Twilio's statuses in the order a message (or a voice code's call) moves through
+/// them. Callbacks can arrive out of order; the message keeps the furthest status and
+/// the history keeps them all.
 pub(crate) fn rank(status: &str) -> u8 {
     match status {
         "queued" | "accepted" | "scheduled" => 0,
-        "sending" | "checking" => 1,
-        "sent" | "delivered_to_outbox" => 2,
+        "sending" | "checking" | "initiated" | "ringing" => 1,
+        "sent" | "delivered_to_outbox" | "in-progress" => 2,
         "delivered" | "undelivered" | "failed" | "canceled" | "unknown" => 3,
+        "completed" | "busy" | "no-answer" => 3,
         "read" => 4,
         _ => 0,
     }

@@ -345,6 +345,40 @@ pub struct PendingCode {
     pub expires_at: SystemTime,
 }
 
+// The report.
+
+/// Sent codes of one (destination prefix, purpose, channel, provider).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CodeGroup {
+    /// The first three digits after the `+`: the country code is in there.
+    pub prefix: String,
+    pub purpose: String,
+    pub channel: String,
+    pub provider: String,
+    pub sent: i64,
+    pub verified: i64,
+}
+
+/// Messages a provider took, by destination prefix (up to five digits) and channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Billed {
+    pub prefix: String,
+    pub channel: String,
+    pub messages: i64,
+    pub segments: i64,
+}
+
+#[derive(Debug, Default)]
+pub struct ReportRows {
+    pub codes: Vec<CodeGroup>,
+    pub median_seconds_to_verify: Option<f64>,
+    /// (provider, its error code, messages).
+    pub failures: Vec<(String, Option<i64>, i64)>,
+    /// (rule, blocked sends).
+    pub guard_blocks: Vec<(String, i64)>,
+    pub billed: Vec<Billed>,
+}
+
 // Shared limits.
 
 /// One shared limit to take a cell from: "burst per burst × interval", as governor's

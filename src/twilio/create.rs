@@ -1,4 +1,5 @@
-//! CreateMessage (`POST .../Messages.json`): one request with its own timeout, and
+//! CreateMessage (`POST .../Messages.json`) and CreateCall (`.../Calls.json`, whose
+//! answer has the same `sid` and `status`): one request with its own timeout, and
 //! Twilio's answer read into a typed result. Which failures mean "not sent" and which
 //! "maybe sent" is decided here, once, from where the request failed; retrying is the
 //! caller's (`mod.rs`).
@@ -32,6 +33,7 @@ impl TwilioClient {
     /// One request, with its own timeout.
     pub(super) async fn attempt(
         &self,
+        url: &reqwest::Url,
         form: &[(&'static str, String)],
         timeout: Duration,
     ) -> Result<Message, TwilioError> {
@@ -40,7 +42,7 @@ impl TwilioClient {
             code: None,
             retry_after: None,
         };
-        let request = self.http.post(self.messages_url.clone());
+        let request = self.http.post(url.clone());
         let response = request
             .basic_auth(&self.auth_user, Some(self.auth_secret.expose()))
             .form(form)

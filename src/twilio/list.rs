@@ -60,6 +60,14 @@ impl TwilioClient {
         channel: Channel,
         since: SystemTime,
     ) -> Result<Vec<Listed>, TwilioError> {
+        if !channel.carries_text() {
+            // Calls are listed without what they said: no list can tell ours apart.
+            return Err(TwilioError::Unavailable {
+                reason: "a call cannot be found by what it said".into(),
+                code: None,
+                retry_after: None,
+            });
+        }
         let deadline = Instant::now() + self.faults.send_deadline;
         let from = match self.sender(channel) {
             Some(TwilioFrom::Number(number)) => Some(channel.address(number.as_str())),

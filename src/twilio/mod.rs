@@ -1,4 +1,5 @@
-//! Twilio's Messages API over reqwest (rustls): one form-encoded POST per message, Basic
+//! Twilio's Messages API (and its Calls API for voice codes, `voice.rs`) over reqwest
+//! (rustls): one form-encoded POST per message, Basic
 //! auth with the Account SID + Auth Token or an API key, Twilio's answers turned into
 //! typed results, and how otpd rides out Twilio's faults: retries with backoff inside a
 //! deadline, and a circuit breaker; `account.rs` asks, for free, whether Twilio accepts
@@ -30,6 +31,7 @@ pub mod breaker;
 mod create;
 mod list;
 mod retry;
+mod voice;
 pub mod webhook;
 
 use std::time::{Duration, Instant};
@@ -90,21 +92,28 @@ pub struct Failed {
     pub attempts: u32,
 }
 
-/// A message ready to post: CreateMessage's form fields, addresses and sender chosen.
+/// A message ready to post: CreateMessage's (or, for a voice code, CreateCall's) form
+/// fields, addresses and sender chosen.
 pub struct Outgoing {
     /// For the log lines, masked.
     to: PhoneNumber,
     form: Vec<(&'static str, String)>,
+    /// A call cannot be found again in the Messages list after a lost answer.
+    call: bool,
 }
 
 pub struct TwilioClient {
     http: reqwest::Client,
     /// CreateMessage's URL, parsed once (reqwest would parse a `&str` on every request).
     messages_url: reqwest::Url,
+    /// CreateCall's, for voice codes.
+    calls_url: reqwest::Url,
+    /// `<Say>`'s language when the request's locale is not one it speaks.
+    voice_language: &'static str,
     auth_user: String,
     auth_secret: Secret,
     /// The sender per channel (`Channel::ALL` order); `None`: not set up for it.
-    senders: [Option<TwilioFrom>; 2],
+    senders: [Option<TwilioFrom>; 3],
     status_callback: Option<String>,
     timeout: Duration,
     faults: TwilioFaults,
@@ -130,9 +139,16 @@ impl TwilioClient {
             config.api_base, config.account_sid
         ))
         .map_err(|e| TwilioError::Client(format!("twilio.api_base: {e}")))?;
+        let calls_url = reqwest::Url::parse(&format!(
+            "{}/2010-04-01/Accounts/{}/Calls.json",
+            config.api_base, config.account_sid
+        ))
+        .map_err(|e| TwilioError::Client(format!("twilio.api_base: {e}")))?;
         Ok(TwilioClient {
             http,
             messages_url,
+            calls_url,
+            voice_language: config.voice_language,
             auth_user: config.auth_user.clone(),
             auth_secret: config.auth_secret.clone(),
             senders: Channel::ALL.map(|channel| config.sender(channel)),
@@ -183,8 +199,13 @@ impl TwilioClient {
                 }
             };
             attempts += 1;
+            let url = match message.call {
+                true => &self.calls_url,
+                false => &self.messages_url,
+            };
             let result = self
                 .attempt(
+                    url,
                     &message.form,
                     self.timeout.min(deadline.saturating_duration_since(now)),
                 )
@@ -210,7 +231,8 @@ impl TwilioClient {
                 }
                 Err(error @ TwilioError::Interrupted { .. }) => {
                     circuit_changed(permit.failed(now), &self.faults);
-                    if !retry {
+                    // A call's words are not listed anywhere: calling again could ring twice.
+                    if !retry || message.call {
                         return Err(Failed { error, attempts });
                     }
                     // Twilio may hold the message: ask before sending it again.
@@ -265,11 +287,11 @@ impl TwilioClient {
         self.senders.get(channel as usize)?.as_ref()
     }
 
-    /// CreateMessage's fields. On WhatsApp both addresses carry `whatsapp:` (Twilio
-    /// refuses a mixed pair with 21910); a messaging service picks its WhatsApp sender.
-    /// `None` when the account has no sender for `channel`.
-    /// CreateMessage's form for one message; `media` becomes one `MediaUrl` per URL, in
-    /// order (an MMS on SMS, attachments on WhatsApp).
+    /// CreateMessage's form for one message. On WhatsApp both addresses carry
+    /// `whatsapp:` (Twilio refuses a mixed pair with 21910); a messaging service picks
+    /// its WhatsApp sender. `media` becomes one `MediaUrl` per URL, in order (an MMS on
+    /// SMS, attachments on WhatsApp). `None` when the account has no sender for
+    /// `channel`, or `channel` is voice (see [`TwilioClient::call`]).
     pub fn message(
         &self,
         to: &PhoneNumber,
@@ -277,6 +299,9 @@ impl TwilioClient {
         body: &str,
         media: &[String],
     ) -> Option<Outgoing> {
+        if !channel.carries_text() {
+            return None;
+        }
         let from = match self.sender(channel)? {
             TwilioFrom::Number(number) => ("From", channel.address(number.as_str())),
             TwilioFrom::MessagingService(sid) => ("MessagingServiceSid", sid.clone()),
@@ -293,6 +318,7 @@ impl TwilioClient {
         Some(Outgoing {
             to: to.clone(),
             form,
+            call: false,
         })
     }
 

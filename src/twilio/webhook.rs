@@ -54,7 +54,8 @@ pub struct StatusUpdate {
 }
 
 impl StatusUpdate {
-    /// `None` when `MessageSid` or `MessageStatus` is missing.
+    /// A message's report (`MessageSid`, `MessageStatus`) or a voice code's call's
+    /// (`CallSid`, `CallStatus`); `None` when neither pair is there.
     pub fn from_params(params: &[(String, String)]) -> Option<StatusUpdate> {
         let get = |name: &str| {
             params
@@ -63,11 +64,13 @@ impl StatusUpdate {
                 .map(|(_, v)| v.trim())
                 .filter(|v| !v.is_empty())
         };
+        let message = get("MessageSid")
+            .or_else(|| get("SmsSid"))
+            .zip(get("MessageStatus").or_else(|| get("SmsStatus")));
+        let (sid, status) = message.or_else(|| get("CallSid").zip(get("CallStatus")))?;
         Some(StatusUpdate {
-            sid: get("MessageSid").or_else(|| get("SmsSid"))?.to_owned(),
-            status: get("MessageStatus")
-                .or_else(|| get("SmsStatus"))?
-                .to_ascii_lowercase(),
+            sid: sid.to_owned(),
+            status: status.to_ascii_lowercase(),
             error_code: get("ErrorCode").and_then(|c| c.parse().ok()),
         })
     }

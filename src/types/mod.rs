@@ -9,7 +9,7 @@ use thiserror::Error;
 mod phone;
 mod phone_cache;
 
-pub use phone::{MaskedPhone, PhoneNumber, Region, mask_numbers};
+pub use phone::{MaskedPhone, PhoneNumber, Region, calling_code, mask_numbers};
 
 /// Why a caller's value was refused; `api` maps each variant to a stable error code.
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -54,36 +54,47 @@ impl Purpose {
 }
 
 /// How a message reaches the phone. WhatsApp goes through Twilio's same Messages API,
-/// with `whatsapp:` in front of both addresses and its own sender.
+/// with `whatsapp:` in front of both addresses and its own sender; voice is a phone
+/// call that says a code (codes only: a plain message is never read out).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Channel {
     Sms,
     WhatsApp,
+    Voice,
 }
 
 impl Channel {
-    pub const ALL: [Channel; 2] = [Channel::Sms, Channel::WhatsApp];
+    pub const ALL: [Channel; 3] = [Channel::Sms, Channel::WhatsApp, Channel::Voice];
 
     pub fn parse(input: &str) -> Result<Self, InvalidInput> {
         Channel::ALL
             .into_iter()
             .find(|c| c.as_str() == input)
-            .ok_or_else(|| InvalidInput::Channel(format!("{input:?}: use \"sms\" or \"whatsapp\"")))
+            .ok_or_else(|| {
+                InvalidInput::Channel(format!("{input:?}: use \"sms\", \"whatsapp\" or \"voice\""))
+            })
     }
 
     pub fn as_str(self) -> &'static str {
         match self {
             Channel::Sms => "sms",
             Channel::WhatsApp => "whatsapp",
+            Channel::Voice => "voice",
         }
     }
 
     /// The address Twilio expects for `number` on this channel.
     pub fn address(self, number: &str) -> String {
         match self {
-            Channel::Sms => number.to_owned(),
+            Channel::Sms | Channel::Voice => number.to_owned(),
             Channel::WhatsApp => format!("whatsapp:{number}"),
         }
+    }
+
+    /// Whether the channel carries written text (a plain message, media); voice only
+    /// says codes.
+    pub fn carries_text(self) -> bool {
+        !matches!(self, Channel::Voice)
     }
 }
 

@@ -30,6 +30,17 @@ impl Region {
     }
 }
 
+/// The calling code `digits` (what follows the `+`) start with, and its main country
+/// ("34600…" → (34, "ES"), "1202…" → (1, "US")). Calling codes are prefix-free, so the
+/// first of the one-, two- and three-digit prefixes that is one is the one.
+pub fn calling_code(digits: &str) -> Option<(u16, &'static str)> {
+    (1..=3).find_map(|len| {
+        let code: u16 = digits.get(..len)?.parse().ok()?;
+        let regions = phonenumber::metadata::DATABASE.region(&code)?;
+        Some((code, *regions.first()?))
+    })
+}
+
 /// A phone number that a real numbering-plan library accepted, held in E.164 form with
 /// what the library found while parsing it: its region (the cost guard's country) and
 /// the length of its country code, so nothing parses it again.

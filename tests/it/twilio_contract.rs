@@ -146,3 +146,35 @@ async fn the_messages_list_otpd_asks_after_a_crash_satisfies_twilios_openapi_des
 // An MMS is not checked through Prism: Prism reads a repeated form key as one value
 // (stoplightio/prism#2473), so it refuses Twilio's own wire form for `MediaUrl`, which
 // the mock checks instead (mms.rs reads the field's schema from the same description).
+
+/// Issue 21: a voice code's CreateCall (To, From, Twiml, StatusCallback) satisfies the
+/// description, and otpd reads Prism's spec-generated call resource.
+#[tokio::test]
+async fn a_voice_codes_call_satisfies_twilios_openapi_description() {
+    let prism = Prism::start(&twilio_spec_path());
+    let otpd = Setup::new()
+        .twilio_at(&prism.base_url(), ACCOUNT, TOKEN)
+        .set("twilio", "timeout = \"10s\"")
+        .set("twilio", "voice_from = \"+15005550006\"")
+        .set(
+            "twilio",
+            "status_callback_url = \"https://backend.example.com/otpd/status-callback/\"",
+        )
+        .start();
+    let mut body = send_body(PHONE, "login", None);
+    body["channel"] = serde_json::json!("voice");
+    let sent = otpd.send_otp(body).await;
+    assert_eq!(
+        sent.status,
+        200,
+        "{:?}\nprism:\n{}",
+        sent.json,
+        prism.output()
+    );
+    assert_eq!(sent.json["channel"], "voice");
+    assert!(
+        prism.output().contains("Calls.json"),
+        "the call went to CreateCall:\n{}",
+        prism.output()
+    );
+}

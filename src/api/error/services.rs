@@ -137,6 +137,14 @@ pub(super) fn messaging_failed(e: &MessagingError) -> Described {
         .details("send-sms takes a body, or a template with its variables, not both"),
         MessagingError::Template(e) => template_failed(e),
         MessagingError::ChannelNotConfigured(channel) => channel_not_configured(*channel),
+        MessagingError::CodesOnly(channel) => Described::new(
+            S::BAD_REQUEST,
+            "invalid_channel",
+            "This channel carries codes only",
+        )
+        .details(format!(
+            "{channel} says a code; send-sms takes \"sms\" or \"whatsapp\""
+        )),
         MessagingError::NotConfigured => provider_not_configured(),
         MessagingError::RateLimited(limited) => rate_limited(limited),
         MessagingError::Guard(g) => guard_refused(g),

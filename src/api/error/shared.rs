@@ -97,9 +97,12 @@ pub(super) fn channel_not_configured(channel: Channel) -> Described {
         "channel_not_configured",
         "This channel is not configured",
     )
-    .details(format!(
-        "{channel} needs a sender: set twilio.whatsapp_from (or messaging_service_sid)"
-    ))
+    .details(match channel {
+        Channel::Voice => "voice needs a number to call from: set twilio.voice_from".to_owned(),
+        _ => {
+            format!("{channel} needs a sender: set twilio.whatsapp_from (or messaging_service_sid)")
+        }
+    })
 }
 
 pub(super) fn provider_not_configured() -> Described {

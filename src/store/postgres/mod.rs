@@ -29,6 +29,7 @@ mod codes;
 mod limits;
 mod messages;
 mod outbox;
+mod report;
 mod schema;
 mod unconfirmed;
 

@@ -36,6 +36,7 @@ mod callbacks;
 mod codes;
 mod messages;
 mod outbox;
+mod report;
 mod schema;
 mod unconfirmed;
 mod writer;

@@ -98,7 +98,8 @@ class Client:
         channel: str | None = None,
     ) -> SentOtp:
         """Sends a new code to ``phone_number`` for ``purpose`` (superseding any older
-        one). ``channel`` is "sms" or "whatsapp"; without it otpd tries its order."""
+        one). ``channel`` is "sms", "whatsapp" or "voice" (a call that says the code);
+        without it otpd tries its order."""
         return self._run(calls.send_otp(phone_number, purpose, user_id, locale, channel))
 
     def verify_otp(

@@ -448,7 +448,7 @@ class FakeClient:
     ) -> SentOtp:
         self._check()
         phone, purpose, user = self._phone(phone_number), self._purpose(purpose), self._user(user_id)
-        if channel not in (None, "sms", "whatsapp"):
+        if channel not in (None, "sms", "whatsapp", "voice"):
             raise InvalidRequest("invalid_channel", "Invalid channel", None, 400)
         self._limit("send_per_phone", phone)
         self._limit("send_per_user", user)
@@ -557,6 +557,8 @@ class FakeClient:
         phone, user = self._phone(to), self._user(user_id)
         if (body is None) == (template is None):
             raise InvalidRequest("invalid_request", "Give either body or template", None, 400)
+        if channel not in (None, "sms", "whatsapp"):
+            raise InvalidRequest("invalid_channel", "Invalid channel", None, 400)
         text = body if body is not None else f"{template} {dict(variables or {})}"
         request = (phone, text, user, channel, tuple(media_urls or ()))
         if idempotency_key is not None and idempotency_key in self._idempotency:

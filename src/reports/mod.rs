@@ -1,11 +1,15 @@
 //! The read and admin side the api and the daemon's jobs use: the `/status/` summary,
-//! message and audit listings, the store's health, and the retention job. Knows nothing
-//! of HTTP; the api shapes these into JSON.
+//! message and audit listings, the business report (`summary.rs`), the store's health,
+//! and the retention job. Knows nothing of HTTP; the api shapes these into JSON.
+
+mod summary;
+
+pub use summary::{Cost, Group, Report};
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::config::{Config, RetentionConfig};
+use crate::config::{Config, ReportsConfig, RetentionConfig};
 use crate::limiter::Limiter;
 use crate::sender::Sender;
 use crate::store::{AuditRow, Counts, Cutoffs, MessageRow, Purged, Store, StoreError};
@@ -39,6 +43,7 @@ pub struct Reports {
     purposes: Vec<String>,
     otp_length: usize,
     otp_ttl: Duration,
+    prices: ReportsConfig,
 }
 
 impl Reports {
@@ -52,6 +57,7 @@ impl Reports {
             purposes: config.otp.purposes.clone(),
             otp_length: config.otp.length,
             otp_ttl: config.otp.ttl,
+            prices: config.reports.clone(),
         }
     }
 
@@ -71,6 +77,12 @@ impl Reports {
             provider_credentials: self.sender.credentials(now).await,
             counts: self.store.counts().await?,
         })
+    }
+
+    /// Sends, verifications and what they cost, from `since` to now.
+    pub async fn report(&self, since: SystemTime, now: SystemTime) -> Result<Report, StoreError> {
+        let rows = self.store.report_rows(since).await?;
+        Ok(Report::new(rows, &self.prices, since, now))
     }
 
     /// Whether the store answers (`/healthz`, the watchdog).
