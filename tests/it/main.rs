@@ -36,6 +36,7 @@ mod mms;
 mod mock_twilio_selftest;
 mod monitoring;
 mod outbox_recovery;
+mod postgres_setup;
 mod prism_selftest;
 mod readme;
 mod reports;
