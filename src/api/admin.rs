@@ -39,6 +39,20 @@ struct Status<'a> {
     codes: BTreeMap<&'a str, i64>,
     messages: BTreeMap<&'a str, i64>,
     version: &'static str,
+    /// Only with a shared store (PostgreSQL): the instances running on it.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    instances: Vec<Instance<'a>>,
+    /// Only when the instances' settings differ.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    instances_warning: Option<&'static str>,
+}
+
+#[derive(Serialize)]
+struct Instance<'a> {
+    name: &'a str,
+    last_seen: String,
+    version: &'a str,
+    settings: &'a str,
 }
 
 #[derive(Serialize)]
@@ -100,6 +114,24 @@ pub(super) async fn status(api: &Api, now: SystemTime) -> Result<Answer, Failure
         codes: counts(&s.counts.codes),
         messages: counts(&s.counts.messages),
         version: env!("CARGO_PKG_VERSION"),
+        instances: s
+            .instances
+            .iter()
+            .map(|i| Instance {
+                name: &i.name,
+                last_seen: super::rfc3339(i.last_seen),
+                version: &i.version,
+                settings: &i.settings,
+            })
+            .collect(),
+        instances_warning: s
+            .instances
+            .windows(2)
+            .any(|w| w.first().map(|a| &a.settings) != w.get(1).map(|b| &b.settings))
+            .then_some(
+                "the instances sharing the store run with different limits, purposes, \
+                 code settings or test numbers",
+            ),
     };
     Ok(json_response(StatusCode::OK, &status))
 }

@@ -54,6 +54,7 @@ pub async fn housekeeping(apps: Arc<ArcSwap<App>>) {
     let mut prune = tokio::time::interval(PRUNE_EVERY);
     let mut upkeep = tokio::time::interval(METRICS_UPKEEP_EVERY);
     let mut backlog = tokio::time::interval(BACKLOG_EVERY);
+    let mut heartbeat = tokio::time::interval(crate::reports::HEARTBEAT_EVERY);
     let mut retention = tokio::time::interval(apps.load().reports.retention_interval());
     loop {
         tokio::select! {
@@ -69,6 +70,12 @@ pub async fn housekeeping(apps: Arc<ArcSwap<App>>) {
                 memory::release();
             }
             _ = upkeep.tick() => apps.load().metrics.run_upkeep(),
+            _ = heartbeat.tick() => {
+                let app = apps.load_full();
+                if let Err(e) = app.reports.heartbeat(app.clock.now()).await {
+                    log::warn!("instance heartbeat: {e}");
+                }
+            }
             _ = backlog.tick() => apps.load_full().messaging.measure_backlog().await,
             _ = retention.tick() => {
                 let app = apps.load_full();

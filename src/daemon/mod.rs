@@ -67,6 +67,10 @@ pub async fn run(
     let limiter = Arc::new(crate::limiter::Limiter::new(&config.limits));
     let app = App::build(config, &store, &limiter, metrics)?;
     store.check_key(app.otp.key_check_value()).await?;
+    // Listed in /status/ from the moment it serves (then every 30 s, jobs.rs).
+    if let Err(e) = app.reports.heartbeat(started).await {
+        log::warn!("instance heartbeat: {e}");
+    }
     let server_config = &config.server;
     let socket = socket::listen(
         passed,

@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use crate::config::{Config, ReportsConfig, RetentionConfig};
 use crate::limiter::Limiter;
 use crate::sender::Sender;
-use crate::store::{AuditRow, Counts, Cutoffs, MessageRow, Purged, Store, StoreError};
+use crate::store::{AuditRow, Counts, Cutoffs, InstanceRow, MessageRow, Purged, Store, StoreError};
 use crate::types::PhoneNumber;
 
 /// What `/status/` reports.
@@ -32,6 +32,31 @@ pub struct Status {
     /// `None` without credentials (development outbox, no provider).
     pub provider_credentials: Option<&'static str>,
     pub counts: Counts,
+    /// The instances sharing the store (PostgreSQL), seen in the last 90 s; empty on
+    /// SQLite. `settings` fingerprints what must match across hosts.
+    pub instances: Vec<InstanceRow>,
+}
+
+/// How often each instance writes its heartbeat, and how long one counts as running.
+pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(30);
+const SEEN_WITHIN: Duration = Duration::from_secs(90);
+
+/// A fingerprint of the settings every host sharing a store must agree on: limits,
+/// purposes, code length, TTL and attempts, test numbers. Never the key.
+fn settings_fingerprint(config: &Config) -> String {
+    use sha2::{Digest, Sha256};
+    let o = &config.otp;
+    let tests: Vec<(&str, bool, &str)> = o
+        .test_numbers
+        .iter()
+        .map(|t| (t.pattern.as_str(), t.is_prefix, t.code.as_str()))
+        .collect();
+    let text = format!(
+        "{:?}|{:?}|{}|{:?}|{}|{:?}",
+        config.limits, o.purposes, o.length, o.ttl, o.max_attempts, tests
+    );
+    let digest = Sha256::digest(text.as_bytes());
+    digest.get(..8).map(hex::encode).unwrap_or_default()
 }
 
 pub struct Reports {
@@ -44,6 +69,7 @@ pub struct Reports {
     otp_length: usize,
     otp_ttl: Duration,
     prices: ReportsConfig,
+    settings: String,
 }
 
 impl Reports {
@@ -58,6 +84,7 @@ impl Reports {
             otp_length: config.otp.length,
             otp_ttl: config.otp.ttl,
             prices: config.reports.clone(),
+            settings: settings_fingerprint(config),
         }
     }
 
@@ -76,7 +103,16 @@ impl Reports {
             provider_circuit: self.sender.circuit(),
             provider_credentials: self.sender.credentials(now).await,
             counts: self.store.counts().await?,
+            instances: self
+                .store
+                .instances(now.checked_sub(SEEN_WITHIN).unwrap_or(UNIX_EPOCH))
+                .await?,
         })
+    }
+
+    /// This instance's heartbeat in a shared store (nothing on SQLite).
+    pub async fn heartbeat(&self, now: SystemTime) -> Result<(), StoreError> {
+        self.store.heartbeat(self.settings.clone(), now).await
     }
 
     /// Sends, verifications and what they cost, from `since` to now.

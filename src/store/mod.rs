@@ -27,8 +27,9 @@ pub use postgres::{PG_SCHEMA_VERSION, PgStore};
 pub use sqlite::{SCHEMA_VERSION, SqliteStore, create_at_version};
 pub use types::{
     AfterReport, Attempt, AuditRow, Billed, Checked, Claimed, CodeGroup, CodeResend, Counts,
-    Cutoffs, Delivery, Enqueued, Fallback, GuardEvent, LimitCheck, MessageDetail, MessageRow,
-    NewCode, NewOutgoing, Outcome, PendingCode, Purged, ReportRows, StatusEvent, Unconfirmed,
+    Cutoffs, Delivery, Enqueued, Fallback, GuardEvent, InstanceRow, LimitCheck, MessageDetail,
+    MessageRow, NewCode, NewOutgoing, Outcome, PendingCode, Purged, ReportRows, StatusEvent,
+    Unconfirmed,
 };
 
 #[derive(Debug, Error)]
@@ -175,6 +176,22 @@ impl Store {
         match self {
             Store::Sqlite(_) => Ok(0),
             Store::Postgres(s) => s.prune_limits().await,
+        }
+    }
+
+    /// Records this instance's heartbeat (a per-host store has no other instances).
+    pub async fn heartbeat(&self, settings: String, now: SystemTime) -> Result<(), StoreError> {
+        match self {
+            Store::Sqlite(_) => Ok(()),
+            Store::Postgres(s) => s.heartbeat(settings, now).await,
+        }
+    }
+
+    /// The instances sharing the store seen since `since`; none for SQLite.
+    pub async fn instances(&self, since: SystemTime) -> Result<Vec<InstanceRow>, StoreError> {
+        match self {
+            Store::Sqlite(_) => Ok(Vec::new()),
+            Store::Postgres(s) => s.instances(since).await,
         }
     }
 

@@ -379,6 +379,18 @@ pub struct ReportRows {
     pub billed: Vec<Billed>,
 }
 
+// Instances sharing a store.
+
+/// An otpd that shares the store, as its last heartbeat left it.
+#[derive(Debug, Clone)]
+pub struct InstanceRow {
+    pub name: String,
+    pub last_seen: SystemTime,
+    pub version: String,
+    /// A fingerprint of the settings that must match across hosts.
+    pub settings: String,
+}
+
 // Shared limits.
 
 /// One shared limit to take a cell from: "burst per burst × interval", as governor's

@@ -42,6 +42,7 @@ fn answer(line: &str) -> Value {
     serde_json::from_str(line).unwrap_or_else(|_| Value::String(line.to_owned()))
 }
 
+// SQLite-only: the README shows the default install's answers (no `instances`).
 #[test]
 fn the_readme_curl_examples_give_the_answers_shown() {
     let block = readme_block();
@@ -52,7 +53,7 @@ fn the_readme_curl_examples_give_the_answers_shown() {
         .collect();
     assert!(expected.len() >= 10, "the README lost its examples");
 
-    let otpd = Setup::new().dev().start();
+    let otpd = Setup::new().sqlite_only().dev().start();
     let output = std::process::Command::new("bash")
         .args(["-euo", "pipefail", "-c", &block])
         .current_dir(otpd.dir.path())

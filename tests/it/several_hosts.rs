@@ -215,3 +215,41 @@ async fn a_host_with_another_hmac_key_refuses_to_start() {
         "the key is never printed"
     );
 }
+
+#[tokio::test]
+#[ignore = "needs OTPD_TEST_POSTGRES_URL"]
+async fn status_lists_the_instances_and_warns_when_their_settings_differ() {
+    const STATUS: &str = "/api/v1/messaging/status/";
+    let mock = MockTwilio::start(MockOptions::default());
+    let (setup, _key_dir) = shared(&mock);
+    let a = instance(&setup, "a").start();
+    let b = instance(&setup, "b").start();
+    let names = |s: &serde_json::Value| -> Vec<String> {
+        s["instances"]
+            .as_array()
+            .map(|l| {
+                l.iter()
+                    .map(|i| i["name"].as_str().unwrap_or("").to_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let status = b.get(STATUS).await;
+    assert_eq!(status.status, 200, "{status:?}");
+    assert_eq!(names(&status.json), ["a", "b"], "{:?}", status.json);
+    assert!(
+        status.json.get("instances_warning").is_none(),
+        "{:?}",
+        status.json
+    );
+
+    let _c = instance(&setup, "c")
+        .set("limits", "send_per_phone = \"2/1h\"")
+        .start();
+    let status = a.get(STATUS).await;
+    assert_eq!(names(&status.json), ["a", "b", "c"], "{:?}", status.json);
+    let warning = status.json["instances_warning"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(warning.contains("different limits"), "{:?}", status.json);
+}

@@ -13,12 +13,13 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio_postgres::error::SqlState;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
+use super::types::{InstanceRow, from_millis, millis};
 use super::{Fault, StoreError};
 use crate::config::{PostgresConfig, SslMode};
 use crate::telemetry;
@@ -206,6 +207,58 @@ impl PgStore {
             } else {
                 Err(StoreError::KeyMismatch)
             }
+        })
+        .await
+    }
+}
+
+impl PgStore {
+    /// This instance's heartbeat: its version and settings fingerprint, now.
+    pub async fn heartbeat(&self, settings: String, now: SystemTime) -> Result<(), StoreError> {
+        let s = self.clone();
+        self.run("heartbeat", async move {
+            s.client()
+                .await?
+                .execute(
+                    "INSERT INTO instances (name, heartbeat, version, settings)
+                     VALUES ($1, $2, $3, $4)
+                     ON CONFLICT (name) DO UPDATE SET heartbeat = excluded.heartbeat,
+                         version = excluded.version, settings = excluded.settings",
+                    &[
+                        &&*s.instance,
+                        &millis(now),
+                        &env!("CARGO_PKG_VERSION"),
+                        &settings,
+                    ],
+                )
+                .await?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// The instances seen since `since`, by name.
+    pub async fn instances(&self, since: SystemTime) -> Result<Vec<InstanceRow>, StoreError> {
+        let s = self.clone();
+        self.run("instances", async move {
+            let rows = s
+                .client()
+                .await?
+                .query(
+                    "SELECT name, heartbeat, version, settings FROM instances
+                     WHERE heartbeat >= $1 ORDER BY name",
+                    &[&millis(since)],
+                )
+                .await?;
+            Ok(rows
+                .iter()
+                .map(|r| InstanceRow {
+                    name: r.get(0),
+                    last_seen: from_millis(r.get(1)),
+                    version: r.get(2),
+                    settings: r.get(3),
+                })
+                .collect())
         })
         .await
     }

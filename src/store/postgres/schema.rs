@@ -10,7 +10,8 @@ use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
 use super::super::StoreError;
 
 /// Versioned schema; append only. `schema_migrations` records what has been applied.
-const MIGRATIONS: &[&str] = &["CREATE TABLE otps (
+const MIGRATIONS: &[&str] = &[
+    "CREATE TABLE otps (
         id            bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
         phone         text    NOT NULL,
         purpose       text    NOT NULL,
@@ -113,7 +114,15 @@ const MIGRATIONS: &[&str] = &["CREATE TABLE otps (
         name text NOT NULL, day bigint NOT NULL, count bigint NOT NULL,
         PRIMARY KEY (name, day)
     ) WITH (fillfactor = 50);
-    CREATE TABLE meta (key text PRIMARY KEY, value text NOT NULL);"];
+    CREATE TABLE meta (key text PRIMARY KEY, value text NOT NULL);",
+    // The instances sharing the schema, for `/status/`: each writes its row every 30 s.
+    "CREATE TABLE instances (
+        name      text   PRIMARY KEY,
+        heartbeat bigint NOT NULL,
+        version   text   NOT NULL,
+        settings  text   NOT NULL
+    );",
+];
 
 /// The newest schema this binary knows.
 pub const PG_SCHEMA_VERSION: i32 = MIGRATIONS.len() as i32;
