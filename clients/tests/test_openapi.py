@@ -117,6 +117,7 @@ CONFIGS: dict[str, Callable[[MockTwilio], tuple[dict[str, Any], bool]]] = {
     # Twilio (mocked) with everything configured: nothing a request can do is a 5xx.
     "twilio": lambda m: ({
         "twilio": m.config(test_phone_number="+34600999000", whatsapp_from="+15005550007",
+                           voice_from="+15005550006",
                            status_callback_url=CALLBACK_URL, breaker_failures=2,
                            breaker_cooldown="1s"),
         "limits": HIGH, "templates": TEMPLATES, "otp": {"ttl": "2s"},

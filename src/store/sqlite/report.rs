@@ -21,27 +21,7 @@ impl SqliteStore {
         let since = millis(since);
         self.read("report", move |c| {
             let first = first_code_since(c, since)?;
-            let codes: Vec<CodeGroup> = c
-                .prepare(
-                    "SELECT substr(o.phone, 2, 3), o.purpose, coalesce(m.channel, 'sms'),
-                            coalesce(m.provider, ''), count(*), sum(o.state = 'verified')
-                     FROM otps o LEFT JOIN messages m ON m.id =
-                         (SELECT max(id) FROM messages WHERE otp_id = o.id AND sid IS NOT NULL)
-                     WHERE o.id >= ?1 AND o.created_at >= ?2 AND o.test_number = 0
-                       AND o.state NOT IN ('pending', 'failed')
-                     GROUP BY 1, 2, 3, 4",
-                )?
-                .query_map(params![first, since], |r| {
-                    Ok(CodeGroup {
-                        prefix: r.get(0)?,
-                        purpose: r.get(1)?,
-                        channel: r.get(2)?,
-                        provider: r.get(3)?,
-                        sent: r.get(4)?,
-                        verified: r.get(5)?,
-                    })
-                })?
-                .collect::<Result<_, _>>()?;
+            let codes = code_groups(c, first, since)?;
             let verified: i64 = codes.iter().map(|g| g.verified).sum();
             let median = match verified {
                 0 => None,
@@ -99,15 +79,63 @@ impl SqliteStore {
     }
 }
 
+/// Sent codes in the window by (prefix, purpose, channel, provider). Grouped here, not
+/// by SQL's GROUP BY, which sorts every row through a temporary b-tree: the groups are
+/// few, the rows many, and a lookup by a reused key buffer allocates nothing per row.
+fn code_groups(c: &Connection, first: i64, since: i64) -> rusqlite::Result<Vec<CodeGroup>> {
+    let mut statement = c.prepare(
+        "SELECT substr(o.phone, 2, 3), o.purpose, coalesce(m.channel, 'sms'),
+                coalesce(m.provider, ''), o.state = 'verified'
+         FROM otps o LEFT JOIN messages m ON m.id =
+             (SELECT max(id) FROM messages WHERE otp_id = o.id AND sid IS NOT NULL)
+         WHERE o.id >= ?1 AND o.created_at >= ?2 AND o.test_number = 0
+           AND o.state NOT IN ('pending', 'failed')",
+    )?;
+    let mut rows = statement.query(params![first, since])?;
+    let mut groups: std::collections::HashMap<String, CodeGroup> = Default::default();
+    let mut key = String::new();
+    while let Some(row) = rows.next()? {
+        let text = |i| row.get_ref(i).map(|v| v.as_str().unwrap_or_default());
+        let (prefix, purpose, channel, provider) = (text(0)?, text(1)?, text(2)?, text(3)?);
+        key.clear();
+        for part in [prefix, purpose, channel, provider] {
+            key.push_str(part);
+            key.push('\0');
+        }
+        let verified = i64::from(row.get::<_, bool>(4)?);
+        match groups.get_mut(key.as_str()) {
+            Some(group) => {
+                group.sent += 1;
+                group.verified += verified;
+            }
+            None => {
+                groups.insert(
+                    key.clone(),
+                    CodeGroup {
+                        prefix: prefix.to_owned(),
+                        purpose: purpose.to_owned(),
+                        channel: channel.to_owned(),
+                        provider: provider.to_owned(),
+                        sent: 1,
+                        verified,
+                    },
+                );
+            }
+        }
+    }
+    Ok(groups.into_values().collect())
+}
+
 /// An id below which every code was created before `since`, and from which on every
 /// code was created at or after it: ids grow with time, so a binary search, each probe
 /// a primary-key lookup of the next live row.
 fn first_code_since(c: &Connection, since: i64) -> rusqlite::Result<i64> {
-    let (mut low, mut high): (i64, i64) = c.query_row(
-        "SELECT coalesce(min(id), 1), coalesce(max(id), 0) + 1 FROM otps",
-        [],
-        |r| Ok((r.get(0)?, r.get(1)?)),
-    )?;
+    // Two statements: SQLite answers a lone min() or max() from the b-tree's edge, but
+    // scans the whole table for both in one.
+    let mut low: i64 = c.query_row("SELECT coalesce(min(id), 1) FROM otps", [], |r| r.get(0))?;
+    let mut high: i64 = c.query_row("SELECT coalesce(max(id), 0) + 1 FROM otps", [], |r| {
+        r.get(0)
+    })?;
     let mut at =
         c.prepare_cached("SELECT id, created_at FROM otps WHERE id >= ?1 ORDER BY id LIMIT 1")?;
     while low < high {
@@ -123,4 +151,54 @@ fn first_code_since(c: &Connection, since: i64) -> rusqlite::Result<i64> {
         }
     }
     Ok(low)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::sqlite::schema::migrated;
+
+    #[test]
+    fn the_window_starts_at_the_first_code_created_in_it() {
+        let conn = migrated();
+        // Codes 1..=1000 created at 10 ms apart, with gaps where the retention job ran.
+        for id in (1..=1000i64).filter(|id| id % 7 != 0) {
+            conn.execute(
+                "INSERT INTO otps (id, phone, purpose, code_hash, state, max_attempts,
+                                   created_at, expires_at)
+                 VALUES (?1, '+34600000000', 'login', x'00', 'sent', 5, ?2, ?2)",
+                params![id, id * 10],
+            )
+            .unwrap();
+        }
+        for (since, first) in [(0, 1), (10, 1), (11, 2), (500, 50), (505, 51), (700, 70)] {
+            let found = first_code_since(&conn, since).unwrap();
+            assert!(found <= first, "since {since}: {found} > {first}");
+            let skipped: i64 = conn
+                .query_row(
+                    "SELECT count(*) FROM otps WHERE id < ?1 AND created_at >= ?2",
+                    params![found, since],
+                    |r| r.get(0),
+                )
+                .unwrap();
+            assert_eq!(
+                skipped, 0,
+                "since {since}: codes before {found} are in the window"
+            );
+            let scanned: i64 = conn
+                .query_row(
+                    "SELECT count(*) FROM otps WHERE id >= ?1 AND created_at < ?2",
+                    params![found, since],
+                    |r| r.get(0),
+                )
+                .unwrap();
+            assert_eq!(
+                scanned, 0,
+                "since {since}: the range from {found} holds older codes"
+            );
+        }
+        assert_eq!(first_code_since(&conn, 1_000_000).unwrap(), 1001);
+        let empty = migrated();
+        assert_eq!(first_code_since(&empty, 5).unwrap(), 1);
+    }
 }
