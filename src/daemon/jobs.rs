@@ -127,14 +127,15 @@ pub async fn recover_codes(apps: Arc<ArcSwap<App>>, started: SystemTime) {
     }
 }
 
-/// Pings systemd's watchdog while the store answers; a wedged daemon stops pinging
-/// and systemd restarts it.
+/// Pings systemd's watchdog while this process's store answers (a wedged writer
+/// thread stops the pings and systemd restarts otpd; a shared database being away
+/// does not, see `Store::alive`).
 pub async fn watchdog(apps: Arc<ArcSwap<App>>, every: Duration) {
     let mut tick = tokio::time::interval(every);
     loop {
         tick.tick().await;
         let app = apps.load_full();
-        match tokio::time::timeout(every, app.reports.ping()).await {
+        match tokio::time::timeout(every, app.reports.alive()).await {
             Ok(Ok(())) => systemd::notify(&[systemd::State::Watchdog]),
             Ok(Err(e)) => log::error!("watchdog: the store does not answer: {e}"),
             Err(_) => log::error!("watchdog: the store did not answer within {every:?}"),

@@ -121,9 +121,14 @@ impl Reports {
         Ok(Report::new(rows, &self.prices, since, now))
     }
 
-    /// Whether the store answers (`/healthz`, the watchdog).
+    /// Whether the store answers (`/healthz`).
     pub async fn ping(&self) -> Result<(), StoreError> {
         self.store.ping().await
+    }
+
+    /// Whether this process's own store machinery answers (the watchdog).
+    pub async fn alive(&self) -> Result<(), StoreError> {
+        self.store.alive().await
     }
 
     /// The retention job: deletes what has outlived `[retention]`.

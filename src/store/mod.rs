@@ -205,6 +205,17 @@ impl Store {
     }
 
     /// Stops the backend after the writes already queued.
+    /// What the watchdog asks: that this process's own store machinery answers. The
+    /// SQLite writer thread and reader pool are this process's, so they are pinged; a
+    /// shared PostgreSQL is not: its outage must not make systemd restart every host's
+    /// otpd at once (requests answer 503 meanwhile, and the pool reconnects by itself).
+    pub async fn alive(&self) -> Result<(), StoreError> {
+        match self {
+            Store::Sqlite(s) => s.ping().await,
+            Store::Postgres(_) => Ok(()),
+        }
+    }
+
     pub fn close(&self) {
         dispatch!(self, s => s.close())
     }

@@ -2,7 +2,9 @@
 //! `store_unavailable` with `Retry-After` within the configured timeouts (never a
 //! hang, never a code texted that could not be stored), `/healthz` says so, and the
 //! daemon serves again by itself once the database is back. The daemon reaches the
-//! server through a TCP relay the test cuts and restores. PostgreSQL only: ignored
+//! server through a TCP relay the test cuts and restores. The systemd watchdog keeps
+//! being pinged meanwhile: a shared database being away is no reason for systemd to
+//! restart every host's otpd at once. PostgreSQL only: ignored
 //! unless run with `OTPD_TEST_POSTGRES_URL` and `--include-ignored`.
 
 use std::path::PathBuf;
@@ -14,6 +16,7 @@ use tokio::net::{TcpListener, UnixStream};
 use tokio::sync::Mutex;
 use tokio::task::JoinHandle;
 
+use crate::common::notify::NotifySocket;
 use crate::common::*;
 
 /// A relay from 127.0.0.1 to the test server's Unix socket; `cut` drops every relayed
@@ -82,8 +85,11 @@ async fn postgres_away_answers_503_in_time_and_the_daemon_recovers_by_itself() {
         .collect::<Vec<_>>()
         .join(" ");
     let mock = MockTwilio::start(MockOptions::default());
+    let notify = NotifySocket::new();
     let otpd = Setup::new()
         .twilio(&mock)
+        .env("NOTIFY_SOCKET", notify.path())
+        .env("WATCHDOG_USEC", "400000")
         .set(
             "store.postgres",
             &format!("url = \"host=127.0.0.1 port={} {user}\"", relay.port),
@@ -114,6 +120,10 @@ async fn postgres_away_answers_503_in_time_and_the_daemon_recovers_by_itself() {
         started.elapsed()
     );
     assert_eq!(otpd.get("/healthz").await.status, 503);
+    // Pings every 200 ms; before, each waited on the database and none came.
+    notify.count_within("WATCHDOG=1", Duration::from_millis(50));
+    let pings = notify.count_within("WATCHDOG=1", Duration::from_millis(1500));
+    assert!(pings >= 3, "{pings} watchdog pings in 1.5 s of outage");
     assert_eq!(
         mock.messages().len(),
         sent_before,

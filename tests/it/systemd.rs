@@ -2,61 +2,13 @@
 //! SIGHUP reloads (new limits and templates applied, a broken file rejected), socket
 //! activation (LISTEN_FDS), and the structured log fields on the stderr fallback.
 
-use std::os::unix::net::UnixDatagram;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::common::notify::NotifySocket;
 use crate::common::*;
 use hyper::Method;
-
-/// A datagram socket the test owns, handed to otpd as NOTIFY_SOCKET.
-struct NotifySocket {
-    socket: UnixDatagram,
-    _dir: tempfile::TempDir,
-    path: std::path::PathBuf,
-}
-
-impl NotifySocket {
-    fn new() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("notify.sock");
-        let socket = UnixDatagram::bind(&path).unwrap();
-        // A bound on a wait that should end in milliseconds, not an assertion on time.
-        socket
-            .set_read_timeout(Some(Duration::from_secs(30)))
-            .unwrap();
-        NotifySocket {
-            socket,
-            _dir: dir,
-            path,
-        }
-    }
-
-    fn path(&self) -> &str {
-        self.path.to_str().unwrap()
-    }
-
-    /// The next datagram otpd sent.
-    fn next(&self) -> String {
-        let mut buf = [0u8; 4096];
-        let n = self
-            .socket
-            .recv(&mut buf)
-            .expect("no sd_notify message from otpd within 30 s");
-        String::from_utf8_lossy(&buf[..n]).into_owned()
-    }
-
-    /// Reads datagrams until one has `state` as a line; returns the one that did.
-    fn wait_for(&self, state: &str) -> String {
-        loop {
-            let message = self.next();
-            if message.lines().any(|l| l == state) {
-                return message;
-            }
-        }
-    }
-}
 
 fn limited(setup: Setup, notify: &NotifySocket) -> Daemon {
     setup

@@ -9,6 +9,7 @@
 pub mod audit;
 pub mod install_lock;
 pub mod mock_twilio;
+pub mod notify;
 pub mod outbox;
 pub mod prism;
 
@@ -253,7 +254,16 @@ impl Daemon {
             .append(true)
             .open(dir.path().join("otpd.log"))
             .unwrap();
-        let mut cmd = otpd_command();
+        let mut cmd = match setup.env.iter().any(|(k, _)| k == "WATCHDOG_USEC") {
+            // systemd names the pid its watchdog is for; a shell that execs otpd knows it.
+            true => {
+                let mut sh = clean_command("sh");
+                sh.args(["-c", "WATCHDOG_PID=$$ exec \"$0\" \"$@\""])
+                    .arg(otpd_bin());
+                sh
+            }
+            false => otpd_command(),
+        };
         cmd.arg("serve")
             .arg("--config")
             .arg(&config)
