@@ -253,3 +253,44 @@ async fn status_lists_the_instances_and_warns_when_their_settings_differ() {
         .unwrap_or_default();
     assert!(warning.contains("different limits"), "{:?}", status.json);
 }
+
+#[tokio::test]
+#[ignore = "needs OTPD_TEST_POSTGRES_URL"]
+async fn a_status_callback_posted_to_one_host_updates_a_message_the_other_sent() {
+    use crate::common::outbox::{CALLBACK_URL, callback, message};
+    let mock = MockTwilio::start(MockOptions::default());
+    let hosts = two_hosts(&mock, |s| {
+        s.set(
+            "twilio",
+            &format!("status_callback_url = \"{CALLBACK_URL}\""),
+        )
+        .set("messaging", "retry_delay = \"200ms\"")
+    });
+    let [a, b] = &hosts.daemons[..] else {
+        unreachable!()
+    };
+    let reply = a
+        .post(SEND_SMS, &json!({"to": PHONE, "body": "Table at 8"}))
+        .await;
+    assert_eq!(reply.status, 202, "{:?}", reply.json);
+    let id = reply.json["message_id"].as_i64().unwrap();
+    let sent = wait_for(a, id, Duration::from_secs(10), "sent", |m| {
+        m["status"] == "sent"
+    })
+    .await;
+    let sid = sent["sid"].as_str().unwrap().to_owned();
+    let reply = callback(
+        b,
+        &[("MessageSid", &sid), ("MessageStatus", "delivered")],
+        None,
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{:?}", reply.json);
+    assert_eq!(reply.json["message_id"], id);
+    // Either host now reads it delivered, with the report in its history.
+    for host in [a, b] {
+        let m = message(host, id).await;
+        assert_eq!(m["status"], "delivered", "{m}");
+        assert!(m["history"].to_string().contains("status callback"), "{m}");
+    }
+}
